@@ -1,0 +1,5 @@
+"""Test setup: force 8 host CPU devices before JAX is imported (ARCHITECTURE.md, Tests)."""
+import os
+
+os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
