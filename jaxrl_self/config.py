@@ -1,0 +1,137 @@
+"""Config files, command-line overrides and validation with messages for people.
+
+A config is an `ml_collections.ConfigDict` returned by `get_config()` in a Python file. Overrides
+come as `--config.a.b=value`; the value is parsed as a Python literal when it looks like one and
+must match the type of the existing field. Anything wrong raises `ConfigError` naming the key.
+"""
+from __future__ import annotations
+
+import ast
+import importlib.util
+import json
+from pathlib import Path
+from typing import Sequence
+
+import ml_collections
+
+RL_ALGORITHMS = ("grpo", "dr_grpo", "dapo", "gspo", "rloo", "reinforce_pp", "ppo")
+GROUP_ALGORITHMS = ("grpo", "dr_grpo", "dapo", "gspo", "rloo")
+TASKS = ("arithmetic", "countdown", "jsonl", "tfds")
+
+
+class ConfigError(ValueError):
+    """A config problem a person must fix; the CLI prints it and exits with code 2."""
+
+
+def load_config_file(path: str | Path) -> ml_collections.ConfigDict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    spec = importlib.util.spec_from_file_location(f"_jaxrl_self_config_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except Exception as error:  # a config file is user code: report, do not crash deep inside
+        raise ConfigError(f"config file {path} failed to load: {type(error).__name__}: {error}") from error
+    if not hasattr(module, "get_config"):
+        raise ConfigError(f"config file {path} has no get_config() function")
+    return module.get_config()
+
+
+def _parse_value(text: str):
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text  # a bare string such as --config.task.name=countdown
+
+
+def apply_override(config: ml_collections.ConfigDict, dotted_key: str, text: str) -> None:
+    """Sets `config.<dotted_key>` from the command-line text, checking the key and the type."""
+    *parents, leaf = dotted_key.split(".")
+    node = config
+    for depth, name in enumerate(parents):
+        if name not in node or not isinstance(node[name], ml_collections.ConfigDict):
+            raise ConfigError(f"unknown config key 'config.{'.'.join(parents[:depth + 1])}' (in --config.{dotted_key})")
+        node = node[name]
+    if leaf not in node:
+        known = ", ".join(sorted(node.keys()))
+        raise ConfigError(f"unknown config key 'config.{dotted_key}'; keys at that level: {known}")
+    old, value = node[leaf], _parse_value(text)
+    if isinstance(old, bool) and not isinstance(value, bool):
+        raise ConfigError(f"config.{dotted_key} must be True or False, got {text!r}")
+    if isinstance(old, float) and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if old is not None and not isinstance(old, ml_collections.ConfigDict) and type(value) is not type(old):
+        if isinstance(old, tuple) and isinstance(value, list):
+            value = tuple(value)
+        else:
+            raise ConfigError(f"config.{dotted_key} must be of type {type(old).__name__}, got {text!r} ({type(value).__name__})")
+    node[leaf] = value
+
+
+def parse_overrides(args: Sequence[str]) -> list[tuple[str, str]]:
+    """`["--config.a.b=1", "--config.c", "2"]` -> [("a.b", "1"), ("c", "2")]; raises on anything else."""
+    pairs, i = [], 0
+    while i < len(args):
+        arg = args[i]
+        if not arg.startswith("--config."):
+            raise ConfigError(f"unrecognised argument {arg!r}; overrides look like --config.rl.group_size=16")
+        if "=" in arg:
+            key, text = arg[len("--config."):].split("=", 1)
+        elif i + 1 < len(args):
+            key, text = arg[len("--config."):], args[i + 1]
+            i += 1
+        else:
+            raise ConfigError(f"{arg} has no value")
+        pairs.append((key, text))
+        i += 1
+    return pairs
+
+
+def build_config(path: str | Path, overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:
+    config = load_config_file(path)
+    for key, text in parse_overrides(overrides):
+        apply_override(config, key, text)
+    validate(config)
+    return config
+
+
+def _require(condition: bool, key: str, message: str) -> None:
+    if not condition:
+        raise ConfigError(f"config.{key}: {message}")
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+    """Checks types, ranges and cross-field rules once, at start-up."""
+    _require(config.task.name in TASKS, "task.name", f"must be one of {TASKS}, got {config.task.name!r}")
+    model = config.model
+    for key in ("hidden_size", "num_layers", "num_heads", "num_kv_heads", "head_dim", "intermediate_size"):
+        _require(model[key] >= 1, f"model.{key}", f"must be >= 1, got {model[key]}")
+    _require(model.num_heads % model.num_kv_heads == 0, "model.num_kv_heads", f"must divide model.num_heads ({model.num_heads}), got {model.num_kv_heads}")
+    _require(model.dtype in ("float32", "bfloat16"), "model.dtype", f"must be 'float32' or 'bfloat16', got {model.dtype!r}")
+    sft, rl = config.sft, config.rl
+    _require(sft.steps >= 0, "sft.steps", f"must be >= 0, got {sft.steps}")
+    _require(rl.steps >= 0, "rl.steps", f"must be >= 0, got {rl.steps}")
+    _require(sft.batch_size >= 1, "sft.batch_size", f"must be >= 1, got {sft.batch_size}")
+    _require(rl.algorithm in RL_ALGORITHMS, "rl.algorithm", f"must be one of {RL_ALGORITHMS}, got {rl.algorithm!r}")
+    _require(rl.prompts_per_step >= 1, "rl.prompts_per_step", f"must be >= 1, got {rl.prompts_per_step}")
+    if rl.algorithm in GROUP_ALGORITHMS:
+        _require(rl.group_size >= 2, "rl.group_size", f"group methods ({rl.algorithm}) need a group of >= 2 completions per prompt, got {rl.group_size}")
+    _require(rl.max_new_tokens >= 1, "rl.max_new_tokens", f"must be >= 1, got {rl.max_new_tokens}")
+    _require(rl.temperature >= 0, "rl.temperature", f"must be >= 0, got {rl.temperature}")
+    _require(0 < rl.top_p <= 1, "rl.top_p", f"must be in (0, 1], got {rl.top_p}")
+    _require(rl.kl_coef >= 0, "rl.kl_coef", f"must be >= 0, got {rl.kl_coef}")
+    for key in ("learning_rate",):
+        _require(sft[key] > 0, f"sft.{key}", f"must be > 0, got {sft[key]}")
+        _require(rl[key] > 0, f"rl.{key}", f"must be > 0, got {rl[key]}")
+    _require(rl.epochs >= 1 and rl.minibatches >= 1, "rl.minibatches", "rl.epochs and rl.minibatches must be >= 1")
+    rows = rl.prompts_per_step * rl.group_size
+    _require(rows % (rl.minibatches * rl.micro_batches) == 0, "rl.micro_batches",
+             f"prompts_per_step*group_size ({rows}) must be divisible by minibatches*micro_batches ({rl.minibatches}*{rl.micro_batches})")
+    total_len = config.task.max_prompt_len + rl.max_new_tokens
+    _require(total_len <= model.max_position_embeddings, "rl.max_new_tokens",
+             f"task.max_prompt_len + rl.max_new_tokens = {total_len} exceeds the model's context model.max_position_embeddings = {model.max_position_embeddings}")
+
+
+def config_to_json(config: ml_collections.ConfigDict) -> str:
+    return json.dumps(config.to_dict(), indent=2, sort_keys=True, default=str)

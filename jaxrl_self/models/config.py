@@ -1,0 +1,49 @@
+"""Model hyper-parameters: one dataclass covers the tiny procedural models and Llama/Qwen checkpoints."""
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional
+
+import jax.numpy as jnp
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Decoder-only transformer hyper-parameters (HF `config.json` names where they exist).
+
+    rope_scaling: None, or a tuple of (key, value) pairs from HF `rope_scaling` (hashable so the
+      config can be a static jit argument), e.g. (("rope_type", "llama3"), ("factor", 8.0), ...).
+    attention_bias: q/k/v projections carry biases (Qwen2).
+    qk_norm: RMSNorm on each head of q and k before RoPE (Qwen3).
+    dtype: compute dtype ("float32" or "bfloat16"); parameters are always stored in float32.
+    """
+
+    vocab_size: int
+    hidden_size: int = 128
+    num_layers: int = 2
+    num_heads: int = 4
+    num_kv_heads: int = 2
+    head_dim: int = 32
+    intermediate_size: int = 384
+    rope_theta: float = 10000.0
+    rope_scaling: Optional[tuple] = None
+    rms_norm_eps: float = 1e-6
+    tie_word_embeddings: bool = True
+    attention_bias: bool = False
+    qk_norm: bool = False
+    max_position_embeddings: int = 512
+    dtype: str = "float32"
+    architecture: str = "llama"
+
+    def __post_init__(self):
+        if self.num_heads % self.num_kv_heads:
+            raise ValueError(
+                f"num_heads ({self.num_heads}) must be a multiple of num_kv_heads ({self.num_kv_heads})"
+            )
+
+    @property
+    def compute_dtype(self):
+        return jnp.dtype(self.dtype)
+
+    def rope_scaling_dict(self) -> dict:
+        return dict(self.rope_scaling or ())

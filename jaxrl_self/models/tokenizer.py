@@ -1,0 +1,69 @@
+"""Tokenizers behind one small interface: `encode`, `decode`, `encode_batch`, ids of pad/eos/bos.
+
+`CharTokenizer` serves the procedural tasks (one token per character, plus multi-character special
+tokens such as "<answer>"). The Hugging Face wrapper (over the `tokenizers` library) exposes the
+same interface, so samplers, tasks and trainers never care which one they hold.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+PAD, BOS, EOS = "<pad>", "<bos>", "<eos>"
+
+
+def pad_batch(sequences: Sequence[Sequence[int]], length: int, pad_id: int, side: str = "left"):
+    """Pads token lists to `[N, length] int32` plus a `[N, length] bool` mask; raises if one is too long."""
+    tokens = np.full((len(sequences), length), pad_id, np.int32)
+    mask = np.zeros((len(sequences), length), bool)
+    for i, seq in enumerate(sequences):
+        if len(seq) > length:
+            raise ValueError(f"sequence {i} has {len(seq)} tokens, more than the padded length {length}")
+        if not len(seq):
+            continue
+        cols = slice(length - len(seq), length) if side == "left" else slice(0, len(seq))
+        tokens[i, cols] = seq
+        mask[i, cols] = True
+    return tokens, mask
+
+
+def bucket_length(n: int, multiple: int = 16) -> int:
+    """Smallest multiple of `multiple` >= n: pads shapes to a few buckets to bound recompilation."""
+    return max(multiple, -(-n // multiple) * multiple)
+
+
+class CharTokenizer:
+    """Character-level tokenizer over a fixed alphabet plus special tokens (matched first, greedily)."""
+
+    def __init__(self, alphabet: str, special_tokens: Sequence[str] = ()):
+        self.special_tokens = [PAD, BOS, EOS, *special_tokens]
+        self.vocab = self.special_tokens + list(dict.fromkeys(alphabet))
+        self.token_to_id = {t: i for i, t in enumerate(self.vocab)}
+        self.pad_id, self.bos_id, self.eos_id = 0, 1, 2
+        self._specials_longest_first = sorted(special_tokens, key=len, reverse=True)
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.vocab)
+
+    def encode(self, text: str) -> list[int]:
+        ids, i = [], 0
+        while i < len(text):
+            special = next((s for s in self._specials_longest_first if text.startswith(s, i)), None)
+            piece = special or text[i]
+            if piece not in self.token_to_id:
+                raise ValueError(f"character {piece!r} at offset {i} of {text!r} is not in the tokenizer's alphabet")
+            ids.append(self.token_to_id[piece])
+            i += len(piece)
+        return ids
+
+    def decode(self, ids: Sequence[int], skip_special_tokens: bool = True) -> str:
+        """Text of `ids`; pad/bos/eos are dropped when `skip_special_tokens` (task tags are kept)."""
+        drop = {self.pad_id, self.bos_id, self.eos_id} if skip_special_tokens else set()
+        return "".join(self.vocab[i] for i in ids if int(i) not in drop and 0 <= int(i) < len(self.vocab))
+
+    def encode_batch(self, texts: Sequence[str], length: int, side: str = "left", add_eos: bool = False):
+        """`[N, length] int32` ids and `[N, length] bool` mask (left padding for prompts)."""
+        seqs = [self.encode(t) + ([self.eos_id] if add_eos else []) for t in texts]
+        return pad_batch(seqs, length, self.pad_id, side)

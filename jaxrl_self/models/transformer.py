@@ -1,0 +1,192 @@
+"""The one decoder-only transformer (Flax NNX): RMSNorm, RoPE, SwiGLU, grouped-query attention, KV cache.
+
+Covers Llama / Mistral / Qwen2 (q/k/v biases) / Qwen3 (q/k RMSNorm) through `ModelConfig` flags.
+Every parameter carries `logical_axes` metadata (vocab, embed, heads, kv_heads, head_dim, mlp) that
+`jaxrl_self.parallel` maps to mesh axes; the model itself never mentions devices.
+
+Shapes: B batch, Q query tokens in this call, S key/value slots (= Q without a cache, the cache
+length with one), H query heads, K kv heads, D head_dim, E hidden, F mlp, V vocab.
+"""
+from __future__ import annotations
+
+import math
+from typing import NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from jaxrl_self.models.config import ModelConfig
+from jaxrl_self.models.rope import apply_rope, inverse_frequencies
+
+_MASKED = -1e30
+
+
+class KVCache(NamedTuple):
+    """Static-shape key/value cache: one `[B, S, K, D]` array per layer for keys and for values."""
+
+    keys: tuple
+    values: tuple
+
+    @staticmethod
+    def zeros(config: ModelConfig, batch: int, length: int) -> "KVCache":
+        shape = (batch, length, config.num_kv_heads, config.head_dim)
+        zeros = tuple(jnp.zeros(shape, config.compute_dtype) for _ in range(config.num_layers))
+        return KVCache(zeros, zeros)
+
+    def repeat(self, times: int) -> "KVCache":
+        """Each row repeated `times` times consecutively ([B,...] -> [B*times,...]): group sampling."""
+        rep = lambda x: jnp.repeat(x, times, axis=0)
+        return KVCache(tuple(map(rep, self.keys)), tuple(map(rep, self.values)))
+
+
+def _param(rngs: nnx.Rngs, shape, axes, scale: float) -> nnx.Param:
+    value = jax.random.normal(rngs.params(), shape, jnp.float32) * scale
+    return nnx.Param(value, logical_axes=axes)
+
+
+def _ones(shape, axes) -> nnx.Param:
+    return nnx.Param(jnp.ones(shape, jnp.float32), logical_axes=axes)
+
+
+def _zeros(shape, axes) -> nnx.Param:
+    return nnx.Param(jnp.zeros(shape, jnp.float32), logical_axes=axes)
+
+
+def rms_norm(x: jnp.ndarray, weight: jnp.ndarray, eps: float) -> jnp.ndarray:
+    """RMSNorm over the last axis, computed in float32 (as HF does), returned in x.dtype."""
+    x32 = x.astype(jnp.float32)
+    normed = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + eps)
+    return (normed * weight.astype(jnp.float32)).astype(x.dtype)
+
+
+class Attention(nnx.Module):
+    def __init__(self, config: ModelConfig, rngs: nnx.Rngs):
+        self.config = config
+        e, h, k, d = config.hidden_size, config.num_heads, config.num_kv_heads, config.head_dim
+        self.q_proj = _param(rngs, (e, h, d), ("embed", "heads", "head_dim"), 1 / math.sqrt(e))
+        self.k_proj = _param(rngs, (e, k, d), ("embed", "kv_heads", "head_dim"), 1 / math.sqrt(e))
+        self.v_proj = _param(rngs, (e, k, d), ("embed", "kv_heads", "head_dim"), 1 / math.sqrt(e))
+        self.o_proj = _param(rngs, (h, d, e), ("heads", "head_dim", "embed"), 1 / math.sqrt(h * d))
+        if config.attention_bias:
+            self.q_bias = _zeros((h, d), ("heads", "head_dim"))
+            self.k_bias = _zeros((k, d), ("kv_heads", "head_dim"))
+            self.v_bias = _zeros((k, d), ("kv_heads", "head_dim"))
+        if config.qk_norm:
+            self.q_norm = _ones((d,), ("head_dim",))
+            self.k_norm = _ones((d,), ("head_dim",))
+
+    def __call__(self, x, positions, kv_mask, cache_kv, cache_index):
+        """x `[B, Q, E]`; positions `[B, Q]`; kv_mask `[B, S]` bool; cache_kv None or (k, v) `[B, S, K, D]`.
+
+        Returns (out `[B, Q, E]`, (k, v) of this layer — the updated cache, or this call's keys).
+        """
+        cfg, dtype = self.config, x.dtype
+        q = jnp.einsum("bqe,ehd->bqhd", x, self.q_proj[...].astype(dtype))
+        k = jnp.einsum("bqe,ekd->bqkd", x, self.k_proj[...].astype(dtype))
+        v = jnp.einsum("bqe,ekd->bqkd", x, self.v_proj[...].astype(dtype))
+        if cfg.attention_bias:
+            q, k, v = q + self.q_bias[...].astype(dtype), k + self.k_bias[...].astype(dtype), v + self.v_bias[...].astype(dtype)
+        if cfg.qk_norm:
+            q, k = rms_norm(q, self.q_norm[...], cfg.rms_norm_eps), rms_norm(k, self.k_norm[...], cfg.rms_norm_eps)
+        inv_freq = inverse_frequencies(cfg)  # a trace-time constant, not a parameter
+        q, k = apply_rope(q, positions, inv_freq), apply_rope(k, positions, inv_freq)
+
+        num_queries = x.shape[1]
+        if cache_kv is None:
+            query_slots = jnp.arange(num_queries)
+        else:
+            k = jax.lax.dynamic_update_slice_in_dim(cache_kv[0], k.astype(cache_kv[0].dtype), cache_index, axis=1)
+            v = jax.lax.dynamic_update_slice_in_dim(cache_kv[1], v.astype(cache_kv[1].dtype), cache_index, axis=1)
+            query_slots = cache_index + jnp.arange(num_queries)
+        causal = jnp.arange(k.shape[1])[None, :] <= query_slots[:, None]  # [Q, S]
+        mask = causal[None] & kv_mask[:, None, :]  # [B, Q, S]
+        out = grouped_attention(q, k.astype(dtype), v.astype(dtype), mask)
+        return jnp.einsum("bqhd,hde->bqe", out, self.o_proj[...].astype(dtype)), (k, v)
+
+
+def grouped_attention(q, k, v, mask):
+    """Softmax attention with K kv heads shared by H/K query heads each.
+
+    q `[B, Q, H, D]`, k/v `[B, S, K, D]`, mask `[B, Q, S]` bool -> `[B, Q, H, D]`. Scores in float32.
+    """
+    b, nq, h, d = q.shape
+    groups = h // k.shape[2]
+    q = q.reshape(b, nq, k.shape[2], groups, d)
+    scores = jnp.einsum("bqkgd,bskd->bkgqs", q, k, preferred_element_type=jnp.float32) / math.sqrt(d)
+    scores = jnp.where(mask[:, None, None], scores, _MASKED)
+    probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
+    return jnp.einsum("bkgqs,bskd->bqkgd", probs, v).reshape(b, nq, h, d)
+
+
+class MLP(nnx.Module):
+    def __init__(self, config: ModelConfig, rngs: nnx.Rngs):
+        e, f = config.hidden_size, config.intermediate_size
+        self.gate_proj = _param(rngs, (e, f), ("embed", "mlp"), 1 / math.sqrt(e))
+        self.up_proj = _param(rngs, (e, f), ("embed", "mlp"), 1 / math.sqrt(e))
+        self.down_proj = _param(rngs, (f, e), ("mlp", "embed"), 1 / math.sqrt(f))
+
+    def __call__(self, x):
+        dtype = x.dtype
+        gate = jax.nn.silu(x @ self.gate_proj[...].astype(dtype))
+        return (gate * (x @ self.up_proj[...].astype(dtype))) @ self.down_proj[...].astype(dtype)
+
+
+class DecoderLayer(nnx.Module):
+    def __init__(self, config: ModelConfig, rngs: nnx.Rngs):
+        self.config = config
+        self.input_layernorm = _ones((config.hidden_size,), ("embed",))
+        self.post_attention_layernorm = _ones((config.hidden_size,), ("embed",))
+        self.self_attn = Attention(config, rngs)
+        self.mlp = MLP(config, rngs)
+
+    def __call__(self, x, positions, kv_mask, cache_kv, cache_index):
+        eps = self.config.rms_norm_eps
+        attn_out, kv = self.self_attn(rms_norm(x, self.input_layernorm[...], eps), positions, kv_mask, cache_kv, cache_index)
+        x = x + attn_out
+        x = x + self.mlp(rms_norm(x, self.post_attention_layernorm[...], eps))
+        return x, kv
+
+
+class Transformer(nnx.Module):
+    """Decoder-only language model. `__call__` runs a full (training) forward or a cached step."""
+
+    def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
+        self.config = config
+        self.embed_tokens = _param(rngs, (config.vocab_size, config.hidden_size), ("vocab", "embed"), 0.02)
+        self.layers = nnx.List([DecoderLayer(config, rngs) for _ in range(config.num_layers)])
+        self.norm = _ones((config.hidden_size,), ("embed",))
+        if not config.tie_word_embeddings:
+            self.lm_head = _param(rngs, (config.hidden_size, config.vocab_size), ("embed", "vocab"), 1 / math.sqrt(config.hidden_size))
+
+    def hidden_states(self, tokens, positions, kv_mask, cache: Optional[KVCache] = None, cache_index=0):
+        """Final normed hidden states `[B, Q, E]` and the updated cache (None without a cache).
+
+        tokens/positions `[B, Q] int32`; kv_mask `[B, S] bool` marks key slots that may be attended
+        (False for padding); causality is added here. With a cache, this call's keys are written at
+        slots `cache_index .. cache_index+Q-1` and S is the cache length; without one, S == Q.
+        """
+        x = self.embed_tokens[...].astype(self.config.compute_dtype)[tokens]
+        new_keys, new_values = [], []
+        for i, layer in enumerate(self.layers):
+            layer_cache = None if cache is None else (cache.keys[i], cache.values[i])
+            x, (k, v) = layer(x, positions, kv_mask, layer_cache, cache_index)
+            new_keys.append(k)
+            new_values.append(v)
+        x = rms_norm(x, self.norm[...], self.config.rms_norm_eps)
+        return x, (None if cache is None else KVCache(tuple(new_keys), tuple(new_values)))
+
+    def logits(self, hidden):
+        """`[..., E] -> [..., V] float32`."""
+        head = self.embed_tokens[...].T if self.config.tie_word_embeddings else self.lm_head[...]
+        return jnp.einsum("...e,ev->...v", hidden, head.astype(hidden.dtype), preferred_element_type=jnp.float32)
+
+    def __call__(self, tokens, positions, kv_mask, cache: Optional[KVCache] = None, cache_index=0):
+        """Logits `[B, Q, V] float32` and the updated cache (see `hidden_states`)."""
+        hidden, cache = self.hidden_states(tokens, positions, kv_mask, cache, cache_index)
+        return self.logits(hidden), cache
+
+
+def positions_from_mask(mask: jnp.ndarray) -> jnp.ndarray:
+    """Position ids `[B, T] int32` for a left- or right-padded `mask [B, T]`: 0 at the first real token."""
+    return jnp.maximum(jnp.cumsum(mask.astype(jnp.int32), axis=-1) - 1, 0)

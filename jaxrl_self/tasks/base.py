@@ -1,0 +1,46 @@
+"""The Task interface: where prompts, reference answers and the verifier of a task come from.
+
+A task is a random-access collection of `Example`s per split plus a verifier. Examples are plain
+strings: the prompt (before any chat template) and the reference the verifier checks against.
+Everything downstream of the task works on token arrays; strings exist only here and in verifiers.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Mapping, Protocol, Sequence
+
+
+@dataclasses.dataclass(frozen=True)
+class Example:
+    """One task instance.
+
+    prompt:    text shown to the model (before the chat template, if any).
+    reference: the string the verifier checks a completion against (gold answer, or an instance
+               encoding such as Countdown's "3,5,2=16").
+    solution:  a worked solution for supervised warm starts; "" when the source has none.
+    uid:       a stable integer id (its index in the split).
+    rephrasing: an equivalent prompt with a different surface form ("" when none); Co-Reward uses it.
+    """
+
+    prompt: str
+    reference: str
+    solution: str = ""
+    uid: int = 0
+    rephrasing: str = ""
+
+
+class Verifier(Protocol):
+    def __call__(self, completion: str, reference: str) -> Mapping[str, float]:
+        """Scores one completion: at least {"reward", "correct", "format_ok"}."""
+
+
+class Task(Protocol):
+    """A source of examples for each split and the verifier that scores completions."""
+
+    name: str
+
+    def examples(self, split: str) -> Sequence[Example]:
+        """Random-access examples of `split` ("train" or "test"), deterministic for the task's seed."""
+
+    def score(self, completion: str, reference: str) -> Mapping[str, float]:
+        """The task's verifier (see `Verifier`)."""
