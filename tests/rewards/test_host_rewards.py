@@ -1,0 +1,102 @@
+"""Host verifier callbacks under jit: failures give reward 0 and are counted."""
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxrl_self.rewards.countdown import countdown_reference, countdown_verifier
+from jaxrl_self.rewards.host import (
+    FAILURE_REASONS,
+    decode_reference,
+    encode_references,
+    make_host_reward_fn,
+)
+
+
+def decode_chars(token_ids):
+    return "".join(chr(t) for t in token_ids)
+
+
+def encode_batch(texts, width):
+    tokens = np.zeros((len(texts), width), np.int32)
+    mask = np.zeros((len(texts), width), np.float32)
+    for row, text in enumerate(texts):
+        tokens[row, :len(text)] = [ord(c) for c in text]
+        mask[row, :len(text)] = 1.0
+    return jnp.asarray(tokens), jnp.asarray(mask)
+
+
+def failure_counts(**counts):
+    return [counts.get(name, 0) for name in FAILURE_REASONS]
+
+
+def misbehaving_verifier(completion, reference):
+    """Behaviour chosen by the completion text."""
+    if completion == "raise":
+        raise RuntimeError("boom")
+    if completion == "sleep":
+        time.sleep(1.0)
+    if completion == "nan":
+        return {"reward": float("nan"), "correct": 0.0, "format_ok": 1.0}
+    if completion == "missing":
+        return {"reward": 1.0}
+    if completion == "garbage":
+        return "not a mapping"
+    correct = float(completion == reference)
+    return {"reward": correct, "correct": correct, "format_ok": 1.0, "extra": 5.0}
+
+
+def test_reference_encoding_round_trip():
+    refs = ["3,5,2=16", "", "héllo"]
+    encoded = encode_references(refs, 12)
+    assert encoded.shape == (3, 12) and encoded.dtype == np.uint8
+    assert [decode_reference(row) for row in encoded] == refs
+    with pytest.raises(ValueError, match="reference 1 is 13 bytes"):
+        encode_references(["ok", "x" * 13], 12)
+
+
+@pytest.mark.parametrize("num_workers", [0, 3])
+def test_failures_give_zero_and_are_counted(num_workers):
+    texts = ["42", "raise", "nan", "41", "missing", "garbage", "42"]
+    tokens, mask = encode_batch(texts, 10)
+    refs = jnp.asarray(encode_references(["42"] * len(texts), 8))
+    reward_fn = jax.jit(make_host_reward_fn(misbehaving_verifier, decode_chars, num_workers=num_workers))
+    out = reward_fn(tokens, mask, refs)
+    np.testing.assert_array_equal(out["reward"], [1, 0, 0, 0, 0, 0, 1])
+    np.testing.assert_array_equal(out["format_ok"], [1, 0, 0, 1, 0, 0, 1])
+    assert out["reward"].dtype == jnp.float32 and out["reward"].shape == (7,)
+    np.testing.assert_array_equal(out["verifier_failures"], failure_counts(exception=1, bad_output=3))
+    assert set(out) == {"reward", "correct", "format_ok", "verifier_failures"}
+
+
+def test_timeout_with_workers():
+    texts = ["sleep", "42", "sleep", "42", "41"]
+    tokens, mask = encode_batch(texts, 8)
+    refs = jnp.asarray(encode_references(["42"] * len(texts), 4))
+    reward_fn = jax.jit(make_host_reward_fn(misbehaving_verifier, decode_chars, num_workers=2,
+                                            timeout_s=0.2))
+    started = time.monotonic()
+    out = jax.block_until_ready(reward_fn(tokens, mask, refs))
+    assert time.monotonic() - started < 0.9
+    np.testing.assert_array_equal(out["reward"], [0, 1, 0, 1, 0])
+    np.testing.assert_array_equal(out["verifier_failures"], failure_counts(timeout=2))
+
+
+def test_decode_sees_only_masked_tokens_and_vmap():
+    tokens, mask = encode_batch(["(3+5)*2", "3*5+2"], 12)
+    mask = mask.at[0, 0].set(0.0)  # hide "(" → "3+5)*2" does not parse
+    refs = jnp.asarray(encode_references([countdown_reference([3, 5, 2], 16)] * 2, 16))
+
+    def verifier(completion, reference):
+        return countdown_verifier(f"<answer>{completion}</answer>", reference)
+
+    reward_fn = make_host_reward_fn(verifier, decode_chars)
+    out = jax.jit(reward_fn)(tokens, mask, refs)
+    np.testing.assert_allclose(out["reward"], [0.1, 0.1])
+    full_mask = jnp.ones_like(mask) * (tokens > 0)
+    batched = jax.jit(jax.vmap(reward_fn))(jnp.stack([tokens, tokens]), jnp.stack([mask, full_mask]),
+                                            jnp.stack([refs, refs]))
+    np.testing.assert_allclose(batched["reward"], [[0.1, 0.1], [1.0, 0.1]])
+    assert batched["verifier_failures"].shape == (2, len(FAILURE_REASONS))
