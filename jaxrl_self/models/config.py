@@ -15,6 +15,8 @@ class ModelConfig:
       config can be a static jit argument), e.g. (("rope_type", "llama3"), ("factor", 8.0), ...).
     attention_bias: q/k/v projections carry biases (Qwen2).
     qk_norm: RMSNorm on each head of q and k before RoPE (Qwen3).
+    sliding_window: None, or W: a query attends only to the W most recent key slots, itself included
+      (Mistral; HF's `kv_idx > q_idx - W` over cache slots, which equals positions for real tokens).
     dtype: compute dtype ("float32" or "bfloat16"); parameters are always stored in float32.
     """
 
@@ -31,6 +33,7 @@ class ModelConfig:
     tie_word_embeddings: bool = True
     attention_bias: bool = False
     qk_norm: bool = False
+    sliding_window: Optional[int] = None
     max_position_embeddings: int = 512
     dtype: str = "float32"
     architecture: str = "llama"
@@ -47,3 +50,23 @@ class ModelConfig:
 
     def rope_scaling_dict(self) -> dict:
         return dict(self.rope_scaling or ())
+
+    def to_dict(self) -> dict:
+        """JSON-serialisable fields (rope_scaling as a dict); inverse of `from_dict`."""
+        fields = dataclasses.asdict(self)
+        fields["rope_scaling"] = self.rope_scaling_dict() or None
+        return fields
+
+    @classmethod
+    def from_dict(cls, fields: dict) -> "ModelConfig":
+        """Builds a config from `to_dict` output; an unknown key is an error naming it."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(fields) - known)
+        if unknown:
+            raise ValueError(f"unknown ModelConfig keys {unknown} (known: {sorted(known)})")
+        fields = dict(fields)
+        if fields.get("rope_scaling"):
+            fields["rope_scaling"] = tuple(sorted(fields["rope_scaling"].items()))
+        else:
+            fields["rope_scaling"] = None
+        return cls(**fields)

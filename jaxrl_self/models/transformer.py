@@ -1,6 +1,6 @@
 """The one decoder-only transformer (Flax NNX): RMSNorm, RoPE, SwiGLU, grouped-query attention, KV cache.
 
-Covers Llama / Mistral / Qwen2 (q/k/v biases) / Qwen3 (q/k RMSNorm) through `ModelConfig` flags.
+Covers Llama / Mistral (optional sliding window) / Qwen2 (q/k/v biases) / Qwen3 (q/k RMSNorm) through `ModelConfig` flags.
 Every parameter carries `logical_axes` metadata (vocab, embed, heads, kv_heads, head_dim, mlp) that
 `jaxrl_self.parallel` maps to mesh axes; the model itself never mentions devices.
 
@@ -99,7 +99,10 @@ class Attention(nnx.Module):
             k = jax.lax.dynamic_update_slice_in_dim(cache_kv[0], k.astype(cache_kv[0].dtype), cache_index, axis=1)
             v = jax.lax.dynamic_update_slice_in_dim(cache_kv[1], v.astype(cache_kv[1].dtype), cache_index, axis=1)
             query_slots = cache_index + jnp.arange(num_queries)
-        causal = jnp.arange(k.shape[1])[None, :] <= query_slots[:, None]  # [Q, S]
+        key_slots = jnp.arange(k.shape[1])
+        causal = key_slots[None, :] <= query_slots[:, None]  # [Q, S]
+        if cfg.sliding_window is not None:
+            causal &= key_slots[None, :] > query_slots[:, None] - cfg.sliding_window
         mask = causal[None] & kv_mask[:, None, :]  # [B, Q, S]
         out = grouped_attention(q, k.astype(dtype), v.astype(dtype), mask)
         return jnp.einsum("bqhd,hde->bqe", out, self.o_proj[...].astype(dtype)), (k, v)

@@ -1,0 +1,127 @@
+"""Checkpoint conversion: Hugging Face safetensors <-> orbax, and the `jaxrl-self convert` helpers.
+
+An orbax model directory written here holds:
+  params/             the model's `nnx.State` (ocp.StandardCheckpointer), float32
+  model_config.json   `ModelConfig.to_dict()`
+  hf_config.json      the source `config.json` (when converted from HF; keeps token ids for export)
+  tokenizer/          the source's tokenizer files, when it had a tokenizer.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from typing import Optional
+
+import jax
+import orbax.checkpoint as ocp
+from flax import nnx
+
+from jaxrl_self.models.checkpoint_io import (
+    ShardingFor,
+    copy_tokenizer_files,
+    export_hf_checkpoint,
+    load_hf_checkpoint,
+)
+from jaxrl_self.models.config import ModelConfig
+from jaxrl_self.models.hf_config import CheckpointError, read_hf_config
+from jaxrl_self.models.transformer import Transformer
+
+PARAMS_DIR = "params"
+MODEL_CONFIG_FILE = "model_config.json"
+HF_CONFIG_FILE = "hf_config.json"
+TOKENIZER_DIR = "tokenizer"
+# config.json entries that ModelConfig does not hold but an exported checkpoint should keep.
+_HF_KEYS_KEPT = ("bos_token_id", "eos_token_id", "pad_token_id")
+DEFAULT_MAX_SHARD_BYTES = 5 * 2**30
+
+
+def _require_empty(out_dir: str):
+    if os.path.exists(out_dir) and os.listdir(out_dir):
+        raise CheckpointError(f"output directory {out_dir!r} exists and is not empty")
+
+
+def hf_to_orbax(hf_dir: str, out_dir: str) -> ModelConfig:
+    """Converts an HF checkpoint directory into an orbax model directory (layout in the module docstring)."""
+    _require_empty(out_dir)
+    config, _, params = load_hf_checkpoint(hf_dir)
+    out_dir = os.path.abspath(out_dir)
+    checkpointer = ocp.StandardCheckpointer()
+    checkpointer.save(os.path.join(out_dir, PARAMS_DIR), params)
+    checkpointer.wait_until_finished()
+    with open(os.path.join(out_dir, MODEL_CONFIG_FILE), "w") as f:
+        json.dump(config.to_dict(), f, indent=2)
+    with open(os.path.join(out_dir, HF_CONFIG_FILE), "w") as f:
+        json.dump(read_hf_config(hf_dir), f, indent=2)
+    if os.path.isfile(os.path.join(hf_dir, "tokenizer.json")):
+        copy_tokenizer_files(hf_dir, os.path.join(out_dir, TOKENIZER_DIR))
+    return config
+
+
+def load_orbax_model(ckpt_dir: str, *, sharding_for: Optional[ShardingFor] = None) -> tuple[ModelConfig, nnx.GraphDef, nnx.State]:
+    """(config, graphdef, params) from an orbax model directory written by `hf_to_orbax`.
+
+    sharding_for: `(logical_axes, shape) -> Sharding` per parameter; default the first device.
+    """
+    config_path = os.path.join(ckpt_dir, MODEL_CONFIG_FILE)
+    params_path = os.path.abspath(os.path.join(ckpt_dir, PARAMS_DIR))
+    if not os.path.isfile(config_path):
+        raise CheckpointError(f"no {MODEL_CONFIG_FILE} in orbax model directory {ckpt_dir!r}")
+    if not os.path.isdir(params_path):
+        raise CheckpointError(f"no {PARAMS_DIR}/ in orbax model directory {ckpt_dir!r}")
+    with open(config_path) as f:
+        config = ModelConfig.from_dict(json.load(f))
+    graphdef, abstract = nnx.split(nnx.eval_shape(lambda: Transformer(config, rngs=nnx.Rngs(0))))
+    default_sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+
+    def target(variable: nnx.Variable) -> nnx.Variable:
+        shape = variable.shape
+        sharding = sharding_for(variable.get_metadata().get("logical_axes"), shape) if sharding_for else default_sharding
+        return variable.replace(jax.ShapeDtypeStruct(shape, variable.dtype, sharding=sharding))
+
+    targets = jax.tree.map(target, abstract, is_leaf=lambda x: isinstance(x, nnx.Variable))
+    params = ocp.StandardCheckpointer().restore(params_path, targets)
+    return config, graphdef, params
+
+
+def orbax_to_hf(ckpt_dir: str, out_dir: str, *, max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
+                dtype: str = "float32") -> list[str]:
+    """Exports an orbax model directory as an HF checkpoint directory; returns the files written."""
+    _require_empty(out_dir)
+    config, _, params = load_orbax_model(ckpt_dir)
+    hf_config_path = os.path.join(ckpt_dir, HF_CONFIG_FILE)
+    extra = {}
+    if os.path.isfile(hf_config_path):
+        with open(hf_config_path) as f:
+            source = json.load(f)
+        extra = {key: source[key] for key in _HF_KEYS_KEPT if key in source}
+    tokenizer_dir = os.path.join(ckpt_dir, TOKENIZER_DIR)
+    return export_hf_checkpoint(
+        config, params, out_dir, max_shard_bytes=max_shard_bytes, dtype=dtype, extra_config=extra,
+        tokenizer_dir=tokenizer_dir if os.path.isdir(tokenizer_dir) else None)
+
+
+def add_convert_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Adds `--from {hf,orbax} --to {hf,orbax} SRC DST [--max-shard-bytes N] [--dtype D]` to `parser`."""
+    parser.add_argument("--from", dest="source_format", choices=("hf", "orbax"), required=True,
+                        help="format of SRC: an HF safetensors directory or an orbax model directory")
+    parser.add_argument("--to", dest="target_format", choices=("hf", "orbax"), required=True, help="format of DST")
+    parser.add_argument("src", help="source checkpoint directory")
+    parser.add_argument("dst", help="output directory (must not exist or be empty)")
+    parser.add_argument("--max-shard-bytes", type=int, default=DEFAULT_MAX_SHARD_BYTES,
+                        help="largest safetensors file written when converting to hf")
+    parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
+                        help="dtype of the tensors written when converting to hf")
+    return parser
+
+
+def run_convert(args: argparse.Namespace) -> str:
+    """Runs the conversion `add_convert_arguments` describes; returns a one-line summary."""
+    direction = (args.source_format, args.target_format)
+    if direction == ("hf", "orbax"):
+        config = hf_to_orbax(args.src, args.dst)
+        return f"converted {config.architecture} checkpoint {args.src} (hf) -> {args.dst} (orbax)"
+    if direction == ("orbax", "hf"):
+        files = orbax_to_hf(args.src, args.dst, max_shard_bytes=args.max_shard_bytes, dtype=args.dtype)
+        return f"converted {args.src} (orbax) -> {args.dst} (hf): {', '.join(files)}"
+    raise ValueError(f"convert --from {args.source_format} --to {args.target_format}: choose two different formats")
