@@ -1,0 +1,54 @@
+"""Evaluation on a task's held-out split: greedy accuracy, and pass@k / maj@k / mean@k from n samples."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxrl_self.eval.passk import summarize
+from jaxrl_self.rewards.answers import extract_answer
+from jaxrl_self.train.sft import encode_prompts
+
+
+def generate(sampler, params, tokenizer, prompts: Sequence[str], prompt_len: int, key, batch_size: int, **knobs) -> list[list[str]]:
+    """Completions (text) for each prompt: `[len(prompts)][group_size]`, in batches of `batch_size`.
+
+    The last batch is padded with repeats of the first prompt so that every call has one shape.
+    """
+    results = []
+    for start in range(0, len(prompts), batch_size):
+        chunk = list(prompts[start:start + batch_size])
+        padded = chunk + [chunk[0]] * (batch_size - len(chunk))
+        tokens, mask = encode_prompts(tokenizer, padded, prompt_len)
+        ids = jnp.arange(start, start + batch_size, dtype=jnp.int32)
+        out = sampler(params, jnp.asarray(tokens), jnp.asarray(mask), key, ids, **knobs)
+        out_tokens, out_mask = np.asarray(out.tokens), np.asarray(out.mask)
+        group = out_tokens.shape[0] // batch_size
+        texts = [tokenizer.decode(t[m].tolist()) for t, m in zip(out_tokens, out_mask)]
+        results += [texts[i * group:(i + 1) * group] for i in range(len(chunk))]
+    return results
+
+
+def evaluate(sampler, params, task, examples, prompt_len: int, batch_size: int, key=None, ks: Sequence[int] = (1,), **knobs) -> dict:
+    """Scores completions of `examples` with the task's verifier.
+
+    Returns {"accuracy": mean correctness over all samples, "format_ok": ..., "summary": pass@k /
+    maj@k / mean@k from `summarize`, "samples": a few (prompt, completion, reward) dicts}.
+    """
+    key = jax.random.key(0) if key is None else key
+    prompts = [e.prompt for e in examples]
+    completions = generate(sampler, params, task.tokenizer, prompts, prompt_len, key, batch_size, **knobs)
+    records, correct, format_ok, samples = [], [], [], []
+    for example, outs in zip(examples, completions):
+        scores = [task.score(text, example.reference) for text in outs]
+        correct += [s["correct"] for s in scores]
+        format_ok += [s["format_ok"] for s in scores]
+        records.append({"correct": [bool(s["correct"]) for s in scores], "reference": example.reference,
+                        "answers": [extract_answer(text) for text in outs], "task": task.name})
+        if len(samples) < 8:
+            samples.append({"prompt": example.prompt, "completion": outs[0], "reward": scores[0]["reward"]})
+    valid_ks = [k for k in ks if k <= len(completions[0])]
+    return {"accuracy": float(np.mean(correct)), "format_ok": float(np.mean(format_ok)),
+            "summary": summarize(records, ks=valid_ks), "samples": samples}

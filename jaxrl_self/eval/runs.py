@@ -1,0 +1,55 @@
+"""Evaluate or sample from a finished (or running) run directory's latest checkpoint."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from jaxrl_self.checkpoint import Checkpointer
+from jaxrl_self.config import ConfigError
+from jaxrl_self.eval.evaluate import evaluate, generate
+from jaxrl_self.sampling.sampler import SamplingConfig, make_sampler
+from jaxrl_self.train.workdir import CONFIG_FILE
+
+
+def load_run(workdir: Path):
+    """(Run, params) of the latest checkpoint in `workdir`."""
+    from jaxrl_self.train.loop import Run
+
+    config_path = Path(workdir) / CONFIG_FILE
+    if not config_path.is_file():
+        raise ConfigError(f"{workdir} is not a run directory: {config_path} is missing")
+    config = ml_collections.ConfigDict(json.loads(config_path.read_text()))
+    run = Run(config, Path(workdir))
+    ckpt = Checkpointer(Path(workdir) / "checkpoints")
+    restored = ckpt.restore_latest(lambda meta: run.fresh_state(meta["phase"]))
+    ckpt.close()
+    if restored is None:
+        raise ConfigError(f"no restorable checkpoint in {Path(workdir) / 'checkpoints'}")
+    return run, restored[1].params
+
+
+def _sampler(run, num_samples: int, temperature: float):
+    tok = run.tokenizer
+    return make_sampler(run.graphdef, SamplingConfig(max_new_tokens=run.new_tokens, eos_id=tok.eos_id, pad_id=tok.pad_id,
+                                                     group_size=num_samples, temperature=temperature, vocab_size=tok.vocab_size))
+
+
+def evaluate_run(workdir, num_samples: int = 1, ks=(1,), temperature=None) -> dict:
+    """Accuracy and pass@k / maj@k / mean@k on the run's held-out split (greedy when num_samples == 1)."""
+    run, params = load_run(workdir)
+    if temperature is None:
+        temperature = 0.0 if num_samples == 1 else 1.0
+    sampler = _sampler(run, num_samples, temperature)
+    results = evaluate(sampler, params, run.task, run.test_examples, run.prompt_len, run.config.eval.batch_size, ks=ks)
+    results["temperature"], results["num_samples"] = temperature, num_samples
+    return results
+
+
+def sample_run(workdir, prompts, num_samples: int = 1, temperature: float = 0.0, seed: int = 0) -> list[list[str]]:
+    run, params = load_run(workdir)
+    sampler = _sampler(run, num_samples, temperature)
+    return generate(sampler, params, run.tokenizer, prompts, run.prompt_len, jax.random.key(seed), len(prompts))

@@ -1,0 +1,18 @@
+"""Builds the task a config names (`config.task.name`) with its options."""
+from __future__ import annotations
+
+from jaxrl_self.config import ConfigError
+
+
+def build_task(task_config):
+    """A Task from `config.task`: arithmetic | countdown | jsonl | tfds."""
+    name = task_config.name
+    if name == "arithmetic":
+        from jaxrl_self.tasks.arithmetic import ArithmeticTask
+        return ArithmeticTask(digits=task_config.digits, ops=task_config.ops, seed=task_config.seed, test_size=task_config.test_size)
+    if name == "countdown":
+        from jaxrl_self.tasks.countdown import CountdownTask
+        return CountdownTask(num_numbers=task_config.num_numbers, max_number=task_config.max_number, max_target=task_config.max_target,
+                             seed=task_config.seed, test_size=task_config.test_size)
+    raise ConfigError(f"config.task.name: task {name!r} needs a tokenizer from a model checkpoint (config.model.init_from); "
+                      "procedural tasks are 'arithmetic' and 'countdown'")
