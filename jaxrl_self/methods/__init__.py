@@ -1,1 +1,16 @@
-"""methods"""
+"""Self-improvement recipes: each picks prompts, rewards and training rows for the RL loop."""
+from __future__ import annotations
+
+from jaxrl_self.config import ConfigError
+from jaxrl_self.methods.base import RewardMethod
+from jaxrl_self.methods.verifier import VerifierReward
+
+METHODS = ("verifier",)
+
+
+def build_reward_method(config, task, tokenizer) -> RewardMethod:
+    """The recipe named by `config.rl.reward`."""
+    name = config.rl.reward
+    if name == "verifier":
+        return VerifierReward(task, tokenizer)
+    raise ConfigError(f"config.rl.reward: unknown reward method {name!r}; expected one of {METHODS}")

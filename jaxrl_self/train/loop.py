@@ -19,7 +19,8 @@ from jaxrl_self.checkpoint import Checkpointer
 from jaxrl_self.eval.evaluate import evaluate
 from jaxrl_self.metrics import MetricsWriter, ProgressBar, write_report
 from jaxrl_self.models.config import ModelConfig
-from jaxrl_self.rewards.host import encode_references, make_host_reward_fn
+from jaxrl_self.methods import build_reward_method
+from jaxrl_self.rewards.host import encode_references
 from jaxrl_self.sampling.sampler import SamplingConfig, make_sampler
 from jaxrl_self.tasks.iterator import PromptIterator
 from jaxrl_self.tasks.registry import build_task
@@ -96,12 +97,13 @@ def run_sft(run: Run, state, meta, ckpt: Checkpointer, writer: MetricsWriter):
     return state, meta
 
 
-def rl_batch(run: Run, indices: np.ndarray):
+def rl_batch(run: Run, method, indices: np.ndarray):
+    """Prompt arrays `[B', P]` and reference bytes `[B', W]` for the method's prompts."""
     examples = [run.train_examples[i] for i in indices]
-    tokens, mask = encode_prompts(run.tokenizer, [e.prompt for e in examples], run.prompt_len)
-    refs = encode_references([e.reference for e in examples], run.config.task.max_reference_len)
-    uids = np.asarray([e.uid for e in examples], np.int32)
-    return tokens, mask, refs, uids
+    prompts = method.prompts(examples)
+    tokens, mask = encode_prompts(run.tokenizer, prompts, run.prompt_len)
+    refs = encode_references(method.references(examples), run.config.task.max_reference_len)
+    return tokens, mask, refs
 
 
 def run_rl(run: Run, state, meta, ckpt: Checkpointer, writer: MetricsWriter):
@@ -109,21 +111,22 @@ def run_rl(run: Run, state, meta, ckpt: Checkpointer, writer: MetricsWriter):
     iterator = PromptIterator(len(run.train_examples), rl.prompts_per_step, cfg.seed + 1)
     if meta.get("iterator"):
         iterator.set_state(meta["iterator"])
-    reward_fn = make_host_reward_fn(run.task.score, run.tokenizer.decode)
-    score = make_scorer(run.graphdef, rl, reward_fn)
+    method = build_reward_method(cfg, run.task, run.tokenizer)
+    score = make_scorer(run.graphdef, rl, method)
     update = make_rl_update(run.graphdef, run.rl_optimizer, rl)
     base = cfg.sft.steps
     bar = ProgressBar(rl.steps, f"RL ({rl.algorithm})", initial=int(meta.get("rl_step", 0)))
     for rl_step in range(int(meta.get("rl_step", 0)) + 1, rl.steps + 1):
         step = base + rl_step
         started = time.perf_counter()
-        tokens, mask, refs, uids = rl_batch(run, iterator.next())
+        tokens, mask, refs = rl_batch(run, method, iterator.next())
         key = jax.random.fold_in(run.root_key, step)
-        samples = run.rl_sampler(state.params, jnp.asarray(tokens), jnp.asarray(mask), key, jnp.asarray(uids))
+        samples = run.rl_sampler(state.params, jnp.asarray(tokens), jnp.asarray(mask), key)
         g = rl.group_size
         batch = {"prompt_tokens": np.repeat(tokens, g, 0), "prompt_mask": np.repeat(mask, g, 0),
-                 "completion_tokens": samples.tokens, "completion_mask": samples.mask}
-        batch, rewards, score_metrics = score(state, batch, np.repeat(refs, g, 0))
+                 "completion_tokens": samples.tokens, "completion_mask": samples.mask,
+                 "sampler_entropy": samples.entropy, "sampler_mean_logp_vocab": samples.mean_logp_vocab}
+        batch, rewards, score_metrics = score(state, batch, np.repeat(refs, g, 0), key)
         state, update_metrics = update(state, batch, key)
         metrics = jax.device_get({**score_metrics, **update_metrics})
         metrics.update({

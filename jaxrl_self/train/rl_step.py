@@ -129,27 +129,29 @@ def make_rl_update(graphdef, optimizer, rl):
     return update
 
 
-def make_scorer(graphdef, rl, reward_fn):
-    """Jitted `score(state, batch, reference_bytes) -> (batch with advantages/old/ref log-probs, metrics)`.
+def make_scorer(graphdef, rl, method):
+    """Jitted `score(state, batch, reference_bytes, key) -> (train batch, rewards, metrics)`.
 
-    Rewards come from `reward_fn` (host verifier via pure_callback, or a JAX op); log-probs under
-    the current params are recomputed only when the update takes more than one optimizer step.
+    Rewards come from `method.reward_fn` (host verifiers via pure_callback, or JAX ops on the
+    sampler's statistics); `method.select_rows` picks the rows to train on; log-probs under the
+    current params are recomputed only when the update takes more than one optimizer step.
     """
     multi_step = rl.epochs * rl.minibatches > 1
 
     @jax.jit
-    def score(state, batch, reference_bytes):
-        rewards = reward_fn(batch["completion_tokens"], batch["completion_mask"], reference_bytes)
+    def score(state, batch, reference_bytes, key):
+        rewards = method.reward_fn(batch, reference_bytes)
         mask = batch["completion_mask"].astype(jnp.float32)
+        batch = {k: batch[k] for k in ("prompt_tokens", "prompt_mask", "completion_tokens", "completion_mask")}
         args = (batch["prompt_tokens"], batch["prompt_mask"], batch["completion_tokens"], batch["completion_mask"], rl.temperature)
-        batch = dict(batch)
         if multi_step or rl.algorithm == "reinforce_pp":
             batch["old_logp"] = jax.lax.stop_gradient(completion_logprobs(nnx.merge(graphdef, state.params), *args)[0])
         if state.ref_params is not None:
             batch["ref_logp"] = jax.lax.stop_gradient(completion_logprobs(nnx.merge(graphdef, state.ref_params), *args)[0])
         batch["advantages"] = compute_advantages(rl, rewards["reward"], mask, batch.get("old_logp"), batch.get("ref_logp"))
         metrics = {f"reward/{k}": jnp.mean(v) for k, v in rewards.items() if k != "verifier_failures"}
-        metrics.update({f"verifier_failures/{name}": rewards["verifier_failures"][i] for i, name in enumerate(FAILURE_REASONS)})
-        return batch, rewards, metrics
+        if "verifier_failures" in rewards:
+            metrics.update({f"verifier_failures/{name}": rewards["verifier_failures"][i] for i, name in enumerate(FAILURE_REASONS)})
+        return method.select_rows(batch, rewards, key), rewards, metrics
 
     return score
