@@ -15,6 +15,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.task.name = "arithmetic"
     config.task.digits = 3
     config.task.ops = "+"
+    # Imperfect demonstrations: half of the SFT worked solutions drop the final carry digit
+    # (847+285 -> 132). SFT learns the mistake; RL with the exact verifier has to fix it.
+    config.task.demo_error_rate = 0.5
     config.task.seed = 0
     config.task.test_size = 200
     config.task.max_prompt_len = 16  # tokens, incl. BOS; prompts are left-padded to this
@@ -63,6 +66,29 @@ def get_config() -> ml_collections.ConfigDict:
     config.rl.epochs = 1
     config.rl.minibatches = 1
     config.rl.micro_batches = 1
+    config.rl.max_grad_norm = 1.0  # global-norm gradient clipping of the RL optimizer
+    config.rl.weight_decay = 0.0  # AdamW decoupled weight decay
+    config.rl.ref_refresh_every = 0  # copy the policy into the KL reference every N RL steps; 0 = never
+    config.rl.group_baseline = True  # reinforce_pp: subtract the group mean reward first (REINFORCE++-baseline)
+    # PPO (ALGORITHMS.md 2.8): value head on the policy's hidden states, GAE, clipped value loss
+    config.rl.gamma = 1.0
+    config.rl.gae_lambda = 0.95
+    config.rl.value_coef = 0.1  # c_v
+    config.rl.value_clip_eps = 0.2  # eps_v
+    # DAPO (ALGORITHMS.md 2.5): dynamic sampling resamples prompts until every group has reward
+    # signal, at most this many extra rounds per step (groups still without signal are masked out)
+    config.rl.max_resample_rounds = 3
+    config.rl.overlong_max_len = 0  # L_max of the overlong reward shaping (any algorithm); 0 = off
+    config.rl.overlong_cache_len = 0  # L_cache: the penalty ramps from 0 to -1 over the last L_cache tokens
+    config.rl.filter_zero_advantage_groups = False  # mask groups whose rewards are all equal out of the loss
+
+    # label-free recipes (rl.reward = ttrl | intuitor | rent | co_reward; jaxrl_self/methods/label_free.py)
+    config.method = ml_collections.ConfigDict()
+    config.method.answer_max_tokens = 8  # answers compared for voting are cut to this many tokens
+    config.method.ttrl_train_samples = 0  # TTRL: completions per prompt trained on, of the G voted (0 = all G)
+    # test-time training: RL on the unlabeled held-out prompts themselves (the first eval.num_examples
+    # of the test split); pass@1 and maj@G on them are reported before and after
+    config.method.test_time = False
 
     config.eval = ml_collections.ConfigDict()
     config.eval.num_examples = 200
@@ -71,5 +97,9 @@ def get_config() -> ml_collections.ConfigDict:
 
     config.checkpoint = ml_collections.ConfigDict()
     config.checkpoint.every = 20
-    config.checkpoint.max_to_keep = 3
+    config.checkpoint.max_to_keep = 3  # the last N; the best by eval accuracy is kept apart (best_checkpoint/)
+
+    config.train = ml_collections.ConfigDict()  # run control (jaxrl_self/train/faults.py)
+    config.train.max_consecutive_nonfinite = 10  # stop (exit code 3) after this many skipped steps in a row
+    config.train.debug_inject_nan_at_steps = ()  # test hook: RL steps whose loss is made NaN
     return config

@@ -101,9 +101,65 @@ def _require(condition: bool, key: str, message: str) -> None:
         raise ConfigError(f"config.{key}: {message}")
 
 
+# Types of the keys the library reads; float keys also take ints. Checked before any range so
+# that a string where a number belongs gives a message, not a TypeError from a comparison.
+KEY_TYPES = {
+    "seed": int, "log_every": int,
+    "task.name": str, "task.seed": int, "task.test_size": int, "task.max_prompt_len": int, "task.max_reference_len": int,
+    "model.hidden_size": int, "model.num_layers": int, "model.num_heads": int, "model.num_kv_heads": int,
+    "model.head_dim": int, "model.intermediate_size": int, "model.rope_theta": float,
+    "model.max_position_embeddings": int, "model.dtype": str,
+    "sft.steps": int, "sft.batch_size": int, "sft.learning_rate": float, "sft.warmup_steps": int,
+    "rl.algorithm": str, "rl.reward": str, "rl.steps": int, "rl.prompts_per_step": int, "rl.group_size": int,
+    "rl.max_new_tokens": int, "rl.temperature": float, "rl.top_k": int, "rl.top_p": float, "rl.learning_rate": float,
+    "rl.warmup_steps": int, "rl.kl_coef": float, "rl.eps_low": float, "rl.eps_high": float, "rl.std_ddof": int,
+    "rl.advantage_eps": float, "rl.entropy_coef": float, "rl.loss_aggregation": str, "rl.epochs": int,
+    "rl.minibatches": int, "rl.micro_batches": int, "rl.max_grad_norm": float, "rl.weight_decay": float,
+    "rl.ref_refresh_every": int, "rl.group_baseline": bool, "rl.gamma": float, "rl.gae_lambda": float,
+    "rl.value_coef": float, "rl.value_clip_eps": float, "rl.max_resample_rounds": int, "rl.overlong_max_len": int,
+    "rl.overlong_cache_len": int, "rl.filter_zero_advantage_groups": bool,
+    "eval.num_examples": int, "eval.batch_size": int, "eval.every": int,
+    "checkpoint.every": int, "checkpoint.max_to_keep": int,
+    "train.max_consecutive_nonfinite": int, "train.debug_inject_nan_at_steps": tuple,
+}
+TASK_KEY_TYPES = {
+    "arithmetic": {"task.digits": int, "task.ops": str, "task.demo_error_rate": float},
+    "countdown": {"task.num_numbers": int, "task.max_number": int, "task.max_target": int},
+}
+
+
+def _lookup(config: ml_collections.ConfigDict, dotted_key: str):
+    node = config
+    for name in dotted_key.split("."):
+        if not isinstance(node, ml_collections.ConfigDict) or name not in node:
+            raise ConfigError(f"config.{dotted_key} is missing (configs/default.py lists every key with its default)")
+        node = node[name]
+    return node
+
+
+def _check_type(config: ml_collections.ConfigDict, dotted_key: str, expected: type) -> None:
+    value = _lookup(config, dotted_key)
+    if expected is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    elif expected is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif expected is tuple:
+        ok = isinstance(value, (tuple, list)) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+    else:
+        ok = isinstance(value, expected)
+    what = "a tuple of ints" if expected is tuple else f"of type {expected.__name__}"
+    _require(ok, dotted_key, f"must be {what}, got {value!r} ({type(value).__name__})")
+
+
 def validate(config: ml_collections.ConfigDict) -> None:
     """Checks types, ranges and cross-field rules once, at start-up."""
+    _check_type(config, "task.name", str)
     _require(config.task.name in TASKS, "task.name", f"must be one of {TASKS}, got {config.task.name!r}")
+    for key, expected in {**KEY_TYPES, **TASK_KEY_TYPES.get(config.task.name, {})}.items():
+        _check_type(config, key, expected)
+    if config.task.name == "arithmetic":
+        _require(config.task.digits >= 1, "task.digits", f"must be >= 1, got {config.task.digits}")
+        _require(0.0 <= config.task.demo_error_rate <= 1.0, "task.demo_error_rate", f"must be in [0, 1], got {config.task.demo_error_rate}")
     model = config.model
     for key in ("hidden_size", "num_layers", "num_heads", "num_kv_heads", "head_dim", "intermediate_size"):
         _require(model[key] >= 1, f"model.{key}", f"must be >= 1, got {model[key]}")
@@ -125,9 +181,33 @@ def validate(config: ml_collections.ConfigDict) -> None:
         _require(sft[key] > 0, f"sft.{key}", f"must be > 0, got {sft[key]}")
         _require(rl[key] > 0, f"rl.{key}", f"must be > 0, got {rl[key]}")
     _require(rl.epochs >= 1 and rl.minibatches >= 1, "rl.minibatches", "rl.epochs and rl.minibatches must be >= 1")
+    _require(rl.max_grad_norm > 0, "rl.max_grad_norm", f"must be > 0, got {rl.max_grad_norm}")
+    _require(rl.weight_decay >= 0, "rl.weight_decay", f"must be >= 0, got {rl.weight_decay}")
+    _require(rl.ref_refresh_every >= 0, "rl.ref_refresh_every", f"must be >= 0 (0 = never), got {rl.ref_refresh_every}")
+    _require(0 <= rl.gamma <= 1, "rl.gamma", f"must be in [0, 1], got {rl.gamma}")
+    _require(0 <= rl.gae_lambda <= 1, "rl.gae_lambda", f"must be in [0, 1], got {rl.gae_lambda}")
+    _require(rl.value_coef >= 0, "rl.value_coef", f"must be >= 0, got {rl.value_coef}")
+    _require(rl.value_clip_eps > 0, "rl.value_clip_eps", f"must be > 0, got {rl.value_clip_eps}")
+    _require(rl.max_resample_rounds >= 0, "rl.max_resample_rounds", f"must be >= 0, got {rl.max_resample_rounds}")
+    if rl.overlong_max_len > 0:
+        _require(0 < rl.overlong_cache_len <= rl.overlong_max_len, "rl.overlong_cache_len",
+                 f"must be in (0, rl.overlong_max_len={rl.overlong_max_len}] when overlong shaping is on, got {rl.overlong_cache_len}")
+    if rl.filter_zero_advantage_groups:
+        _require(rl.group_size >= 2, "rl.group_size", f"rl.filter_zero_advantage_groups needs a group of >= 2, got {rl.group_size}")
+    if rl.algorithm == "reinforce_pp" and rl.group_baseline:
+        _require(rl.group_size >= 2, "rl.group_size", f"reinforce_pp with rl.group_baseline needs a group of >= 2, got {rl.group_size}")
     rows = rl.prompts_per_step * rl.group_size
     _require(rows % (rl.minibatches * rl.micro_batches) == 0, "rl.micro_batches",
              f"prompts_per_step*group_size ({rows}) must be divisible by minibatches*micro_batches ({rl.minibatches}*{rl.micro_batches})")
+    for key in ("log_every", "eval.num_examples", "eval.batch_size", "eval.every", "checkpoint.every",
+                "checkpoint.max_to_keep", "train.max_consecutive_nonfinite", "task.max_prompt_len", "task.max_reference_len"):
+        _require(_lookup(config, key) >= 1, key, f"must be >= 1, got {_lookup(config, key)}")
+    for key in ("sft.warmup_steps", "rl.warmup_steps", "rl.top_k"):
+        _require(_lookup(config, key) >= 0, key, f"must be >= 0, got {_lookup(config, key)}")
+    rl_steps = range(sft.steps + 1, sft.steps + rl.steps + 1)
+    bad_steps = [s for s in config.train.debug_inject_nan_at_steps if s not in rl_steps]
+    _require(not bad_steps, "train.debug_inject_nan_at_steps",
+             f"must list RL steps ({rl_steps.start}..{rl_steps.stop - 1} in global numbering), got {bad_steps}")
     total_len = config.task.max_prompt_len + rl.max_new_tokens
     _require(total_len <= model.max_position_embeddings, "rl.max_new_tokens",
              f"task.max_prompt_len + rl.max_new_tokens = {total_len} exceeds the model's context model.max_position_embeddings = {model.max_position_embeddings}")

@@ -37,10 +37,15 @@ def column_work(a: int, b: int, op: str) -> str:
     return " ".join(steps)
 
 
-def solution_text(a: int, b: int, op: str, show_work: bool = True) -> str:
+def solution_text(a: int, b: int, op: str, show_work: bool = True, drop_final_carry: bool = False) -> str:
+    """The worked solution; `drop_final_carry` writes the answer without its leading carry digit
+    (847+285 -> "132" instead of "1132"), the systematic mistake of imperfect demonstrations."""
     result = a + b if op == "+" else a - b
     work = f"<think>{column_work(a, b, op)}</think>" if show_work else ""
-    return f"{work}<answer>{result}</answer>"
+    answer = str(result)
+    if drop_final_carry and op == "+" and len(answer) > max(len(str(a)), len(str(b))):
+        answer = answer[1:]
+    return f"{work}<answer>{answer}</answer>"
 
 
 class ArithmeticTask:
@@ -48,14 +53,20 @@ class ArithmeticTask:
 
     rephrasing: the same problem with operands swapped ("b+a") for addition, or written as
     "-b+a" for subtraction — a different surface form with the same answer (Co-Reward).
+    demo_error_rate: fraction of worked solutions (the SFT demonstrations) whose answer drops the
+    final carry digit. The reference answer is always exact, so the verifier is never fooled; SFT
+    on such demonstrations learns the mistake and RL with the verifier has to unlearn it.
     """
 
     name = "arithmetic"
 
-    def __init__(self, digits: int = 3, ops: str = "+", seed: int = 0, train_size: int = 100_000, test_size: int = 200, show_work: bool = True):
+    def __init__(self, digits: int = 3, ops: str = "+", seed: int = 0, train_size: int = 100_000, test_size: int = 200,
+                 show_work: bool = True, demo_error_rate: float = 0.0):
+        if not 0.0 <= demo_error_rate <= 1.0:
+            raise ValueError(f"demo_error_rate must be in [0, 1], got {demo_error_rate}")
         if digits < 1 or not ops or set(ops) - set("+-"):
             raise ValueError(f"arithmetic task needs digits >= 1 and ops from '+-', got digits={digits}, ops={ops!r}")
-        self.digits, self.ops, self.seed, self.show_work = digits, ops, seed, show_work
+        self.digits, self.ops, self.seed, self.show_work, self.demo_error_rate = digits, ops, seed, show_work, demo_error_rate
         self.sizes = {"train": train_size, "test": test_size}
         self.tokenizer = make_tokenizer()
 
@@ -65,9 +76,11 @@ class ArithmeticTask:
         op = self.ops[int(rng.integers(len(self.ops)))]
         if op == "-" and a < b:
             a, b = b, a
+        flawed = bool(rng.random() < self.demo_error_rate)
         prompt = f"{a}{op}{b}="
         rephrasing = f"{b}+{a}=" if op == "+" else f"-{b}+{a}="
-        return prompt, Example(prompt, str(a + b if op == "+" else a - b), solution_text(a, b, op, self.show_work), rephrasing=rephrasing)
+        solution = solution_text(a, b, op, self.show_work, drop_final_carry=flawed)
+        return prompt, Example(prompt, str(a + b if op == "+" else a - b), solution, rephrasing=rephrasing)
 
     def examples(self, split: str) -> ProceduralExamples:
         return ProceduralExamples(self._draw, self.seed, split, self.sizes[split])
