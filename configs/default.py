@@ -99,6 +99,18 @@ def get_config() -> ml_collections.ConfigDict:
     config.checkpoint.every = 20
     config.checkpoint.max_to_keep = 3  # the last N; the best by eval accuracy is kept apart (best_checkpoint/)
 
+    config.mesh = ml_collections.ConfigDict()  # device mesh (jaxrl_self/parallel); -1 = the remaining devices
+    config.mesh.num_devices = 1  # devices the mesh spans: 1 = this CPU job on one device; 0 = all devices of all hosts
+    config.mesh.data = -1  # data parallel: parameters replicated
+    config.mesh.fsdp = 1  # data parallel with parameters and optimizer state sharded (FSDP / ZeRO-3)
+    config.mesh.tensor = 1  # tensor parallel over heads, MLP and vocabulary
+
+    config.distributed = ml_collections.ConfigDict()  # multi-process runs (jaxrl_self/parallel/distributed.py)
+    config.distributed.coordinator_address = ""  # "host:port" of process 0; "" = single process (unless auto)
+    config.distributed.num_processes = 1
+    config.distributed.process_id = 0
+    config.distributed.auto = False  # jax.distributed.initialize() finds everything (Cloud TPU pod, SLURM, MPI, GKE)
+
     config.train = ml_collections.ConfigDict()  # run control (jaxrl_self/train/faults.py)
     config.train.max_consecutive_nonfinite = 10  # stop (exit code 3) after this many skipped steps in a row
     config.train.debug_inject_nan_at_steps = ()  # test hook: RL steps whose loss is made NaN

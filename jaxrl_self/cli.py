@@ -1,16 +1,27 @@
 """`jaxrl-self train|eval|sample|convert` — parses arguments and calls library code.
 
-Problems a person must fix (bad config, missing files, bad data) print one message and exit 2.
+Exit codes:
+  0   done (`train`: the run finished; starting it again only re-evaluates)
+  1   an unexpected error (a bug: the traceback is printed)
+  2   a problem a person must fix — bad arguments or config, missing or malformed data files, a
+      checkpoint that does not fit the config, an unwritable workdir — one line on stderr
+      starting with "jaxrl-self: error:"
+  3   `train` stopped: config.train.max_consecutive_nonfinite steps in a row had a non-finite
+      loss or gradient; a checkpoint of that step was saved
+  75  `train` stopped on SIGTERM/SIGINT (preemption) after saving a checkpoint; the message gives
+      the command that resumes the run (the same command again)
 """
 from __future__ import annotations
 
 import argparse
 import json
 import logging
+import shlex
 import sys
 from pathlib import Path
 
 from jaxrl_self.config import ConfigError
+from jaxrl_self.tasks.errors import DataError
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "default.py"
 
@@ -20,8 +31,16 @@ def _default_config_path() -> Path:
     return local if local.is_file() else DEFAULT_CONFIG
 
 
+class _ArgumentParser(argparse.ArgumentParser):
+    """argparse whose usage errors are ConfigErrors, so that they too print one line and exit 2."""
+
+    def error(self, message):
+        raise ConfigError(f"{message} (see: {self.prog} --help)")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="jaxrl-self", description=__doc__.splitlines()[0])
+    parser = _ArgumentParser(prog="jaxrl-self", description=__doc__.splitlines()[0],
+                             formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     train = sub.add_parser("train", help="run (or resume) a training job; extra --config.a.b=value flags override the config")
     train.add_argument("--config", type=Path, default=None, help="config file with get_config() (default: configs/default.py)")
@@ -40,17 +59,33 @@ def _parser() -> argparse.ArgumentParser:
     sample.add_argument("--num-samples", type=int, default=1)
     sample.add_argument("--temperature", type=float, default=0.0)
     sample.add_argument("--seed", type=int, default=0)
+
+    from jaxrl_self.models.convert import add_convert_arguments
+
+    add_convert_arguments(sub.add_parser("convert", help="convert a model checkpoint between formats (HF safetensors, orbax)"))
     return parser
 
 
 def _train(args, overrides) -> int:
     from jaxrl_self.config import build_config
+    from jaxrl_self.train.faults import EXIT_NONFINITE, EXIT_PREEMPTED, NonFiniteStop, Preempted
     from jaxrl_self.train.loop import train_and_evaluate
 
     config_path = args.config or _default_config_path()
     config = build_config(config_path, overrides)
     workdir = args.workdir or Path("runs") / config_path.stem
-    summary = train_and_evaluate(config, workdir)
+    if config.get("method") and config.method.get("loop"):  # an iterative recipe with its own outer loop
+        from jaxrl_self.methods.loops import run_method as train_and_evaluate
+    try:
+        summary = train_and_evaluate(config, workdir)
+    except Preempted as stop:
+        resume = shlex.join(["jaxrl-self", "train", "--config", str(config_path.resolve()), "--workdir", str(workdir.resolve()),
+                             *overrides])
+        print(f"jaxrl-self: {stop} in {workdir}; resume with: {resume}", file=sys.stderr)
+        return EXIT_PREEMPTED
+    except NonFiniteStop as stop:
+        print(f"jaxrl-self: {stop}", file=sys.stderr)
+        return EXIT_NONFINITE
     print(json.dumps(summary, indent=2))
     print(f"run directory: {workdir}  (report: {workdir / 'report.md'})")
     return 0
@@ -77,26 +112,32 @@ def _sample(args) -> int:
     return 0
 
 
+def _convert(args) -> int:
+    from jaxrl_self.models.convert import run_convert
+
+    print(run_convert(args))
+    return 0
+
+
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     for noisy in ("absl", "orbax", "jax._src"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    args, rest = _parser().parse_known_args(argv)
     try:
+        args, rest = _parser().parse_known_args(argv)
         if args.command == "train":
             return _train(args, rest)
         if rest:
             raise ConfigError(f"unrecognised arguments: {' '.join(rest)}")
-        return {"eval": _eval, "sample": _sample}[args.command](args)
-    except ConfigError as error:
+        return {"eval": _eval, "sample": _sample, "convert": _convert}[args.command](args)
+    except (ConfigError, DataError) as error:  # ConfigError includes checkpoint.CheckpointError
         print(f"jaxrl-self: error: {error}", file=sys.stderr)
         return 2
-    except (FileNotFoundError, ValueError) as error:
-        if type(error).__name__ in ("DataError", "CheckpointError", "FileNotFoundError"):
-            print(f"jaxrl-self: error: {error}", file=sys.stderr)
-            return 2
-        raise
+    except FileNotFoundError as error:
+        where = f": {error.filename}" if error.filename else ""
+        print(f"jaxrl-self: error: {error.strerror or error}{where}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

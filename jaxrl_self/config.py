@@ -16,7 +16,7 @@ import ml_collections
 
 RL_ALGORITHMS = ("grpo", "dr_grpo", "dapo", "gspo", "rloo", "reinforce_pp", "ppo")
 GROUP_ALGORITHMS = ("grpo", "dr_grpo", "dapo", "gspo", "rloo")
-TASKS = ("arithmetic", "countdown", "jsonl", "tfds")
+TASKS = ("arithmetic", "countdown", "word_arithmetic", "jsonl", "tfds")
 
 
 class ConfigError(ValueError):
@@ -35,7 +35,13 @@ def load_config_file(path: str | Path) -> ml_collections.ConfigDict:
         raise ConfigError(f"config file {path} failed to load: {type(error).__name__}: {error}") from error
     if not hasattr(module, "get_config"):
         raise ConfigError(f"config file {path} has no get_config() function")
-    return module.get_config()
+    try:
+        config = module.get_config()
+    except Exception as error:
+        raise ConfigError(f"get_config() in {path} failed: {type(error).__name__}: {error}") from error
+    if not isinstance(config, ml_collections.ConfigDict):
+        raise ConfigError(f"get_config() in {path} must return an ml_collections.ConfigDict, got {type(config).__name__}")
+    return config
 
 
 def _parse_value(text: str):
@@ -125,6 +131,7 @@ KEY_TYPES = {
 TASK_KEY_TYPES = {
     "arithmetic": {"task.digits": int, "task.ops": str, "task.demo_error_rate": float},
     "countdown": {"task.num_numbers": int, "task.max_number": int, "task.max_target": int},
+    "word_arithmetic": {"task.digits": int, "task.ops": str, "task.answer_format": str, "model.init_from": str},
 }
 
 
@@ -211,6 +218,59 @@ def validate(config: ml_collections.ConfigDict) -> None:
     total_len = config.task.max_prompt_len + rl.max_new_tokens
     _require(total_len <= model.max_position_embeddings, "rl.max_new_tokens",
              f"task.max_prompt_len + rl.max_new_tokens = {total_len} exceeds the model's context model.max_position_embeddings = {model.max_position_embeddings}")
+    _validate_mesh(config)
+
+
+def _validate_mesh(config: ml_collections.ConfigDict) -> None:
+    """config.mesh / config.distributed: types, sizes (-1 fills the rest, at most once) and, when the
+    mesh's device count is fixed, that its sizes multiply to it (the device count itself is checked
+    by `parallel.make_mesh` at start-up)."""
+    for key in ("mesh.num_devices", "mesh.data", "mesh.fsdp", "mesh.tensor", "distributed.num_processes",
+                "distributed.process_id"):
+        _check_type(config, key, int)
+    _check_type(config, "distributed.coordinator_address", str)
+    _check_type(config, "distributed.auto", bool)
+    mesh = config.mesh
+    sizes = {name: mesh[name] for name in ("data", "fsdp", "tensor")}
+    for name, size in sizes.items():
+        _require(size == -1 or size >= 1, f"mesh.{name}", f"must be >= 1 or -1 (the remaining devices), got {size}")
+    _require(list(sizes.values()).count(-1) <= 1, "mesh", f"at most one of data/fsdp/tensor may be -1, got {sizes}")
+    _require(mesh.num_devices >= 0, "mesh.num_devices", f"must be >= 0 (0 = all devices), got {mesh.num_devices}")
+    fixed = 1
+    for size in sizes.values():
+        fixed *= size if size != -1 else 1
+    if mesh.num_devices and -1 in sizes.values():
+        _require(mesh.num_devices % fixed == 0, "mesh", f"the fixed sizes in {sizes} must divide mesh.num_devices = {mesh.num_devices}")
+    elif mesh.num_devices:
+        _require(fixed == mesh.num_devices, "mesh", f"data*fsdp*tensor = {fixed} must equal mesh.num_devices = "
+                 f"{mesh.num_devices} (or set one of them to -1)")
+    dist = config.distributed
+    if dist.coordinator_address:
+        _require(dist.num_processes >= 1, "distributed.num_processes", f"must be >= 1, got {dist.num_processes}")
+        _require(0 <= dist.process_id < dist.num_processes, "distributed.process_id",
+                 f"must be in [0, distributed.num_processes={dist.num_processes}), got {dist.process_id}")
+    if dist.coordinator_address or dist.auto:
+        _require(mesh.num_devices == 0, "mesh.num_devices", "must be 0 (all devices) in a multi-process run")
+
+
+def validate_devices(config: ml_collections.ConfigDict, device_count: int) -> None:
+    """Checks `config.mesh` against the `device_count` devices there are, and that every batch splits
+    evenly over the data-parallel axes (`data` x `fsdp`). Needs JAX's device count, so it runs at
+    the start of training rather than in `validate`."""
+    from jaxrl_self.parallel.mesh import mesh_shape
+
+    mesh = config.mesh
+    devices = mesh.num_devices or device_count
+    _require(devices <= device_count, "mesh.num_devices", f"asks for {devices} devices, but there are {device_count}")
+    try:
+        data, fsdp, _ = mesh_shape(mesh.data, mesh.fsdp, mesh.tensor, devices)
+    except ValueError as error:
+        raise ConfigError(str(error)) from error
+    shards = data * fsdp
+    where = f"the data-parallel size {shards} (config.mesh: data={data} x fsdp={fsdp} on {devices} devices)"
+    rows = config.rl.prompts_per_step * config.rl.group_size
+    _require(rows % shards == 0, "rl.prompts_per_step", f"prompts_per_step*group_size ({rows}) must be divisible by {where}")
+    _require(config.sft.batch_size % shards == 0, "sft.batch_size", f"must be divisible by {where}, got {config.sft.batch_size}")
 
 
 def config_to_json(config: ml_collections.ConfigDict) -> str:

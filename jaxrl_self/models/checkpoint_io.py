@@ -197,15 +197,10 @@ def load_hf_checkpoint(
     weight_map = _weight_map(checkpoint_dir)
     _check_names(weight_map, mappings, config, checkpoint_dir)
 
-    graphdef, abstract = nnx.split(nnx.eval_shape(lambda: Transformer(config, rngs=nnx.Rngs(0))))
-    variables = dict(nnx.to_flat_state(abstract))
-    if set(variables) != {m.path for m in mappings}:
-        raise AssertionError("tensor_mappings() is out of sync with the Transformer's parameters")
-    default_sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-    filled = []
     with contextlib.ExitStack() as stack:
         handles = {}
-        for mapping in mappings:
+
+        def read(mapping: TensorMapping) -> np.ndarray:
             file_name = weight_map[mapping.hf_name]
             if file_name not in handles:
                 try:
@@ -213,13 +208,35 @@ def load_hf_checkpoint(
                         safe_open(os.path.join(checkpoint_dir, file_name), framework="numpy"))
                 except (SafetensorError, OSError) as e:
                     raise CheckpointError(f"{os.path.join(checkpoint_dir, file_name)}: not a readable safetensors file ({e})") from None
-            array = _read_tensor(handles[file_name], mapping, file_name)
-            variable = variables[mapping.path]
-            axes = variable.get_metadata().get("logical_axes")
-            sharding = sharding_for(axes, array.shape) if sharding_for else default_sharding
-            filled.append((mapping.path, variable.replace(jax.device_put(array, sharding))))
-            del array
-    return config, graphdef, nnx.from_flat_state(filled)
+            return _read_tensor(handles[file_name], mapping, file_name)
+
+        graphdef, params = place_params(config, read, sharding_for)
+    return config, graphdef, params
+
+
+def place_params(config: ModelConfig, read: Callable[[TensorMapping], np.ndarray],
+                 sharding_for: Optional[ShardingFor] = None) -> tuple[nnx.GraphDef, nnx.State]:
+    """`nnx.split(Transformer(config))` with every parameter from `read`, one tensor at a time.
+
+    read: `TensorMapping -> np.ndarray`, the tensor in our layout (`mapping.to_ours` applied),
+    float32. sharding_for: `(logical_axes, shape) -> Sharding` per parameter; default the first
+    device. The model is built abstractly, so the parameters never exist twice in host memory.
+    """
+    mappings = tensor_mappings(config)
+    graphdef, abstract = nnx.split(nnx.eval_shape(lambda: Transformer(config, rngs=nnx.Rngs(0))))
+    variables = dict(nnx.to_flat_state(abstract))
+    if set(variables) != {m.path for m in mappings}:
+        raise AssertionError("tensor_mappings() is out of sync with the Transformer's parameters")
+    default_sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    filled = []
+    for mapping in mappings:
+        array = read(mapping)
+        variable = variables[mapping.path]
+        axes = variable.get_metadata().get("logical_axes")
+        sharding = sharding_for(axes, array.shape) if sharding_for else default_sharding
+        filled.append((mapping.path, variable.replace(jax.device_put(array, sharding))))
+        del array
+    return graphdef, nnx.from_flat_state(filled)
 
 
 def _shard_plan(sizes: list[int], max_shard_bytes: int) -> list[list[int]]:

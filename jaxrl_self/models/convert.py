@@ -1,17 +1,20 @@
-"""Checkpoint conversion: Hugging Face safetensors <-> orbax, and the `jaxrl-self convert` helpers.
+"""Checkpoint conversion: Hugging Face safetensors <-> orbax, GGUF -> either, and the `jaxrl-self convert` helpers.
 
 An orbax model directory written here holds:
   params/             the model's `nnx.State` (ocp.StandardCheckpointer), float32
   model_config.json   `ModelConfig.to_dict()`
-  hf_config.json      the source `config.json` (when converted from HF; keeps token ids for export)
-  tokenizer/          the source's tokenizer files, when it had a tokenizer.json
+  hf_config.json      the source `config.json` (for GGUF: the one its metadata implies; keeps token ids for export)
+  tokenizer/          the source's tokenizer files (for GGUF: tokenizer.json + tokenizer_config.json from its metadata)
+
+GGUF weights are dequantized to float32 on import; nothing is written back as GGUF.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
-from typing import Optional
+import tempfile
+from typing import Callable, Optional
 
 import jax
 import orbax.checkpoint as ocp
@@ -24,6 +27,8 @@ from jaxrl_self.models.checkpoint_io import (
     load_hf_checkpoint,
 )
 from jaxrl_self.models.config import ModelConfig
+from jaxrl_self.models.gguf import load_gguf_weights, open_gguf
+from jaxrl_self.models.gguf_tokenizer import write_gguf_tokenizer
 from jaxrl_self.models.hf_config import CheckpointError, read_hf_config
 from jaxrl_self.models.transformer import Transformer
 
@@ -41,10 +46,13 @@ def _require_empty(out_dir: str):
         raise CheckpointError(f"output directory {out_dir!r} exists and is not empty")
 
 
-def hf_to_orbax(hf_dir: str, out_dir: str) -> ModelConfig:
-    """Converts an HF checkpoint directory into an orbax model directory (layout in the module docstring)."""
-    _require_empty(out_dir)
-    config, _, params = load_hf_checkpoint(hf_dir)
+def save_orbax_model(out_dir: str, config: ModelConfig, params: nnx.State, hf_config: dict,
+                     write_tokenizer: Optional[Callable[[str], list]] = None):
+    """Writes an orbax model directory (layout in the module docstring).
+
+    hf_config: the source `config.json` dict (kept for export); write_tokenizer(dir): writes the
+    tokenizer files into `dir`, or None when the source has no tokenizer.
+    """
     out_dir = os.path.abspath(out_dir)
     checkpointer = ocp.StandardCheckpointer()
     checkpointer.save(os.path.join(out_dir, PARAMS_DIR), params)
@@ -52,10 +60,41 @@ def hf_to_orbax(hf_dir: str, out_dir: str) -> ModelConfig:
     with open(os.path.join(out_dir, MODEL_CONFIG_FILE), "w") as f:
         json.dump(config.to_dict(), f, indent=2)
     with open(os.path.join(out_dir, HF_CONFIG_FILE), "w") as f:
-        json.dump(read_hf_config(hf_dir), f, indent=2)
-    if os.path.isfile(os.path.join(hf_dir, "tokenizer.json")):
-        copy_tokenizer_files(hf_dir, os.path.join(out_dir, TOKENIZER_DIR))
+        json.dump(hf_config, f, indent=2)
+    if write_tokenizer is not None:
+        write_tokenizer(os.path.join(out_dir, TOKENIZER_DIR))
+
+
+def hf_to_orbax(hf_dir: str, out_dir: str) -> ModelConfig:
+    """Converts an HF checkpoint directory into an orbax model directory (layout in the module docstring)."""
+    _require_empty(out_dir)
+    config, _, params = load_hf_checkpoint(hf_dir)
+    has_tokenizer = os.path.isfile(os.path.join(hf_dir, "tokenizer.json"))
+    save_orbax_model(out_dir, config, params, read_hf_config(hf_dir),
+                     (lambda dst: copy_tokenizer_files(hf_dir, dst)) if has_tokenizer else None)
     return config
+
+
+def gguf_to_orbax(gguf_path: str, out_dir: str) -> ModelConfig:
+    """Converts a GGUF file (weights dequantized to float32, tokenizer from its metadata) into an orbax model directory."""
+    _require_empty(out_dir)
+    reader = open_gguf(gguf_path)
+    config, _, params, hf_config = load_gguf_weights(reader, gguf_path)
+    save_orbax_model(out_dir, config, params, hf_config, lambda dst: write_gguf_tokenizer(reader, gguf_path, dst))
+    return config
+
+
+def gguf_to_hf(gguf_path: str, out_dir: str, *, max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
+               dtype: str = "float32") -> list[str]:
+    """Converts a GGUF file into an HF checkpoint directory (dequantized weights + tokenizer); returns the files written."""
+    _require_empty(out_dir)
+    reader = open_gguf(gguf_path)
+    config, _, params, hf_config = load_gguf_weights(reader, gguf_path)
+    extra = {key: hf_config[key] for key in _HF_KEYS_KEPT if key in hf_config}
+    with tempfile.TemporaryDirectory() as tokenizer_dir:
+        write_gguf_tokenizer(reader, gguf_path, tokenizer_dir)
+        return export_hf_checkpoint(config, params, out_dir, max_shard_bytes=max_shard_bytes, dtype=dtype,
+                                    extra_config=extra, tokenizer_dir=tokenizer_dir)
 
 
 def load_orbax_model(ckpt_dir: str, *, sharding_for: Optional[ShardingFor] = None) -> tuple[ModelConfig, nnx.GraphDef, nnx.State]:
@@ -102,11 +141,11 @@ def orbax_to_hf(ckpt_dir: str, out_dir: str, *, max_shard_bytes: int = DEFAULT_M
 
 
 def add_convert_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Adds `--from {hf,orbax} --to {hf,orbax} SRC DST [--max-shard-bytes N] [--dtype D]` to `parser`."""
-    parser.add_argument("--from", dest="source_format", choices=("hf", "orbax"), required=True,
-                        help="format of SRC: an HF safetensors directory or an orbax model directory")
+    """Adds `--from {hf,orbax,gguf} --to {hf,orbax} SRC DST [--max-shard-bytes N] [--dtype D]` to `parser`."""
+    parser.add_argument("--from", dest="source_format", choices=("hf", "orbax", "gguf"), required=True,
+                        help="format of SRC: an HF safetensors directory, an orbax model directory or a .gguf file")
     parser.add_argument("--to", dest="target_format", choices=("hf", "orbax"), required=True, help="format of DST")
-    parser.add_argument("src", help="source checkpoint directory")
+    parser.add_argument("src", help="source checkpoint directory (or .gguf file)")
     parser.add_argument("dst", help="output directory (must not exist or be empty)")
     parser.add_argument("--max-shard-bytes", type=int, default=DEFAULT_MAX_SHARD_BYTES,
                         help="largest safetensors file written when converting to hf")
@@ -121,6 +160,12 @@ def run_convert(args: argparse.Namespace) -> str:
     if direction == ("hf", "orbax"):
         config = hf_to_orbax(args.src, args.dst)
         return f"converted {config.architecture} checkpoint {args.src} (hf) -> {args.dst} (orbax)"
+    if direction == ("gguf", "orbax"):
+        config = gguf_to_orbax(args.src, args.dst)
+        return f"converted {config.architecture} model {args.src} (gguf) -> {args.dst} (orbax)"
+    if direction == ("gguf", "hf"):
+        files = gguf_to_hf(args.src, args.dst, max_shard_bytes=args.max_shard_bytes, dtype=args.dtype)
+        return f"converted {args.src} (gguf) -> {args.dst} (hf): {', '.join(files)}"
     if direction == ("orbax", "hf"):
         files = orbax_to_hf(args.src, args.dst, max_shard_bytes=args.max_shard_bytes, dtype=args.dtype)
         return f"converted {args.src} (orbax) -> {args.dst} (hf): {', '.join(files)}"

@@ -1,6 +1,10 @@
 """Rollout sampler: one jitted, pure function — prefill the padded prompt batch once, broadcast the
 KV cache to G completions per prompt, then decode in `lax.while_loop` until every row has stopped.
 
+The prefill covers all prompt columns but the last (prompts are left-padded, so every row's last
+token sits in column P-1); the loop feeds that column at step 0 and each new token after it, so
+one loop body — one forward, one token choice — produces every completion token.
+
 Log-probabilities returned (`logps`) are those of the temperature-scaled distribution
 `log_softmax(logits / temperature)` (raw logits when greedy), *before* top-k/top-p/min-p
 truncation — the same distribution the trainer recomputes for the importance ratio.
@@ -50,15 +54,33 @@ class Samples(NamedTuple):
 
 
 def _token_statistics(logits, tokens, temperature):
-    """Per-row behaviour log-prob, raw entropy and raw mean log-prob over the vocabulary."""
-    scaled_logp = jax.nn.log_softmax(scale_by_temperature(logits, temperature), axis=-1)
-    chosen = jnp.take_along_axis(scaled_logp, tokens[:, None], axis=-1)[:, 0]
+    """Per-row behaviour log-prob of `tokens`, raw entropy and raw mean log-prob over the vocabulary.
+
+    logits `[N, V] float32`, tokens `[N] int32` -> three `[N] float32`.
+    """
+    scaled = scale_by_temperature(logits, temperature)
+    chosen = jnp.take_along_axis(scaled, tokens[:, None], axis=-1)[:, 0] - jax.nn.logsumexp(scaled, axis=-1)
     raw_logp = jax.nn.log_softmax(logits, axis=-1)
     finite = jnp.isfinite(raw_logp)
     safe_logp = jnp.where(finite, raw_logp, 0.0)
     entropy = -jnp.sum(jnp.exp(safe_logp) * safe_logp * finite, axis=-1)
     mean_logp = jnp.sum(safe_logp, axis=-1) / jnp.maximum(jnp.sum(finite, axis=-1), 1)
     return chosen, entropy, mean_logp
+
+
+def cast_for_compute(model):
+    """The same model with its matrices (ndim >= 2) stored in the compute dtype.
+
+    The layers cast every matrix to `config.compute_dtype` at use; doing it once before the decode
+    loop gives bit-identical results without re-casting all weights at every step. Vectors (norm
+    scales) stay float32, as the layers read them in float32.
+    """
+    dtype = model.config.compute_dtype
+    if dtype == jnp.float32:
+        return model
+    graphdef, state = nnx.split(model)
+    cast = lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) and x.ndim >= 2 else x
+    return nnx.merge(graphdef, jax.tree.map(cast, state))
 
 
 def row_keys(key, prompt_ids, group_size):
@@ -90,57 +112,49 @@ def sample_from_model(model, prompt_tokens, prompt_mask, key, config: SamplingCo
         prompt_ids = jnp.arange(batch, dtype=jnp.int32)
     keys = row_keys(key, prompt_ids, group)
 
-    kv_mask = jnp.concatenate([prompt_mask, jnp.ones((batch, steps), bool)], axis=1)
-    cache = KVCache.zeros(model.config, batch, prompt_len + steps)
+    model = cast_for_compute(model)
+    prompt_mask = prompt_mask.astype(bool)
+    # cache slots: P prompt columns, then tokens 0..steps-2 (the last token is never fed back)
+    kv_mask = jnp.concatenate([prompt_mask, jnp.ones((batch, steps - 1), bool)], axis=1)
     positions = positions_from_mask(prompt_mask)
-    logits, cache = model(prompt_tokens, positions, kv_mask, cache, 0)
+    cache = KVCache.zeros(model.config, batch, prompt_len + steps - 1)
+    if prompt_len > 1:  # prefill all but the last prompt column, once per prompt (B rows, not B*G)
+        _, cache = model.hidden_states(prompt_tokens[:, :-1], positions[:, :-1], kv_mask, cache, 0)
     cache = cache.repeat(group)
     kv_mask = jnp.repeat(kv_mask, group, axis=0)
-    next_position = jnp.repeat(positions[:, -1] + 1, group)
-    last_logits = jnp.repeat(logits[:, -1], group, axis=0)
+    last_position = jnp.repeat(positions[:, -1], group)
     stop_ids = jnp.asarray((config.eos_id, *config.stop_ids), jnp.int32)
 
-    def emit(t, logits, carry):
-        """Chooses token t for every row from `logits [N, V]` and records it."""
-        tokens, mask, logps, entropy, mean_logp, done = carry
-        logits = logits if vocab_size is None else mask_padded_vocab(logits, vocab_size)
-        step_keys = jax.vmap(lambda k: jax.random.fold_in(k, t))(keys)
-        token = choose_tokens(step_keys, logits, *params)
-        token = jnp.where(done, config.pad_id, token)
-        lp, ent, mlp = _token_statistics(logits, token, temperature)
-        live = ~done
-        tokens = tokens.at[:, t].set(token)
-        mask = mask.at[:, t].set(live)
-        logps = logps.at[:, t].set(jnp.where(live, lp, 0.0))
-        entropy = entropy.at[:, t].set(jnp.where(live, ent, 0.0))
-        mean_logp = mean_logp.at[:, t].set(jnp.where(live, mlp, 0.0))
-        done = done | jnp.isin(token, stop_ids)
-        return tokens, mask, logps, entropy, mean_logp, done
-
-    zeros = jnp.zeros((n, steps), jnp.float32)
-    carry = (jnp.full((n, steps), config.pad_id, jnp.int32), jnp.zeros((n, steps), bool), zeros, zeros, zeros, jnp.zeros((n,), bool))
-    carry = emit(0, last_logits, carry)
-
     def cond(state):
-        t, _, carry = state
-        return (t < steps) & ~jnp.all(carry[-1])
+        t, _, _, done, _ = state
+        return (t < steps) & ~jnp.all(done)
 
     def body(state):
-        t, cache, carry = state
-        previous = jax.lax.dynamic_slice_in_dim(carry[0], t - 1, 1, axis=1)
-        position = (next_position + t - 1)[:, None]
-        logits, cache = model(previous, position, kv_mask, cache, prompt_len + t - 1)
-        return t + 1, cache, emit(t, logits[:, 0], carry)
+        """Feeds the previous token (the last prompt column at t=0) and records token t of every row."""
+        t, cache, fed, done, outputs = state
+        logits, cache = model(fed[:, None], (last_position + t)[:, None], kv_mask, cache, prompt_len - 1 + t)
+        logits = logits[:, 0] if vocab_size is None else mask_padded_vocab(logits[:, 0], vocab_size)
+        step_keys = jax.vmap(lambda k: jax.random.fold_in(k, t))(keys)
+        token = jnp.where(done, config.pad_id, choose_tokens(step_keys, logits, *params))
+        stats = _token_statistics(logits, token, temperature)
+        live = ~done
+        columns = (token, live) + tuple(jnp.where(live, x, 0.0) for x in stats)
+        outputs = tuple(out.at[:, t].set(col) for out, col in zip(outputs, columns))
+        return t + 1, cache, token, done | jnp.isin(token, stop_ids), outputs
 
-    _, _, carry = jax.lax.while_loop(cond, body, (jnp.int32(1), cache, carry))
-    tokens, mask, logps, entropy, mean_logp, done = carry
+    zeros = jnp.zeros((n, steps), jnp.float32)
+    outputs = (jnp.full((n, steps), config.pad_id, jnp.int32), jnp.zeros((n, steps), bool), zeros, zeros, zeros)
+    first_fed = jnp.repeat(prompt_tokens[:, -1], group)
+    state = (jnp.int32(0), cache, first_fed, jnp.zeros((n,), bool), outputs)
+    _, _, _, done, (tokens, mask, logps, entropy, mean_logp) = jax.lax.while_loop(cond, body, state)
     return Samples(tokens, mask, logps, entropy, mean_logp, jnp.sum(mask, axis=1).astype(jnp.int32), ~done)
 
 
 def make_sampler(model_graphdef, config: SamplingConfig):
     """A jitted `sample(state, prompt_tokens, prompt_mask, key, prompt_ids=None, **knobs) -> Samples`.
 
-    The function is compiled once per (prompt length, batch) shape; `sample.compilations()` reports
+    The function is compiled once per (batch, prompt length) shape — pad prompts to a few lengths
+    with `jaxrl_self.sampling.buckets` — and never for new knob values; `run.compilations()` reports
     how many shapes were compiled so far (logged as a metric).
     """
 
@@ -151,8 +165,8 @@ def make_sampler(model_graphdef, config: SamplingConfig):
 
     def run(state, prompt_tokens, prompt_mask, key, prompt_ids=None, **knob_overrides):
         """knob_overrides: temperature / top_k / top_p / min_p for this call (no recompilation)."""
-        if prompt_ids is None:
-            prompt_ids = jnp.arange(prompt_tokens.shape[0], dtype=jnp.int32)
+        prompt_ids = jnp.arange(prompt_tokens.shape[0]) if prompt_ids is None else prompt_ids
+        prompt_ids = jnp.asarray(prompt_ids, jnp.int32)
         return sample(state, prompt_tokens, prompt_mask, key, prompt_ids, knobs_from(config, **knob_overrides))
 
     run.compilations = sample._cache_size

@@ -1,9 +1,20 @@
-"""The RL learner: advantages from rewards, the policy loss of each algorithm, and the jitted update
-(epochs x minibatches x gradient-accumulated micro-batches over one rollout batch).
+"""The RL learner: rewards and advantages of a rollout batch, the loss of each algorithm, and the jitted
+update (epochs x minibatches x gradient-accumulated micro-batches over one rollout batch).
+
+Algorithms (`config.rl.algorithm`, ALGORITHMS.md 2): grpo, dr_grpo, dapo, gspo, rloo,
+reinforce_pp, ppo. Where the KL to the reference goes:
+  grpo, dr_grpo, gspo   k3 loss term `kl_coef * agg(k3)` (2.3)
+  rloo                  sequence k1 penalty in the reward `R - kl_coef * sum_t (old - ref)` (2.2)
+  reinforce_pp, ppo     token k1 penalty in the reward (2.6, 2.8)
+  dapo                  none (2.5)
+PPO's critic is a value head on the policy's hidden states (`train.value_head`).
 
 A rollout batch is a dict of arrays over N = B*G rows (row b*G+g is completion g of prompt b):
-prompt_tokens/prompt_mask `[N, P]`, completion_tokens/completion_mask `[N, T]`, advantages `[N]`
-or `[N, T]`, and, when needed, old_logp / ref_logp `[N, T]`.
+prompt_tokens/prompt_mask `[N, P]`, completion_tokens/completion_mask `[N, T]`; the train batch
+adds advantages `[N]` or `[N, T]`, and when needed old_logp / ref_logp `[N, T]` and, for PPO,
+old_values / returns `[N, T]`. Groups masked out (DAPO dynamic sampling,
+`filter_zero_advantage_groups`) have their completion_mask rows zeroed: they carry no loss and
+do not count in any denominator.
 """
 from __future__ import annotations
 
@@ -12,18 +23,21 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxrl_self.algorithms import advantages as adv
-from jaxrl_self.algorithms.aggregation import aggregate, masked_mean
+from jaxrl_self.algorithms.aggregation import aggregate, masked_mean, masked_sum
+from jaxrl_self.algorithms.filtering import group_has_signal, overlong_penalty
 from jaxrl_self.algorithms.kl import kl_penalty
-from jaxrl_self.algorithms.losses import clipped_surrogate, gspo_loss
+from jaxrl_self.algorithms.losses import clipped_surrogate, gspo_loss, value_loss
 from jaxrl_self.rewards.host import FAILURE_REASONS
 from jaxrl_self.train.policy import completion_logprobs
 from jaxrl_self.train.state import apply_gradients
+from jaxrl_self.train.value_head import completion_logprobs_and_values, trainable, with_trainable
 
 DEFAULT_AGGREGATION = {
     "grpo": "seq_mean_token_mean", "dr_grpo": "seq_mean_token_sum_norm", "dapo": "token_mean",
-    "gspo": "seq_mean_token_mean", "rloo": "seq_mean_token_mean", "reinforce_pp": "token_mean", "ppo": "token_mean",
+    "gspo": "seq_mean_token_mean", "rloo": "seq_mean_token_sum", "reinforce_pp": "token_mean", "ppo": "token_mean",
 }
-KL_IN_LOSS = ("grpo", "dr_grpo", "gspo", "rloo")  # the others use no KL (DAPO) or put it in the reward
+KL_IN_LOSS = ("grpo", "dr_grpo", "gspo")
+KL_IN_REWARD = ("rloo", "reinforce_pp", "ppo")
 
 
 def aggregation_mode(rl) -> str:
@@ -31,60 +45,129 @@ def aggregation_mode(rl) -> str:
 
 
 def needs_reference(rl) -> bool:
-    return rl.kl_coef > 0 and rl.algorithm in KL_IN_LOSS + ("reinforce_pp", "ppo")
+    """Whether the algorithm uses a frozen reference policy (a KL term with kl_coef > 0)."""
+    return rl.kl_coef > 0 and rl.algorithm in KL_IN_LOSS + KL_IN_REWARD
 
 
-def compute_advantages(rl, rewards, mask, old_logp=None, ref_logp=None):
-    """Advantages for `rewards [N]` (float32): `[N]` for outcome methods, `[N, T]` for token-level ones."""
+def needs_old_logp(rl) -> bool:
+    """Whether old log-probs must be recomputed at rollout time: several optimizer steps per
+    rollout (rho != 1), a KL penalty in the reward, or PPO."""
+    multi_step = rl.epochs * rl.minibatches > 1
+    return multi_step or rl.algorithm == "ppo" or (needs_reference(rl) and rl.algorithm in KL_IN_REWARD)
+
+
+def compute_advantages(rl, rewards, mask, old_logp=None, ref_logp=None, old_values=None):
+    """Advantages (and PPO's value targets) of one rollout batch.
+
+    Args:
+      rl: `config.rl`.
+      rewards: `[N]` float32 outcome rewards, N = B*G.
+      mask: `[N, T]` completion mask (all generated tokens, before any group filtering).
+      old_logp, ref_logp: `[N, T]` float32 or None; the KL penalty in the reward needs both.
+      old_values: `[N, T]` float32 value predictions at rollout time (PPO).
+    Returns:
+      {"advantages": `[N]` (outcome methods) or `[N, T]` (reinforce_pp, ppo)}, plus "returns"
+      `[N, T]` for PPO. Constants.
+    """
     grouped = rewards.reshape(-1, rl.group_size)
-    if rl.algorithm in ("grpo", "dapo", "gspo"):
-        return adv.group_advantages(grouped, std_ddof=rl.std_ddof, eps=rl.advantage_eps).reshape(-1)
-    if rl.algorithm == "dr_grpo":
-        return adv.group_advantages(grouped, normalize_std=False).reshape(-1)
-    if rl.algorithm == "rloo":
-        return adv.rloo_advantages(grouped).reshape(-1)
-    if rl.algorithm == "reinforce_pp":
-        ref = old_logp if ref_logp is None else ref_logp
-        return adv.reinforce_pp_advantages(rewards, mask, old_logp, ref, kl_coef=rl.kl_coef,
-                                           group_baseline=rl.group_size > 1, group_size=rl.group_size)
-    raise NotImplementedError(f"advantages for rl.algorithm={rl.algorithm!r}")
+    algorithm = rl.algorithm
+    if algorithm in ("grpo", "dapo", "gspo"):
+        return {"advantages": adv.group_advantages(grouped, std_ddof=rl.std_ddof, eps=rl.advantage_eps).reshape(-1)}
+    if algorithm == "dr_grpo":
+        return {"advantages": adv.group_advantages(grouped, normalize_std=False).reshape(-1)}
+    kl_coef = rl.kl_coef if ref_logp is not None else 0.0
+    ref_logp = old_logp if ref_logp is None else ref_logp
+    if algorithm == "rloo":
+        if kl_coef > 0:
+            rewards = rewards - kl_coef * masked_sum(old_logp - ref_logp, mask, axis=-1)
+        return {"advantages": adv.rloo_advantages(rewards.reshape(-1, rl.group_size)).reshape(-1)}
+    if algorithm == "reinforce_pp":
+        return {"advantages": adv.reinforce_pp_advantages(rewards, mask, old_logp, ref_logp, kl_coef=kl_coef,
+                                                          group_baseline=rl.group_baseline, group_size=rl.group_size)}
+    if algorithm == "ppo":
+        token_rewards = adv.outcome_token_rewards(rewards, mask, old_logp, ref_logp, kl_coef)
+        advantages, returns = adv.gae_advantages(token_rewards, old_values, mask, gamma=rl.gamma, lam=rl.gae_lambda)
+        return {"advantages": adv.whiten(advantages, mask), "returns": returns}
+    raise NotImplementedError(f"advantages for rl.algorithm={algorithm!r}")
 
 
-def policy_loss(model, batch, rl, num_sequences, num_tokens):
-    """Scalar loss and metrics of one (micro-)batch, with denominators over the whole optimizer batch."""
+def _masked_extremes(x, mask):
+    """(min, max) of `x [N, T]` over valid slots; (1, 1) when none is valid (ratio statistics)."""
+    valid = mask != 0
+    has = jnp.any(valid)
+    low = jnp.min(jnp.where(valid, x, jnp.inf))
+    high = jnp.max(jnp.where(valid, x, -jnp.inf))
+    return jnp.where(has, low, 1.0), jnp.where(has, high, 1.0)
+
+
+def policy_loss(model, batch, rl, num_sequences, num_tokens, value_params=None):
+    """Scalar loss and metrics of one (micro-)batch.
+
+    Args:
+      model: the policy (`Transformer`).
+      batch: train batch (module docstring) of n rows.
+      rl: `config.rl`.
+      num_sequences, num_tokens: float32 scalars, sequences with a valid token and valid tokens of
+        the whole optimizer batch; summing losses (and gradients) over micro-batches then gives
+        the full-batch value.
+      value_params: PPO's value head, else None.
+    Returns:
+      (loss, metrics); metrics are this micro-batch's share of the optimizer-batch value (sum
+      them over micro-batches), except "ratio/min" and "ratio/max" (take min / max).
+    """
     mask = batch["completion_mask"].astype(jnp.float32)
-    logp, entropy = completion_logprobs(model, batch["prompt_tokens"], batch["prompt_mask"], batch["completion_tokens"],
-                                        batch["completion_mask"], rl.temperature, with_entropy=True)
+    args = (batch["prompt_tokens"], batch["prompt_mask"], batch["completion_tokens"], batch["completion_mask"], rl.temperature)
+    if value_params is None:
+        logp, entropy = completion_logprobs(model, *args, with_entropy=True)
+    else:
+        logp, entropy, values = completion_logprobs_and_values(model, value_params, *args)
     old_logp = batch.get("old_logp", jax.lax.stop_gradient(logp))
     mode = aggregation_mode(rl)
-    share = mask.shape[0] / num_sequences  # this micro-batch's share: metrics sum to batch means
+    agg = lambda per_token: aggregate(per_token, mask, mode, t_const=rl.max_new_tokens, num_sequences=num_sequences,
+                                      num_tokens=num_tokens)
+    share = jnp.sum(jnp.any(mask > 0, axis=-1)) / jnp.maximum(num_sequences, 1.0)  # metrics sum to batch means
     if rl.algorithm == "gspo":
         per_sequence, stats = gspo_loss(logp, old_logp, batch["advantages"], mask, eps_low=rl.eps_low, eps_high=rl.eps_high)
-        loss = jnp.sum(per_sequence) / num_sequences
-        per_token_stats = {k: jnp.broadcast_to(v[:, None], mask.shape) for k, v in stats.items()}
+        loss = jnp.sum(per_sequence) / jnp.maximum(num_sequences, 1.0)
+        stats = {k: jnp.broadcast_to(v[:, None], mask.shape) for k, v in stats.items()}
     else:
-        per_token, per_token_stats = clipped_surrogate(logp, old_logp, batch["advantages"], eps_low=rl.eps_low, eps_high=rl.eps_high, mask=mask)
-        loss = aggregate(per_token, mask, mode, t_const=rl.max_new_tokens, num_sequences=num_sequences, num_tokens=num_tokens)
-    metrics = {}
+        per_token, stats = clipped_surrogate(logp, old_logp, batch["advantages"], eps_low=rl.eps_low, eps_high=rl.eps_high, mask=mask)
+        loss = agg(per_token)
+    ratio_min, ratio_max = _masked_extremes(stats["ratio"], mask)
+    metrics = {
+        "policy_loss": loss,
+        "entropy": masked_mean(entropy, mask) * share,
+        "ratio/mean": masked_mean(stats["ratio"], mask) * share,
+        "ratio/min": ratio_min,
+        "ratio/max": ratio_max,
+        "clip_fraction/low": masked_mean(stats["clipped_low"], mask) * share,
+        "clip_fraction/high": masked_mean(stats["clipped_high"], mask) * share,
+    }
     if "ref_logp" in batch:
         kl = kl_penalty(logp, batch["ref_logp"], "k3")
-        if rl.algorithm in KL_IN_LOSS and rl.kl_coef > 0:
-            loss = loss + rl.kl_coef * aggregate(kl, mask, mode, t_const=rl.max_new_tokens, num_sequences=num_sequences, num_tokens=num_tokens)
+        if rl.algorithm in KL_IN_LOSS:
+            loss = loss + rl.kl_coef * agg(kl)
         metrics["kl"] = masked_mean(kl, mask) * share
     if rl.entropy_coef > 0:
-        loss = loss - rl.entropy_coef * aggregate(entropy, mask, mode, t_const=rl.max_new_tokens, num_sequences=num_sequences, num_tokens=num_tokens)
-    metrics.update({
-        "loss": loss,
-        "entropy": masked_mean(entropy, mask) * share,
-        "ratio/mean": masked_mean(per_token_stats["ratio"], mask) * share,
-        "clip_fraction/low": masked_mean(per_token_stats["clipped_low"], mask) * share,
-        "clip_fraction/high": masked_mean(per_token_stats["clipped_high"], mask) * share,
-    })
+        loss = loss - rl.entropy_coef * agg(entropy)
+    if value_params is not None:
+        v_loss = agg(value_loss(values, batch["old_values"], batch["returns"], mask, clip_eps=rl.value_clip_eps))
+        loss = loss + rl.value_coef * v_loss
+        clipped = (jnp.abs(values - batch["old_values"]) > rl.value_clip_eps).astype(jnp.float32)
+        metrics.update({"value_loss": v_loss, "value/clip_fraction": masked_mean(clipped, mask) * share})
+    metrics["loss"] = loss
     return loss, metrics
 
 
-def _rows(batch, index):
-    return {k: v[index] for k, v in batch.items()}
+def _reduce_metrics(stacked, mean_or_sum):
+    """Stacked metrics `[K]` -> scalars: min for ".../min", max for ".../max", else `mean_or_sum`."""
+    def reduce(name, values):
+        if name.endswith("/min"):
+            return jnp.min(values)
+        if name.endswith("/max"):
+            return jnp.max(values)
+        return mean_or_sum(values)
+    return {name: reduce(name, values) for name, values in stacked.items()}
 
 
 def make_rl_update(graphdef, optimizer, rl):
@@ -92,66 +175,116 @@ def make_rl_update(graphdef, optimizer, rl):
 
     For each of `rl.epochs` passes the N rows are shuffled (when there is more than one minibatch)
     and cut into `rl.minibatches` minibatches; each minibatch is one optimizer step whose gradient
-    is accumulated over `rl.micro_batches` micro-batches with the minibatch's global denominators.
-    Metrics are averaged over optimizer steps.
+    is summed over `rl.micro_batches` micro-batches (a `lax.scan`), with the minibatch's global
+    denominators. Metrics are averaged over optimizer steps (min/max statistics: min/max).
     """
+    with_value_head = rl.algorithm == "ppo"
+
+    def loss_fn(params, micro_batch, num_sequences, num_tokens):
+        policy_params, value_params = (params["policy"], params["value_head"]) if with_value_head else (params, None)
+        return policy_loss(nnx.merge(graphdef, policy_params), micro_batch, rl, num_sequences, num_tokens, value_params)
+
     def grads_of_minibatch(params, minibatch):
-        rows = minibatch["completion_mask"].shape[0]
-        micro = rows // rl.micro_batches
-        num_sequences = jnp.float32(rows)
-        num_tokens = jnp.sum(minibatch["completion_mask"].astype(jnp.float32))
+        mask = minibatch["completion_mask"].astype(jnp.float32)
+        num_sequences = jnp.sum(jnp.any(mask > 0, axis=-1).astype(jnp.float32))
+        num_tokens = jnp.sum(mask)
+        micro_batches = jax.tree.map(lambda x: x.reshape(rl.micro_batches, -1, *x.shape[1:]), minibatch)
 
-        def loss_fn(p, micro_batch):
-            return policy_loss(nnx.merge(graphdef, p), micro_batch, rl, num_sequences, num_tokens)
+        def accumulate(grads, micro_batch):
+            (_, metrics), micro_grads = jax.value_and_grad(loss_fn, has_aux=True)(params, micro_batch, num_sequences, num_tokens)
+            return jax.tree.map(jnp.add, grads, micro_grads), metrics
 
-        grads, metrics = None, None
-        for m in range(rl.micro_batches):
-            micro_batch = _rows(minibatch, slice(m * micro, (m + 1) * micro))
-            (_, micro_metrics), micro_grads = jax.value_and_grad(loss_fn, has_aux=True)(params, micro_batch)
-            grads = micro_grads if grads is None else jax.tree.map(jnp.add, grads, micro_grads)
-            metrics = micro_metrics if metrics is None else jax.tree.map(jnp.add, metrics, micro_metrics)
-        return grads, metrics
+        grads, metrics = jax.lax.scan(accumulate, jax.tree.map(jnp.zeros_like, params), micro_batches)
+        return grads, _reduce_metrics(metrics, jnp.sum)
 
     @jax.jit
     def update(state, batch, key):
         rows = batch["completion_mask"].shape[0]
-        size = rows // rl.minibatches
-        all_metrics = []
-        for epoch in range(rl.epochs):
-            order = jax.random.permutation(jax.random.fold_in(key, epoch), rows) if rl.minibatches > 1 else jnp.arange(rows)
-            for mb in range(rl.minibatches):
-                minibatch = _rows(batch, order[mb * size:(mb + 1) * size])
-                grads, metrics = grads_of_minibatch(state.params, minibatch)
-                state, update_metrics = apply_gradients(state, grads, optimizer, metrics["loss"])
-                all_metrics.append({**metrics, **update_metrics})
-        return state, jax.tree.map(lambda *xs: jnp.mean(jnp.stack(xs)), *all_metrics)
+        if rl.minibatches > 1:
+            orders = jnp.stack([jax.random.permutation(jax.random.fold_in(key, epoch), rows) for epoch in range(rl.epochs)])
+        else:
+            orders = jnp.tile(jnp.arange(rows), (rl.epochs, 1))
+        orders = orders.reshape(rl.epochs * rl.minibatches, rows // rl.minibatches)
+
+        def optimizer_step(state, order):
+            params = trainable(state)
+            grads, metrics = grads_of_minibatch(params, jax.tree.map(lambda x: x[order], batch))
+            stepped, update_metrics = apply_gradients(state.replace(params=params), grads, optimizer, metrics["loss"])
+            state = with_trainable(state.replace(opt_state=stepped.opt_state, step=stepped.step), stepped.params)
+            return state, {**metrics, **update_metrics}
+
+        state, metrics = jax.lax.scan(optimizer_step, state, orders)
+        return state, _reduce_metrics(metrics, jnp.mean)
 
     return update
 
 
-def make_scorer(graphdef, rl, method):
-    """Jitted `score(state, batch, reference_bytes, key) -> (train batch, rewards, metrics)`.
+def make_reward_scorer(rl, method):
+    """Jitted `score_rewards(batch, reference_bytes) -> (rewards, metrics)`.
 
-    Rewards come from `method.reward_fn` (host verifiers via pure_callback, or JAX ops on the
-    sampler's statistics); `method.select_rows` picks the rows to train on; log-probs under the
-    current params are recomputed only when the update takes more than one optimizer step.
+    rewards: `method.reward_fn`'s per-row components `[N]` ("reward" first among them), with the
+    DAPO overlong penalty added to "reward" (and logged as "overlong_penalty") when
+    `rl.overlong_max_len > 0`. metrics: "reward/<component>" means and "verifier_failures/<reason>"
+    counts.
     """
-    multi_step = rl.epochs * rl.minibatches > 1
 
     @jax.jit
-    def score(state, batch, reference_bytes, key):
-        rewards = method.reward_fn(batch, reference_bytes)
+    def score_rewards(batch, reference_bytes):
+        rewards = dict(method.reward_fn(batch, reference_bytes))
+        failures = rewards.pop("verifier_failures", None)
+        if rl.overlong_max_len > 0:
+            lengths = jnp.sum(batch["completion_mask"].astype(jnp.float32), axis=-1)
+            rewards["overlong_penalty"] = overlong_penalty(lengths, max_len=rl.overlong_max_len, cache_len=rl.overlong_cache_len)
+            rewards["reward"] = rewards["reward"] + rewards["overlong_penalty"]
+        metrics = {f"reward/{k}": jnp.mean(v) for k, v in rewards.items()}
+        if failures is not None:
+            metrics.update({f"verifier_failures/{name}": failures[i] for i, name in enumerate(FAILURE_REASONS)})
+        return rewards, metrics
+
+    return score_rewards
+
+
+def make_batch_builder(graphdef, rl, method):
+    """Jitted `build(state, batch, rewards, group_valid, key) -> (train batch, metrics)`.
+
+    Recomputes old log-probs (when `needs_old_logp`), reference log-probs (when the state holds a
+    reference) and PPO's old values under the state's params, computes advantages from all G
+    rewards of every group, zeroes the completion_mask rows of groups with `group_valid` False
+    `[B]`, and lets `method.select_rows` pick the rows to train on. metrics:
+    "groups/with_signal" (fraction of groups whose rewards are not all equal) and, for PPO,
+    "value/mean" and "returns/mean".
+    """
+    with_old_logp = needs_old_logp(rl)
+
+    @jax.jit
+    def build(state, batch, rewards, group_valid, key):
         mask = batch["completion_mask"].astype(jnp.float32)
         batch = {k: batch[k] for k in ("prompt_tokens", "prompt_mask", "completion_tokens", "completion_mask")}
         args = (batch["prompt_tokens"], batch["prompt_mask"], batch["completion_tokens"], batch["completion_mask"], rl.temperature)
-        if multi_step or rl.algorithm == "reinforce_pp":
-            batch["old_logp"] = jax.lax.stop_gradient(completion_logprobs(nnx.merge(graphdef, state.params), *args)[0])
+        model = nnx.merge(graphdef, state.params)
+        if state.value_params is not None:
+            old_logp, _, old_values = completion_logprobs_and_values(model, state.value_params, *args)
+            batch["old_values"] = jax.lax.stop_gradient(old_values)
+        elif with_old_logp:
+            old_logp = completion_logprobs(model, *args)[0]
+        if with_old_logp:
+            batch["old_logp"] = jax.lax.stop_gradient(old_logp)
         if state.ref_params is not None:
             batch["ref_logp"] = jax.lax.stop_gradient(completion_logprobs(nnx.merge(graphdef, state.ref_params), *args)[0])
-        batch["advantages"] = compute_advantages(rl, rewards["reward"], mask, batch.get("old_logp"), batch.get("ref_logp"))
-        metrics = {f"reward/{k}": jnp.mean(v) for k, v in rewards.items() if k != "verifier_failures"}
-        if "verifier_failures" in rewards:
-            metrics.update({f"verifier_failures/{name}": rewards["verifier_failures"][i] for i, name in enumerate(FAILURE_REASONS)})
-        return method.select_rows(batch, rewards, key), rewards, metrics
+        batch.update(compute_advantages(rl, rewards["reward"], mask, batch.get("old_logp"), batch.get("ref_logp"),
+                                        batch.get("old_values")))
+        row_valid = jnp.repeat(group_valid, rl.group_size)
+        batch["completion_mask"] = jnp.where(row_valid[:, None], batch["completion_mask"], jnp.zeros_like(batch["completion_mask"]))
+        metrics = {"groups/with_signal": jnp.mean(group_has_signal(rewards["reward"].reshape(-1, rl.group_size)))}
+        if "old_values" in batch:
+            metrics.update({"value/mean": masked_mean(batch["old_values"], mask), "returns/mean": masked_mean(batch["returns"], mask)})
+        return method.select_rows(batch, rewards, key), metrics
 
-    return score
+    return build
+
+
+def refresh_reference(state, rl, rl_step: int):
+    """Copies the policy params into the reference every `rl.ref_refresh_every` RL steps (0 = never)."""
+    if state.ref_params is None or rl.ref_refresh_every <= 0 or rl_step % rl.ref_refresh_every:
+        return state
+    return state.replace(ref_params=jax.tree.map(jnp.copy, state.params))

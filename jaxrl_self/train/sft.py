@@ -27,9 +27,13 @@ def encode_pairs(tokenizer, prompts: Sequence[str], completions: Sequence[str], 
 
 
 def encode_prompts(tokenizer, prompts: Sequence[str], prompt_len: int):
-    """BOS + prompt, left-padded: `[N, prompt_len] int32` and `[N, prompt_len] bool`."""
+    """BOS + prompt, left-padded: `[N, prompt_len] int32` and `[N, prompt_len] bool`.
+
+    No BOS is added to a prompt that already starts with it (a chat template that writes it).
+    """
     bos = [] if tokenizer.bos_id is None else [tokenizer.bos_id]
-    return pad_batch([bos + tokenizer.encode(p) for p in prompts], prompt_len, tokenizer.pad_id, side="left")
+    encoded = [tokenizer.encode(p) for p in prompts]
+    return pad_batch([ids if ids[:1] == bos else bos + ids for ids in encoded], prompt_len, tokenizer.pad_id, side="left")
 
 
 def sft_loss(model, batch):

@@ -17,13 +17,16 @@ from jaxrl_self.models.transformer import Transformer
 class TrainState:
     """params/ref_params: `nnx.State` of the model (ref_params None when no reference is used);
     opt_state: optax state; step: int32 scalar (optimizer steps taken in this phase);
-    key: `[2] uint32` raw PRNG key of the run."""
+    key: `[2] uint32` raw PRNG key of the run; value_params: PPO's value head
+    (`train.value_head`), None otherwise — the optimizer then covers
+    `{"policy": params, "value_head": value_params}`."""
 
     params: Any
     opt_state: Any
     ref_params: Optional[Any]
     step: jnp.ndarray
     key: jnp.ndarray
+    value_params: Optional[Any] = None
 
 
 def make_optimizer(learning_rate: float, total_steps: int, warmup_steps: int = 0, weight_decay: float = 0.0,
@@ -40,13 +43,16 @@ def init_model(config: ModelConfig, seed: int):
     return nnx.split(Transformer(config, rngs=nnx.Rngs(seed)))
 
 
-def init_train_state(params, optimizer: optax.GradientTransformation, seed: int, with_reference: bool) -> TrainState:
+def init_train_state(params, optimizer: optax.GradientTransformation, seed: int, with_reference: bool,
+                     value_params=None) -> TrainState:
+    trainable = params if value_params is None else {"policy": params, "value_head": value_params}
     return TrainState(
         params=params,
-        opt_state=optimizer.init(params),
+        opt_state=optimizer.init(trainable),
         ref_params=jax.tree.map(jnp.copy, params) if with_reference else None,
         step=jnp.int32(0),
         key=jax.random.key_data(jax.random.key(seed)),
+        value_params=value_params,
     )
 
 

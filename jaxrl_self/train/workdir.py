@@ -1,8 +1,13 @@
-"""The run directory: created if needed, checked for writability and for a config from another run."""
+"""The run directory: created if needed, checked for writability and for a config from another run.
+
+`<workdir>/config.json` holds the resolved config of the run (written atomically); starting the
+same workdir again with the same config resumes it, with another config is refused.
+"""
 from __future__ import annotations
 
 import json
 import os
+import tempfile
 from pathlib import Path
 
 from jaxrl_self.config import ConfigError, config_to_json
@@ -11,28 +16,50 @@ CONFIG_FILE = "config.json"
 
 
 def prepare_workdir(config, workdir) -> Path:
-    """Creates `workdir` and writes the resolved config; refuses a workdir made with another config."""
+    """Creates `workdir` and writes the resolved config; refuses a workdir made with another config.
+
+    Raises ConfigError when the directory cannot be created or written, when its config.json
+    cannot be read, or when that config differs from `config` (naming the differing keys).
+    """
     workdir = Path(workdir)
     try:
         workdir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=workdir):  # os.access says yes to root even on read-only mounts
+            pass
     except OSError as error:
-        raise ConfigError(f"cannot create the workdir {workdir}: {error.strerror}") from error
-    if not os.access(workdir, os.W_OK):
-        raise ConfigError(f"the workdir {workdir} is not writable")
+        raise ConfigError(f"the workdir {workdir} cannot be created or written: {error.strerror or error}") from error
     resolved = config_to_json(config)
     path = workdir / CONFIG_FILE
     if path.exists():
-        existing = json.loads(path.read_text())
+        try:
+            existing = json.loads(path.read_text())
+        except (OSError, ValueError) as error:
+            raise ConfigError(f"cannot read {path} ({error}); fix or remove it, or use a new --workdir") from error
         if existing != json.loads(resolved):
             changed = sorted(_differences(existing, json.loads(resolved)))
             raise ConfigError(f"the workdir {workdir} holds a run made with a different config (differs at: "
                               f"{', '.join(changed[:8])}); use a new --workdir, or the same config to resume")
     else:
-        path.write_text(resolved)
+        _write_atomically(path, resolved)
     return workdir
 
 
+def _write_atomically(path: Path, text: str) -> None:
+    """Writes `text` to a temporary file next to `path` and renames it: a crash leaves no half file."""
+    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    try:
+        with os.fdopen(descriptor, "w") as file:
+            file.write(text)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        os.unlink(temporary)
+        raise
+
+
 def _differences(a, b, prefix="config"):
+    """Dotted keys at which two JSON trees differ."""
     if isinstance(a, dict) and isinstance(b, dict):
         for key in set(a) | set(b):
             yield from _differences(a.get(key), b.get(key), f"{prefix}.{key}")

@@ -1,0 +1,27 @@
+"""Dr. GRPO (ALGORITHMS.md 2.4) on the arithmetic task: no std division, no per-sequence length normalisation.
+
+    jaxrl-self train --config configs/arithmetic_dr_grpo.py --workdir runs/arithmetic_dr_grpo
+
+Loads configs/default.py (3-digit addition, SFT warm start) and overrides the RL algorithm and its
+hyper-parameters. Aggregation: seq_mean_token_sum_norm with T_const = rl.max_new_tokens; no KL.
+"""
+import importlib.util
+import pathlib
+
+
+def _default_config():
+    """configs/default.py's get_config(), loaded by file path (config files are not a package)."""
+    path = pathlib.Path(__file__).resolve().with_name("default.py")
+    spec = importlib.util.spec_from_file_location("_jaxrl_self_default_config", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config()
+
+
+def get_config():
+    config = _default_config()
+    rl = config.rl
+    rl.algorithm = "dr_grpo"
+    rl.eps_low = rl.eps_high = 0.2
+    rl.kl_coef = 0.0
+    return config

@@ -1,0 +1,29 @@
+"""GRPO (ALGORITHMS.md 2.3) on the arithmetic task: group-normalised advantages, clipped surrogate, k3 KL loss term.
+
+    jaxrl-self train --config configs/arithmetic_grpo.py --workdir runs/arithmetic_grpo
+
+Loads configs/default.py (3-digit addition, SFT warm start) and overrides the RL algorithm and its
+hyper-parameters. Aggregation: seq_mean_token_mean.
+"""
+import importlib.util
+import pathlib
+
+
+def _default_config():
+    """configs/default.py's get_config(), loaded by file path (config files are not a package)."""
+    path = pathlib.Path(__file__).resolve().with_name("default.py")
+    spec = importlib.util.spec_from_file_location("_jaxrl_self_default_config", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config()
+
+
+def get_config():
+    config = _default_config()
+    rl = config.rl
+    rl.algorithm = "grpo"
+    rl.std_ddof = 1  # unbiased group std (TRL/verl)
+    rl.advantage_eps = 1e-6
+    rl.eps_low = rl.eps_high = 0.2
+    rl.kl_coef = 0.04  # k3 KL to the frozen SFT model, a loss term
+    return config

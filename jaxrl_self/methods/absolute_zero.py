@@ -1,0 +1,269 @@
+"""Absolute Zero (ALGORITHMS.md 3.11): one policy proposes tasks and solves them, paid by a code executor.
+
+One self-play step:
+  1. propose: for each task kind (deduction, abduction, induction) the policy writes B new tasks,
+     each prompted with a reference task from that kind's buffer; the sandbox validates them
+     (`absolute_zero_tasks.validate_proposals`: a one-argument lambda, no forbidden names, runs,
+     deterministic) and computes their outputs;
+  2. solve: B solver tasks per kind (the valid new proposals first, the rest drawn from the
+     buffer), G = `rl.group_size` answers each, graded by exact value equality after execution;
+  3. rewards: solver `1 / -0.5 / -1` (correct / wrong / format error); proposer learnability
+     `1 - s` of its task's solve rate s over the G answers (0 when s is 0 or 1) for a valid task,
+     -0.5 for a well-formed invalid one, -1 on a format error;
+  4. TRR++ advantages, normalised within each of the 6 (role, kind) classes of the batch
+     (`algorithms.advantages.task_relative_advantages`), and one update of the shared RL learner
+     (`train.rl_step.make_rl_update`, REINFORCE-style clipped surrogate, `rl.algorithm` sets the
+     loss aggregation);
+  5. valid proposals join their kind's buffer (seeded with the identity program).
+
+The policy is a tiny char-level model (`absolute_zero_tasks.make_tokenizer`), warm-started by a
+short SFT on synthetic valid programs and solved synthetic tasks. Metrics before and after RL:
+the proposer's valid-task rate on fixed reference prompts (sampled at `rl.temperature`) and the
+solver's greedy accuracy on a fixed set of synthetic tasks.
+
+Checkpoints (`<workdir>/checkpoints`) hold the RL train state; their meta holds the RL step, the
+task buffers and the pre-RL evaluation, so a resumed run continues with the same buffers.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxrl_self.algorithms.advantages import task_relative_advantages
+from jaxrl_self.checkpoint import Checkpointer
+from jaxrl_self.methods import absolute_zero_tasks as azt
+from jaxrl_self.metrics import MetricsWriter, write_report
+from jaxrl_self.rewards.code_sandbox import SandboxLimits
+from jaxrl_self.rewards.learnability import format_aware_reward, learnability_reward
+from jaxrl_self.sampling.sampler import SamplingConfig, make_sampler
+from jaxrl_self.train.loop import model_config_from
+from jaxrl_self.train.rl_step import make_rl_update
+from jaxrl_self.train.sft import encode_pairs, encode_prompts, make_sft_step
+from jaxrl_self.train.state import init_model, init_train_state, make_optimizer
+from jaxrl_self.train.workdir import prepare_workdir
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_DIR = "checkpoints"
+
+
+class SelfPlay:
+    """Everything built once per run: tokenizer, model definition, samplers, jitted steps, eval sets."""
+
+    def __init__(self, config):
+        self.config, method, rl = config, config.method, config.rl
+        self.tokenizer = azt.make_tokenizer()
+        self.graphdef, self.init_params = init_model(model_config_from(config, self.tokenizer.vocab_size), config.seed)
+        self.prompt_len, self.new_tokens = config.task.max_prompt_len, rl.max_new_tokens
+        self.per_kind, self.group = method.proposals_per_kind, rl.group_size
+        self.limits = SandboxLimits(timeout_s=method.sandbox_timeout_s)
+        sampling = dict(max_new_tokens=self.new_tokens, eos_id=self.tokenizer.eos_id, pad_id=self.tokenizer.pad_id,
+                        vocab_size=self.tokenizer.vocab_size, temperature=rl.temperature)
+        self.single_sampler = make_sampler(self.graphdef, SamplingConfig(group_size=1, **sampling))  # proposer, eval
+        self.group_sampler = make_sampler(self.graphdef, SamplingConfig(group_size=self.group, **sampling))  # solver
+        self.sft_optimizer = make_optimizer(config.sft.learning_rate, config.sft.steps, config.sft.warmup_steps)
+        self.rl_optimizer = make_optimizer(rl.learning_rate, rl.steps, rl.warmup_steps, weight_decay=rl.weight_decay,
+                                           max_grad_norm=rl.max_grad_norm)
+        self.update = make_rl_update(self.graphdef, self.rl_optimizer, rl)
+        eval_rng = np.random.default_rng([config.seed, 7])
+        self.eval_tasks = [azt.random_task(kind, eval_rng) for kind in azt.KINDS for _ in range(method.eval_tasks_per_kind)]
+        self.eval_references = [azt.random_task(kind, eval_rng) for kind in azt.KINDS for _ in range(method.eval_tasks_per_kind)]
+        self.root_key = jax.random.key(config.seed)
+
+    def rl_state(self, params=None):
+        params = self.init_params if params is None else params
+        return init_train_state(params, self.rl_optimizer, self.config.seed, with_reference=False)
+
+    def _sample(self, sampler, params, prompts, key, **knobs):
+        """Completions of `prompts`: (prompt tokens `[B, P]`, mask, Samples, texts `[B*G]`)."""
+        tokens, mask = encode_prompts(self.tokenizer, prompts, self.prompt_len)
+        samples = sampler(params, jnp.asarray(tokens), jnp.asarray(mask), key, **knobs)
+        completion, completion_mask = np.asarray(samples.tokens), np.asarray(samples.mask)
+        texts = [self.tokenizer.decode(row[m]) for row, m in zip(completion, completion_mask)]
+        return tokens, mask, samples, texts
+
+    def propose(self, params, references, rng, key):
+        """Proposals for the reference tasks `[3B]`: rows, texts, statuses (azt.OK / INVALID / FORMAT_ERROR)
+        and the validated task of each (None unless OK)."""
+        tokens, mask, samples, texts = self._sample(self.single_sampler, params, [azt.proposer_prompt(r) for r in references], key)
+        parsed = [azt.parse_proposal(r.kind, text) for r, text in zip(references, texts)]
+        candidates = [(p[0], (p[1],) if r.kind != "ind" else azt.induction_inputs(rng)) if p else None
+                      for r, p in zip(references, parsed)]
+        checked = iter(azt.validate_proposals([c for c in candidates if c], self.limits))
+        statuses, tasks = [], []
+        for reference, candidate in zip(references, candidates):
+            status, outputs = next(checked) if candidate else (azt.FORMAT_ERROR, ())
+            statuses.append(status)
+            tasks.append(azt.Task(reference.kind, candidate[0], candidate[1], outputs) if status == azt.OK else None)
+        return (tokens, mask, samples), texts, statuses, tasks
+
+    def solve(self, params, tasks, key, greedy=False):
+        """Graded answers, G per task (one greedy answer when `greedy`): rows, texts and grades
+        ("correct" / "wrong" / FORMAT_ERROR) `[len(tasks) * G]`."""
+        prompts = [azt.solver_prompt(t) for t in tasks]
+        if greedy:
+            tokens, mask, samples, texts = self._sample(self.single_sampler, params, prompts, key, temperature=0.0)
+        else:
+            tokens, mask, samples, texts = self._sample(self.group_sampler, params, prompts, key)
+        repeat = len(texts) // len(tasks)
+        grades = azt.grade_answers([t for t in tasks for _ in range(repeat)], texts, self.limits)
+        return (tokens, mask, samples), texts, grades
+
+    def evaluate(self, params, key) -> dict:
+        """Proposer valid rate on fixed reference prompts (sampled) and solver greedy accuracy on fixed
+        tasks, `method.eval_tasks_per_kind` of each kind."""
+        rng = np.random.default_rng([self.config.seed, 8])
+        chunk, statuses, grades = 3 * self.per_kind, [], []
+        for start in range(0, len(self.eval_tasks), chunk):  # batches of the proposer's shape: no new compilation
+            references = self.eval_references[start : start + chunk]
+            statuses += self.propose(params, references + [references[-1]] * (chunk - len(references)), rng, key)[2][: len(references)]
+            tasks = self.eval_tasks[start : start + chunk]
+            grades += self.solve(params, tasks + [tasks[-1]] * (chunk - len(tasks)), key, greedy=True)[2][: len(tasks)]
+        results = {"eval/valid_rate": float(np.mean([s == azt.OK for s in statuses]))}
+        correct = np.array([g == "correct" for g in grades])
+        results["eval/solver_accuracy"] = float(correct.mean())
+        kinds = np.array([t.kind for t in self.eval_tasks])
+        results.update({f"eval/solver_accuracy/{kind}": float(correct[kinds == kind].mean()) for kind in azt.KINDS})
+        return results
+
+    def sft_batch(self, rng):
+        """A warm-start batch: half proposer demonstrations (reference task -> another valid task), half
+        solver demonstrations (synthetic task -> its answer), kinds drawn uniformly."""
+        prompts, completions = [], []
+        for _ in range(self.config.sft.batch_size):
+            kind = azt.KINDS[int(rng.integers(3))]
+            task = azt.random_task(kind, rng)
+            if rng.random() < 0.5:
+                prompts.append(azt.proposer_prompt(azt.random_task(kind, rng)))
+                completions.append(azt.proposal_completion(task))
+            else:
+                prompts.append(azt.solver_prompt(task))
+                completions.append(azt.solver_answer(task))
+        batch = encode_pairs(self.tokenizer, prompts, completions, self.prompt_len, self.new_tokens)
+        return {k: np.asarray(v) for k, v in batch.items()}
+
+
+def trr_class_ids(per_kind: int, group: int) -> np.ndarray:
+    """TRR++ class `role * 3 + kind` of every row of a self-play batch: `[3B + 3B*G] int32`.
+
+    Rows are the 3B proposals (B per kind, kinds in `azt.KINDS` order; classes 0-2), then the G
+    answers of each of the 3B solver tasks (classes 3-5).
+    """
+    kinds = np.arange(len(azt.KINDS), dtype=np.int32)
+    return np.concatenate([np.repeat(kinds, per_kind), len(azt.KINDS) + np.repeat(kinds, per_kind * group)])
+
+
+def self_play_step(play: SelfPlay, state, buffer: azt.TaskBuffer, step: int):
+    """One propose -> validate -> solve -> reward -> TRR++ -> update step; adds valid proposals to `buffer`.
+
+    Returns (state, metrics).
+    """
+    config, b = play.config, play.per_kind
+    rng = np.random.default_rng([config.seed, step])
+    key = jax.random.fold_in(play.root_key, step)
+    references = [task for kind in azt.KINDS for task in buffer.sample(kind, rng, b)]
+    proposer_rows, _, statuses, proposed = play.propose(state.params, references, rng, jax.random.fold_in(key, 0))
+
+    # solver tasks: per kind, the valid new proposals first, then tasks drawn from the buffer
+    solver_tasks, source = [], []  # source: index of the proposal a solver task came from, or -1
+    for k, kind in enumerate(azt.KINDS):
+        new = [(i, proposed[i]) for i in range(k * b, (k + 1) * b) if proposed[i] is not None]
+        solver_tasks += [task for _, task in new] + buffer.sample(kind, rng, b - len(new))
+        source += [i for i, _ in new] + [-1] * (b - len(new))
+    solver_rows, _, grades = play.solve(state.params, solver_tasks, jax.random.fold_in(key, 1))
+
+    correct = np.array([g == "correct" for g in grades], np.float32)
+    solver_reward = format_aware_reward(1.0, correct > 0, np.array([g != azt.FORMAT_ERROR for g in grades]))
+    solve_rate = np.zeros(len(references), np.float32)
+    for task_index, proposal in enumerate(source):
+        if proposal >= 0:
+            solve_rate[proposal] = correct[task_index * play.group : (task_index + 1) * play.group].mean()
+    valid = np.array([s == azt.OK for s in statuses])
+    proposer_reward = format_aware_reward(learnability_reward(solve_rate), valid,
+                                          np.array([s != azt.FORMAT_ERROR for s in statuses]))
+    for task in proposed:
+        if task is not None:
+            buffer.add(task)
+
+    class_ids = trr_class_ids(b, play.group)
+    rewards = jnp.concatenate([proposer_reward, solver_reward])
+    advantages = task_relative_advantages(rewards, class_ids, 6, eps=config.rl.advantage_eps, std_ddof=config.rl.std_ddof)
+    (p_tokens, p_mask, p_samples), (s_tokens, s_mask, s_samples) = proposer_rows, solver_rows
+    batch = {
+        "prompt_tokens": np.concatenate([p_tokens, np.repeat(s_tokens, play.group, 0)]),
+        "prompt_mask": np.concatenate([p_mask, np.repeat(s_mask, play.group, 0)]),
+        "completion_tokens": jnp.concatenate([p_samples.tokens, s_samples.tokens]),
+        "completion_mask": jnp.concatenate([p_samples.mask, s_samples.mask]),
+        "advantages": advantages,
+    }
+    state, update_metrics = play.update(state, batch, key)
+
+    metrics = {"propose/valid_rate": valid.mean(), "propose/format_error_rate": np.mean([s == azt.FORMAT_ERROR for s in statuses]),
+               "propose/learnability": float(np.mean(np.asarray(learnability_reward(solve_rate))[valid])) if valid.any() else 0.0,
+               "solve/accuracy": correct.mean(), "solve/format_error_rate": np.mean([g == azt.FORMAT_ERROR for g in grades]),
+               "reward/propose": float(jnp.mean(proposer_reward)), "reward/solve": float(jnp.mean(solver_reward))}
+    for k, kind in enumerate(azt.KINDS):
+        metrics[f"propose/valid_rate/{kind}"] = valid[class_ids[: len(valid)] == k].mean()
+        metrics[f"solve/accuracy/{kind}"] = correct[class_ids[len(valid):] == 3 + k].mean()
+        metrics[f"buffer/size/{kind}"] = len(buffer.tasks[kind])
+    return state, {**metrics, **jax.device_get(update_metrics)}
+
+
+def warm_start(play: SelfPlay, writer: MetricsWriter):
+    """`sft.steps` of SFT on synthetic demonstrations; returns the params."""
+    config = play.config
+    state = init_train_state(play.init_params, play.sft_optimizer, config.seed, with_reference=False)
+    step_fn = make_sft_step(play.graphdef, play.sft_optimizer)
+    for step in range(1, config.sft.steps + 1):
+        state, metrics = step_fn(state, play.sft_batch(np.random.default_rng([config.seed, 1_000_000 + step])))
+        if step % config.log_every == 0 or step == config.sft.steps:
+            writer.write(step, {"phase": 0, **jax.device_get(metrics)})
+    return state.params
+
+
+def run_method(config, workdir) -> dict:
+    """Runs (or resumes) Absolute Zero self-play in `workdir`; returns {metric: {"before RL", "after RL"}}.
+
+    Resumes from the newest checkpoint (train state, RL step, task buffers). A run stopped during
+    the warm start repeats it (it is short and deterministic).
+    """
+    workdir = prepare_workdir(config, Path(workdir))
+    play = SelfPlay(config)
+    ckpt = Checkpointer(workdir / CHECKPOINT_DIR, config.checkpoint.max_to_keep)
+    eval_key = jax.random.fold_in(play.root_key, 2**31)  # apart from every step key
+    try:
+        restored = ckpt.restore_latest(lambda meta: play.rl_state())
+        with MetricsWriter(workdir, resume_step=restored[0] if restored else 0) as writer:
+            if restored:
+                _, state, meta = restored
+                log.info("resuming Absolute Zero at RL step %d", meta["rl_step"])
+            else:
+                state = play.rl_state(warm_start(play, writer))
+                before = play.evaluate(state.params, eval_key)
+                writer.write(config.sft.steps, before)
+                meta = {"phase": "rl", "rl_step": 0, "before": before, "buffers": azt.TaskBuffer(config.method.buffer_size).to_json()}
+                ckpt.save(config.sft.steps, state, meta)
+            buffer = azt.TaskBuffer.from_json(meta["buffers"])
+            for rl_step in range(meta["rl_step"] + 1, config.rl.steps + 1):
+                started = time.perf_counter()
+                step = config.sft.steps + rl_step
+                state, metrics = self_play_step(play, state, buffer, step)
+                metrics["time/step_s"] = time.perf_counter() - started
+                if rl_step % config.eval.every == 0 and rl_step < config.rl.steps:
+                    metrics.update(play.evaluate(state.params, eval_key))
+                writer.write(step, metrics)
+                meta = {**meta, "rl_step": rl_step, "buffers": buffer.to_json()}
+                if rl_step % config.checkpoint.every == 0 or rl_step == config.rl.steps:
+                    ckpt.save(step, state, meta)
+            after = play.evaluate(state.params, eval_key)
+            writer.write(config.sft.steps + config.rl.steps, after)
+    finally:
+        ckpt.close()
+    summary = {name: {"before RL": meta["before"][name], "after RL": after[name]} for name in after}
+    write_report(workdir, title=f"Absolute Zero run: {workdir.name}", summary=summary)
+    return summary

@@ -1,0 +1,55 @@
+"""PPO's critic: a linear value head on the policy model's own final hidden states.
+
+Choice (ALGORITHMS.md 2.8): the critic shares the policy's trunk instead of being a second model.
+`V_t = h_t . w + b`, where `h_t` is the final normed hidden state at the position that predicts
+completion token t (the state before token t is emitted), so values line up with log-probs.
+The head's parameters `{"kernel": [E], "bias": []}` live in `TrainState.value_params`, next to
+the policy's `params`; the sampler, evaluation and export only ever see `params`. The optimizer
+updates both as one pytree `{"policy": params, "value_head": value_params}` (`trainable`),
+so the value loss `c_v * L_V` also trains the shared trunk (scaled by `c_v`). The head starts at
+zero: every first value prediction is 0.
+"""
+from __future__ import annotations
+
+import jax.numpy as jnp
+
+from jaxrl_self.algorithms.losses import token_entropy, token_logprobs
+from jaxrl_self.models.transformer import positions_from_mask
+from jaxrl_self.sampling.processors import scale_by_temperature
+
+
+def init_value_head(hidden_size: int) -> dict:
+    """Zero-initialised head: `{"kernel": [E] float32, "bias": [] float32}`."""
+    return {"kernel": jnp.zeros((hidden_size,), jnp.float32), "bias": jnp.zeros((), jnp.float32)}
+
+
+def trainable(state):
+    """What the optimizer updates: `state.params`, or `{"policy": params, "value_head": ...}` with a value head."""
+    if state.value_params is None:
+        return state.params
+    return {"policy": state.params, "value_head": state.value_params}
+
+
+def with_trainable(state, params):
+    """The state with `params` (structured as `trainable(state)` returns them) written back."""
+    if state.value_params is None:
+        return state.replace(params=params)
+    return state.replace(params=params["policy"], value_params=params["value_head"])
+
+
+def completion_logprobs_and_values(model, value_params, prompt_tokens, prompt_mask, completion_tokens, completion_mask,
+                                   temperature=1.0):
+    """One teacher-forced forward giving log-probs, entropies and values of the completion tokens.
+
+    prompt_* `[N, P]` (left-padded), completion_* `[N, T]` (right-padded) -> (logp `[N, T]`,
+    entropy `[N, T]` of `softmax(logits / temperature)`, values `[N, T]`), all float32. Matches
+    `policy.completion_logprobs` for logp and entropy.
+    """
+    prompt_len = prompt_tokens.shape[1]
+    tokens = jnp.concatenate([prompt_tokens, completion_tokens], axis=1)
+    mask = jnp.concatenate([prompt_mask.astype(bool), completion_mask.astype(bool)], axis=1)
+    hidden, _ = model.hidden_states(tokens, positions_from_mask(mask), mask)
+    hidden = hidden[:, prompt_len - 1 : -1]
+    logits = scale_by_temperature(model.logits(hidden), temperature)
+    values = jnp.einsum("nte,e->nt", hidden.astype(jnp.float32), value_params["kernel"]) + value_params["bias"]
+    return token_logprobs(logits, completion_tokens), token_entropy(logits), values

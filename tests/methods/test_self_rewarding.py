@@ -1,0 +1,70 @@
+"""Self-rewarding (methods/self_rewarding.py): the judge prompt and its tokens, score parsing
+(malformed judgements -> None), pair construction (ties and unscored responses skipped), the judge
+seed examples, and the judge step end to end with a stub sampler."""
+from types import SimpleNamespace
+
+import jax
+import pytest
+
+from jaxrl_self.methods import self_rewarding as sr
+from jaxrl_self.tasks.arithmetic import ArithmeticTask, make_tokenizer
+
+
+def test_judge_prompt_and_extended_tokenizer_round_trip():
+    base = make_tokenizer()
+    tok = sr.ExtendedTokenizer(base, (sr.JUDGE_TOKEN, sr.SCORE_TOKEN))
+    prompt = sr.judge_prompt("347+285=", "<think>7+5=12</think><answer>632</answer>")
+    assert prompt == "<judge>347+285=<think>7+5=12</think><answer>632</answer>"
+    text = prompt + sr.judgement_text(5)
+    ids = tok.encode(text)
+    assert tok.decode(ids) == text and tok.vocab_size == base.vocab_size + 2
+    assert ids[0] == base.vocab_size and ids.count(base.vocab_size + 1) == 1  # "<judge>" and "Score:" are one token each
+    assert tok.encode("347+285=") == base.encode("347+285=")  # task token ids unchanged
+    assert tok.decode([base.bos_id, *base.encode("12"), base.eos_id]) == "12"
+
+
+@pytest.mark.parametrize("text,score", [
+    ("Score: 5", 5), ("Score:0", 0), (" Score: 3 \n", 3), ("the sum is 632 Score: 4", 4), ("Score: 3Score: 4", 4),
+    ("Score: 6", None), ("Score: 12", None), ("Score:", None), ("Score: x", None), ("5", None), ("", None),
+    ("Score: 4 1", None), ("Score: -1", None), ("score: 4", None),
+])
+def test_parse_score_including_malformed(text, score):
+    assert sr.parse_score(text, max_score=5) == score
+
+
+def test_preference_pairs_highest_vs_lowest_skipping_ties_and_unscored():
+    scores = [[1.0, 5.0, None, 0.0], [3.0, 3.0], [None, 2.0], [2.0, None, 4.0, 4.0, 0.0, 0.0], [None, None], []]
+    pairs, skipped = sr.preference_pairs(scores)
+    # first highest and first lowest: prompt 3 -> chosen 2 (not 3), rejected 4 (not 5)
+    assert pairs == [(0, 1, 3), (3, 2, 4)]
+    assert skipped == {"ties": 1, "too_few": 3}
+
+
+def test_judge_seed_examples_are_labelled_by_the_verifier():
+    task = ArithmeticTask(digits=2, demo_error_rate=0.5)
+    examples = task.examples("train")[:40]
+    prompts, targets = sr.judge_seed_examples(task, examples, max_score=5, seed=0)
+    assert set(targets) == {"Score: 5", "Score: 0"}
+    for example, prompt, target in zip(examples, prompts, targets):
+        assert prompt.startswith(sr.JUDGE_TOKEN + example.prompt)
+        response = prompt[len(sr.JUDGE_TOKEN + example.prompt):]
+        assert (target == "Score: 5") == bool(task.score(response, example.reference)["correct"])
+
+
+def test_judge_scores_parse_and_discard(monkeypatch):
+    """`SelfRewarding.judge` with a stub generator: malformed judgements are discarded and counted,
+    judge prompts longer than judge_prompt_len are not judged."""
+    cfg = SimpleNamespace(max_score=5, judge_prompt_len=20, judge_samples=2)
+    recipe = sr.SelfRewarding.__new__(sr.SelfRewarding)
+    recipe.cfg, recipe.judge_sampler = cfg, None
+    answers = {"<answer>7</answer>": ["Score: 5", "Score: 4"], "<answer>8</answer>": ["Score: 9", "Score: 0"],
+               "<answer>9</answer>": ["oops", "Score:"]}
+
+    def generate(sampler, params, prompts, key, prompt_len=None):
+        assert prompt_len == 20
+        return [answers[p[len("<judge>3+4="):]] for p in prompts]
+
+    ws = SimpleNamespace(generate=generate, fits=lambda text, length: len(text) < 40)
+    responses = ["<answer>7</answer>", "<answer>8</answer>", "<answer>9</answer>", "<answer>" + "1" * 30 + "</answer>"]
+    scores, malformed, too_long = recipe.judge(ws, None, ["3+4="] * 4, responses, jax.random.key(0))
+    assert scores == [4.5, 0.0, None, None] and malformed == 3 and too_long == 1

@@ -1,0 +1,55 @@
+"""`jaxrl-self train` end to end on a shortened default job: the run directory it leaves, and the
+NaN/Inf guard (skipped steps counted; too many in a row stop the run with a checkpoint)."""
+import json
+
+from jaxrl_self.config import build_config, config_to_json
+from tiny_job import (REPO, RL_STEPS, SFT_STEPS, TINY, assert_same_state, cache_dir, checkpoint_steps, load_state,
+                      metrics_rows, reference_run, train)
+
+
+def test_default_job_run_directory(tmp_path_factory):
+    workdir = reference_run(tmp_path_factory)
+    rows = metrics_rows(workdir)
+    steps = [row["step"] for row in rows]
+    assert steps == [1, 2, 3, 4, SFT_STEPS, 5, 6, 7, 8]  # step 4's second row: the held-out eval after SFT
+    assert all("sft/loss" in row and row["skipped_nonfinite"] == 0 for row in rows[:SFT_STEPS])
+    assert "eval/accuracy" in rows[SFT_STEPS] and "eval/format_ok" in rows[SFT_STEPS]
+    rl_rows = rows[SFT_STEPS + 1:]
+    assert len(rl_rows) == RL_STEPS
+    for row in rl_rows:
+        assert {"reward/mean", "accuracy/train", "loss", "kl", "grad_norm", "skipped_nonfinite"} <= set(row)
+        assert row["skipped_nonfinite_total"] == 0
+    assert ["eval/accuracy" in row for row in rl_rows] == [False, True, False, True]  # eval.every = 2
+
+    assert checkpoint_steps(workdir / "checkpoints") == [4, 6, 8]  # the last checkpoint.max_to_keep = 3
+    assert len(checkpoint_steps(workdir / "best_checkpoint")) == 1
+    expected_config = build_config(REPO / "configs" / "default.py", TINY)
+    assert json.loads((workdir / "config.json").read_text()) == json.loads(config_to_json(expected_config))
+    report = (workdir / "report.md").read_text()
+    assert "## Summary" in report and "after SFT" in report and "after RL" in report
+    plots = sorted(p.name for p in (workdir / "plots").glob("*.png"))
+    assert {"reward.png", "accuracy.png", "reward_and_accuracy.png"} <= set(plots)
+    for plot in plots:
+        assert f"plots/{plot}" in report
+    assert list((workdir / "tensorboard").iterdir())
+
+
+def test_nonfinite_steps_are_skipped_counted_and_stop_the_run(tmp_path, tmp_path_factory):
+    """NaN loss injected at RL steps 5, 7 and 8 (test hook) with max_consecutive_nonfinite = 2: step 5 is
+    skipped and counted, step 6 trains, steps 7 and 8 in a row stop the run at step 8 with a checkpoint."""
+    workdir = tmp_path / "run"
+    result = train(workdir, cache_dir(tmp_path_factory), "--config.train.debug_inject_nan_at_steps=(5, 7, 8)",
+                   "--config.train.max_consecutive_nonfinite=2")
+    assert result.returncode == 3, result.stderr[-3000:]
+    assert ("jaxrl-self: stopped at step 8: 2 steps in a row had a non-finite loss or gradient (3 skipped in all); "
+            "saved a checkpoint at step 8") in result.stderr
+    assert "Traceback" not in result.stderr
+    rows = {row["step"]: row for row in metrics_rows(workdir) if "skipped_nonfinite" in row}
+    assert [(rows[s]["skipped_nonfinite"], rows[s]["skipped_nonfinite_total"]) for s in (5, 6, 7, 8)] == [
+        (1.0, 1), (0.0, 1), (1.0, 2), (1.0, 3)]
+    assert rows[5]["loss"] == "nan"
+    assert checkpoint_steps(workdir / "checkpoints") == [4, 6, 8]
+    at_6, at_8 = load_state(workdir / "checkpoints", 6), load_state(workdir / "checkpoints", 8)
+    assert int(at_6["['step']"]) == int(at_8["['step']"]) == 1  # one RL update applied: step 6's
+    assert_same_state(at_6, at_8)  # the skipped updates changed neither parameters nor optimizer state
+    assert not (workdir / "report.md").exists()

@@ -1,0 +1,107 @@
+"""A tiny version of the default job, run through the CLI in a subprocess, for the checkpoint,
+resume and CLI tests.
+
+All runs share one JAX persistent compilation cache, kept next to pytest's per-session temporary
+directories so that later sessions reuse it: only the first run ever compiles (~30 s of CPU on 2
+cores); later ones take ~10-15 s, most of it importing JAX. The reference (uninterrupted) run is
+made once per session and shared by the test files that compare with it.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+SFT_STEPS, RL_STEPS = 4, 4  # global steps 1..4 are SFT, 5..8 RL; checkpoints every 2 steps
+TINY = [
+    "--config.task.digits=1", "--config.task.test_size=16",
+    "--config.model.hidden_size=32", "--config.model.num_layers=1", "--config.model.num_heads=2",
+    "--config.model.num_kv_heads=1", "--config.model.head_dim=16", "--config.model.intermediate_size=64",
+    "--config.model.max_position_embeddings=64",
+    f"--config.sft.steps={SFT_STEPS}", "--config.sft.batch_size=8", "--config.sft.warmup_steps=0",
+    f"--config.rl.steps={RL_STEPS}", "--config.rl.prompts_per_step=4", "--config.rl.group_size=2",
+    "--config.rl.max_new_tokens=16",
+    "--config.eval.num_examples=8", "--config.eval.batch_size=8", "--config.eval.every=2",
+    "--config.checkpoint.every=2", "--config.log_every=1",
+]
+WALL_TIME_KEYS = ("time/step_s",)  # differ between any two runs; left out of comparisons
+_reference: dict[str, Path] = {}
+
+
+def compilation_cache_env(cache_dir: Path) -> dict[str, str]:
+    """Environment settings that make JAX keep every compiled function in `cache_dir`."""
+    return {"JAX_COMPILATION_CACHE_DIR": str(cache_dir), "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+            "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
+
+
+def train_command(workdir: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "jaxrl_self.cli", "train", "--workdir", str(workdir), *TINY, *extra]
+
+
+def child_env(cache_dir: Path, kill_at: str | None = None) -> dict[str, str]:
+    env = {**os.environ, **compilation_cache_env(cache_dir)}
+    env.pop("JAXRL_SELF_TEST_KILL_AT", None)
+    if kill_at:
+        env["JAXRL_SELF_TEST_KILL_AT"] = kill_at
+    return env
+
+
+def train(workdir: Path, cache_dir: Path, *extra: str, kill_at: str | None = None) -> subprocess.CompletedProcess:
+    """Runs `jaxrl-self train` on the tiny job; `kill_at` sets the SIGKILL test hook ("<event>:<step>")."""
+    started = time.monotonic()
+    result = subprocess.run(train_command(workdir, *extra), cwd=REPO, env=child_env(cache_dir, kill_at),
+                            capture_output=True, text=True, timeout=600)
+    print(f"train {workdir.name} kill_at={kill_at}: exit {result.returncode} in {time.monotonic() - started:.1f}s")
+    return result
+
+
+def reference_run(tmp_path_factory) -> Path:
+    """The workdir of one uninterrupted tiny run (made on first use, then shared)."""
+    if "workdir" not in _reference:
+        root = tmp_path_factory.mktemp("reference")
+        _reference["cache"] = tmp_path_factory.getbasetemp().parent / "jaxrl_self_compilation_cache"
+        result = train(root / "run", _reference["cache"])
+        assert result.returncode == 0, result.stderr[-3000:]
+        _reference["workdir"] = root / "run"
+    return _reference["workdir"]
+
+
+def cache_dir(tmp_path_factory) -> Path:
+    """The session's shared compilation cache (after `reference_run` made it)."""
+    reference_run(tmp_path_factory)
+    return _reference["cache"]
+
+
+def metrics_rows(workdir: Path) -> list[dict]:
+    """metrics.jsonl rows as parsed JSON (non-finite values stay strings), wall-time keys left out."""
+    rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    return [{k: v for k, v in row.items() if k not in WALL_TIME_KEYS} for row in rows]
+
+
+def checkpoint_steps(directory: Path) -> list[int]:
+    return sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit())
+
+
+def load_state(directory: Path, step: int) -> dict[str, np.ndarray]:
+    """A checkpoint's train state as {tensor path: NumPy array}, read without a target structure."""
+    import jax
+    import orbax.checkpoint as ocp
+
+    with ocp.CheckpointManager(directory, item_handlers={"state": ocp.StandardCheckpointHandler()}) as manager:
+        state = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))["state"]
+    leaves = jax.tree_util.tree_flatten_with_path(state)[0]
+    return {jax.tree_util.keystr(path): np.asarray(leaf) for path, leaf in leaves}
+
+
+def assert_same_state(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> None:
+    """Bit-identical: same tensors, dtypes, shapes and bytes."""
+    assert sorted(a) == sorted(b)
+    for name in a:
+        assert a[name].dtype == b[name].dtype and a[name].shape == b[name].shape, name
+        assert a[name].tobytes() == b[name].tobytes(), f"{name} differs"
