@@ -164,10 +164,14 @@ def make_sampler(model_graphdef, config: SamplingConfig):
         return sample_from_model(model, prompt_tokens, prompt_mask, key, config, prompt_ids, knobs)
 
     def run(state, prompt_tokens, prompt_mask, key, prompt_ids=None, **knob_overrides):
-        """knob_overrides: temperature / top_k / top_p / min_p for this call (no recompilation)."""
+        """knob_overrides: temperature / top_k / top_p / min_p for this call (no recompilation).
+
+        Inputs are converted to jax arrays of fixed dtypes first, so NumPy and jax callers share
+        one compilation per shape.
+        """
         prompt_ids = jnp.arange(prompt_tokens.shape[0]) if prompt_ids is None else prompt_ids
-        prompt_ids = jnp.asarray(prompt_ids, jnp.int32)
-        return sample(state, prompt_tokens, prompt_mask, key, prompt_ids, knobs_from(config, **knob_overrides))
+        inputs = (jnp.asarray(prompt_tokens, jnp.int32), jnp.asarray(prompt_mask, bool), key, jnp.asarray(prompt_ids, jnp.int32))
+        return sample(state, *inputs, knobs_from(config, **knob_overrides))
 
     run.compilations = sample._cache_size
     return run

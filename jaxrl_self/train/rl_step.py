@@ -63,7 +63,8 @@ def compute_advantages(rl, rewards, mask, old_logp=None, ref_logp=None, old_valu
       rl: `config.rl`.
       rewards: `[N]` float32 outcome rewards, N = B*G.
       mask: `[N, T]` completion mask (all generated tokens, before any group filtering).
-      old_logp, ref_logp: `[N, T]` float32 or None; the KL penalty in the reward needs both.
+      old_logp, ref_logp: `[N, T]` float32 or None; the KL penalty in the reward (rloo,
+        reinforce_pp, ppo) needs both and is off without a reference.
       old_values: `[N, T]` float32 value predictions at rollout time (PPO).
     Returns:
       {"advantages": `[N]` (outcome methods) or `[N, T]` (reinforce_pp, ppo)}, plus "returns"
@@ -75,8 +76,10 @@ def compute_advantages(rl, rewards, mask, old_logp=None, ref_logp=None, old_valu
         return {"advantages": adv.group_advantages(grouped, std_ddof=rl.std_ddof, eps=rl.advantage_eps).reshape(-1)}
     if algorithm == "dr_grpo":
         return {"advantages": adv.group_advantages(grouped, normalize_std=False).reshape(-1)}
-    kl_coef = rl.kl_coef if ref_logp is not None else 0.0
-    ref_logp = old_logp if ref_logp is None else ref_logp
+    if ref_logp is None:  # no reference: no KL penalty in the reward
+        kl_coef, old_logp, ref_logp = 0.0, jnp.zeros_like(mask), jnp.zeros_like(mask)
+    else:
+        kl_coef = rl.kl_coef
     if algorithm == "rloo":
         if kl_coef > 0:
             rewards = rewards - kl_coef * masked_sum(old_logp - ref_logp, mask, axis=-1)

@@ -42,10 +42,15 @@ def grouped_run(split):
 
 
 @pytest.fixture(scope="module")
-def no_stop_greedy(split, prompts):
-    """Greedy completions `[B, STEPS]` with no stop token (eos_id -1 never occurs)."""
-    run = make_sampler(split[0], SamplingConfig(max_new_tokens=STEPS, eos_id=-1, pad_id=PAD, temperature=0.0))
-    return np.asarray(run(split[1], *prompts, jax.random.key(0)).tokens)
+def greedy_run(split):
+    """Greedy sampler with no stop token (eos_id -1 never occurs)."""
+    return make_sampler(split[0], SamplingConfig(max_new_tokens=STEPS, eos_id=-1, pad_id=PAD, temperature=0.0))
+
+
+@pytest.fixture(scope="module")
+def no_stop_greedy(split, prompts, greedy_run):
+    """Greedy completions `[B, STEPS]` of PROMPTS with no stop token."""
+    return np.asarray(greedy_run(split[1], *prompts, jax.random.key(0)).tokens)
 
 
 def naive_greedy(split, tokens, mask, steps, stop_ids):
@@ -169,26 +174,25 @@ def test_per_row_stop_on_eos_and_stop_ids(split, prompts, no_stop_greedy):
     assert stopped >= 2
 
 
-def test_bfloat16_compute_returns_close_float32_logps(model, prompts):
+def test_bfloat16_compute_returns_close_float32_logps(split, prompts):
     bf16_graphdef = nnx.graphdef(nnx.eval_shape(lambda: Transformer(dataclasses.replace(CONFIG, dtype="bfloat16"), rngs=nnx.Rngs(0))))
-    run = make_sampler(bf16_graphdef, SamplingConfig(max_new_tokens=STEPS, eos_id=EOS, pad_id=PAD, temperature=1.0))
-    samples = run(nnx.state(model), *prompts, jax.random.key(5))
+    run = make_sampler(bf16_graphdef, SamplingConfig(max_new_tokens=STEPS, eos_id=EOS, pad_id=PAD, group_size=GROUP))
+    samples = run(split[1], *prompts, jax.random.key(5))  # the same float32 parameters, bf16 compute
     assert samples.logps.dtype == jnp.float32 and samples.entropy.dtype == jnp.float32
-    fp32_logp, _ = teacher_forced(nnx.state(model), *prompts, samples, 1.0)
+    fp32_logp, _ = teacher_forced(split[1], *(jnp.repeat(x, GROUP, axis=0) for x in prompts), samples, 1.0)
     mask = np.asarray(samples.mask)
     np.testing.assert_allclose(np.asarray(samples.logps)[mask], np.asarray(fp32_logp)[mask], atol=0.1)
 
 
-def test_bucketed_prompts_compile_once_and_knobs_do_not_recompile(split):
-    run = make_sampler(split[0], SamplingConfig(max_new_tokens=4, eos_id=EOS, pad_id=PAD))
-    state, key = split[1], jax.random.key(6)
+def test_bucketed_prompts_compile_once_and_knobs_do_not_recompile(split, greedy_run, no_stop_greedy):
+    """`greedy_run` compiled once for PROMPTS ([4, 16]); other lengths in that bucket and other knobs reuse it."""
+    assert greedy_run.compilations() == 1
     for length in (5, 9, 14, 16):
-        tokens, mask = pad_prompts([[3] * length, [4] * (length // 2 + 1)], PAD)
-        run(state, tokens, mask, key, temperature=0.5 + length / 10, top_p=0.9, top_k=length, min_p=0.01)
-    assert run.compilations() == 1
-    tokens, mask = pad_prompts([[3] * 17, [4]], PAD)  # the next bucket
-    run(state, tokens, mask, key, temperature=0.0)
-    assert run.compilations() == 2
+        tokens, mask = pad_prompts([[3] * length, [4] * (length // 2 + 1), [5], [6] * (length - 1)], PAD)
+        assert tokens.shape == (4, 16)
+        greedy_run(split[1], tokens, mask, jax.random.key(6), temperature=0.5 + length / 10, top_p=0.9, top_k=length, min_p=0.01)
+    assert greedy_run.compilations() == 1
+    assert pad_prompts([[3] * 17], PAD)[0].shape == (1, 32)  # the next bucket: one more shape, at most
 
 
 def test_bucket_prompt_batch_repads_left_padded_batches():

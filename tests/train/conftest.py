@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 import jax
+import jax.experimental.compilation_cache.compilation_cache as compilation_cache_lib
 import numpy as np
 import pytest
 
@@ -42,10 +43,16 @@ def make_tiny_config(algorithm: str = "grpo", config_file: str = "default.py"):
 
 @pytest.fixture(scope="session", autouse=True)
 def compilation_cache(tmp_path_factory):
-    jax.config.update("jax_compilation_cache_dir", str(tmp_path_factory.mktemp("xla_cache")))
+    """A persistent compilation cache for this session (reset so that it applies even when other
+    tests compiled before it was set)."""
+    min_compile_time = jax.config.jax_persistent_cache_min_compile_time_secs
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+    compilation_cache_lib.set_cache_dir(str(tmp_path_factory.mktemp("xla_cache")))
+    compilation_cache_lib.reset_cache()
     yield
     jax.config.update("jax_compilation_cache_dir", None)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", min_compile_time)
+    compilation_cache_lib.reset_cache()
 
 
 @pytest.fixture(scope="session")
