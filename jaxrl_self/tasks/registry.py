@@ -26,5 +26,24 @@ def build_task(task_config, tokenizer=None):
         from jaxrl_self.tasks.countdown import CountdownTask
         return CountdownTask(num_numbers=task_config.num_numbers, max_number=task_config.max_number, max_target=task_config.max_target,
                              seed=task_config.seed, test_size=task_config.test_size)
-    raise ConfigError(f"config.task.name: task {name!r} needs a tokenizer from a model checkpoint (config.model.init_from); "
-                      "procedural tasks are 'arithmetic' and 'countdown'")
+    if name in ("jsonl", "tfds"):
+        return _file_task(task_config, tokenizer)
+    raise ConfigError(f"config.task.name: unknown task {name!r}")
+
+
+def _file_task(task_config, tokenizer):
+    """A JSONL or local-tfds task; prompts are tokenized with the pretrained model's tokenizer."""
+    name = task_config.name
+    if tokenizer is None:
+        raise ConfigError(f"config.task.name: task {name!r} needs the tokenizer of a pretrained model; "
+                          "set config.model.init_from (a .gguf file, HF or orbax directory)")
+    fields = dict(prompt_field=task_config.prompt_field, answer_field=task_config.answer_field,
+                  answer_format=task_config.answer_format, template=task_config.template)
+    if name == "jsonl":
+        from jaxrl_self.tasks.jsonl import JsonlTask
+        task = JsonlTask(name, {"train": task_config.train_file, "test": task_config.test_file}, **fields)
+    else:
+        from jaxrl_self.tasks.tfds_source import TfdsTask
+        task = TfdsTask(name, task_config.dataset, task_config.data_dir, **fields)
+    task.tokenizer = tokenizer
+    return task
