@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 
 from jaxrl_self.config import ConfigError
+from jaxrl_self.models.hf_config import CheckpointError as ModelFileError
 from jaxrl_self.tasks.errors import DataError
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "default.py"
@@ -62,7 +63,7 @@ def _parser() -> argparse.ArgumentParser:
 
     from jaxrl_self.models.convert import add_convert_arguments
 
-    add_convert_arguments(sub.add_parser("convert", help="convert a model checkpoint between formats (HF safetensors, orbax)"))
+    add_convert_arguments(sub.add_parser("convert", help="convert a model checkpoint between formats (GGUF, HF safetensors, orbax)"))
     return parser
 
 
@@ -131,7 +132,7 @@ def main(argv=None) -> int:
         if rest:
             raise ConfigError(f"unrecognised arguments: {' '.join(rest)}")
         return {"eval": _eval, "sample": _sample, "convert": _convert}[args.command](args)
-    except (ConfigError, DataError) as error:  # ConfigError includes checkpoint.CheckpointError
+    except (ConfigError, DataError, ModelFileError) as error:  # ConfigError includes checkpoint.CheckpointError
         print(f"jaxrl-self: error: {error}", file=sys.stderr)
         return 2
     except FileNotFoundError as error:

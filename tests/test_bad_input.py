@@ -138,3 +138,11 @@ def test_checkpoint_from_another_model_names_the_tensor(capsys, tmp_path, tmp_pa
            "the checkpoint at step 8", "tensor 'params.layers.0.mlp.down_proj' with shape (64, 32) float32",
            "needs (96, 32) float32")
     assert sorted(p.name for p in (workdir / "checkpoints").iterdir()) == before
+
+
+def test_convert_from_a_missing_checkpoint_is_one_clear_message(tmp_path, capsys):
+    from jaxrl_self.cli import main
+
+    assert main(["convert", "--from", "hf", "--to", "orbax", str(tmp_path / "missing"), str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("jaxrl-self: error:") and "config.json" in err and "Traceback" not in err
