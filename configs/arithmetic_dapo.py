@@ -6,17 +6,14 @@ Loads configs/default.py (3-digit addition, SFT warm start) and overrides the RL
 hyper-parameters. No KL term. Dynamic sampling resamples prompts (up to rl.max_resample_rounds extra rounds)
 until every group has reward signal; several minibatch steps per rollout.
 """
-import importlib.util
 import pathlib
+
+from jaxrl_self.config import load_config_file
 
 
 def _default_config():
     """configs/default.py's get_config(), loaded by file path (config files are not a package)."""
-    path = pathlib.Path(__file__).resolve().with_name("default.py")
-    spec = importlib.util.spec_from_file_location("_jaxrl_self_default_config", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config()
+    return load_config_file(pathlib.Path(__file__).resolve().with_name("default.py"))
 
 
 def get_config():

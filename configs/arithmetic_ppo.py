@@ -6,17 +6,14 @@ Loads configs/default.py (3-digit addition, SFT warm start) and overrides the RL
 hyper-parameters. The value head is a linear layer on the policy's hidden states (jaxrl_self/train/value_head.py);
 token k1 KL in the reward, whitened GAE advantages, clipped value loss, two epochs x two minibatches.
 """
-import importlib.util
 import pathlib
+
+from jaxrl_self.config import load_config_file
 
 
 def _default_config():
     """configs/default.py's get_config(), loaded by file path (config files are not a package)."""
-    path = pathlib.Path(__file__).resolve().with_name("default.py")
-    spec = importlib.util.spec_from_file_location("_jaxrl_self_default_config", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config()
+    return load_config_file(pathlib.Path(__file__).resolve().with_name("default.py"))
 
 
 def get_config():

@@ -6,16 +6,14 @@ The references are used only to log gold accuracy ("accuracy/train") and for hel
   jaxrl-self train --config configs/co_reward.py --workdir runs/co_reward
 Test-time training on the unlabeled held-out prompts: add --config.method.test_time=True.
 """
-import importlib.util
 import pathlib
+
+from jaxrl_self.config import load_config_file
 
 
 def _default_config():
     """configs/default.py's get_config(), loaded by file path (config files are not a package)."""
-    spec = importlib.util.spec_from_file_location("_jaxrl_self_default_config", pathlib.Path(__file__).with_name("default.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config()
+    return load_config_file(pathlib.Path(__file__).with_name("default.py"))
 
 
 def get_config():

@@ -10,16 +10,14 @@ The model architecture comes from the checkpoint's config.json (jaxrl_self.model
 the `model.*` sizes inherited from the default config are not used when `init_from` is set.
 This is a GPU/TPU-sized run; on a 2-core CPU expect minutes per step.
 """
-import importlib.util
 import pathlib
+
+from jaxrl_self.config import load_config_file
 
 
 def _default_config():
     """configs/default.py's get_config(), loaded by file path (config files are not a package)."""
-    spec = importlib.util.spec_from_file_location("_jaxrl_self_default_config", pathlib.Path(__file__).with_name("default.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config()
+    return load_config_file(pathlib.Path(__file__).with_name("default.py"))
 
 
 def get_config():

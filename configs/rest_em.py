@@ -7,15 +7,13 @@ keeps the distinct verified-correct ones (at most 4 per problem) and fine-tunes 
 
     jaxrl-self train --config configs/rest_em.py
 """
-import importlib.util
 from pathlib import Path
+
+from jaxrl_self.config import load_config_file
 
 
 def _default_config():
-    spec = importlib.util.spec_from_file_location("_jaxrl_self_default_config", Path(__file__).with_name("default.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config()
+    return load_config_file(Path(__file__).with_name("default.py"))
 
 
 def get_config():

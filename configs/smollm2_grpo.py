@@ -10,18 +10,16 @@ a few minutes for a handful of RL steps.
 
   jaxrl-self train --config configs/smollm2_grpo.py --workdir runs/smollm2_grpo
 """
-import importlib.util
 import pathlib
 
 from jaxrl_self.models.pretrained import smollm2_gguf_path
 
+from jaxrl_self.config import load_config_file
+
 
 def _default_config():
     """configs/default.py's get_config(), loaded by file path (config files are not a package)."""
-    spec = importlib.util.spec_from_file_location("_jaxrl_self_default_config", pathlib.Path(__file__).with_name("default.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config()
+    return load_config_file(pathlib.Path(__file__).with_name("default.py"))
 
 
 def get_config():

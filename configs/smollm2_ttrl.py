@@ -6,15 +6,13 @@ fewer prompts and a larger group per step, since the vote needs several samples 
 
   jaxrl-self train --config configs/smollm2_ttrl.py --workdir runs/smollm2_ttrl
 """
-import importlib.util
 import pathlib
+
+from jaxrl_self.config import load_config_file
 
 
 def get_config():
-    spec = importlib.util.spec_from_file_location("_jaxrl_self_smollm2_grpo", pathlib.Path(__file__).with_name("smollm2_grpo.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    config = module.get_config()
+    config = load_config_file(pathlib.Path(__file__).with_name("smollm2_grpo.py"))
     config.rl.reward = "ttrl"
     config.rl.prompts_per_step = 2
     config.rl.group_size = 8

@@ -11,17 +11,14 @@ worker sees (a `gs://` bucket or a shared filesystem); the model and the data fi
       --config.model.init_from=/mnt/shared/models/Qwen2.5-0.5B-Instruct \
       --config.task.train_file=/mnt/shared/data/gsm8k_train.jsonl --config.task.test_file=/mnt/shared/data/gsm8k_test.jsonl"
 """
-import importlib.util
 import pathlib
+
+from jaxrl_self.config import load_config_file
 
 
 def _base_config():
     """configs/qwen2_gsm8k_grpo.py's get_config(), loaded by file path (config files are not a package)."""
-    path = pathlib.Path(__file__).with_name("qwen2_gsm8k_grpo.py")
-    spec = importlib.util.spec_from_file_location("_jaxrl_self_qwen2_gsm8k_grpo", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config()
+    return load_config_file(pathlib.Path(__file__).with_name("qwen2_gsm8k_grpo.py"))
 
 
 def get_config():
