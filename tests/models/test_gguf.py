@@ -8,9 +8,9 @@ import argparse
 import numpy as np
 import pytest
 
-gguf = pytest.importorskip("gguf", reason="GGUF import needs the gguf package (pip install -e .[test])")
-torch = pytest.importorskip("torch", reason="parity tests need CPU torch (pip install -e .[test])")
-transformers = pytest.importorskip("transformers", reason="parity tests need transformers (pip install -e .[test])")
+import gguf  # test extra: pip install -e ".[test]"; missing means a failure, not a skip
+import torch  # test extra: pip install -e ".[test]"; missing means a failure, not a skip
+import transformers  # test extra: pip install -e ".[test]"; missing means a failure, not a skip
 
 import jax.numpy as jnp  # noqa: E402
 from flax import nnx  # noqa: E402

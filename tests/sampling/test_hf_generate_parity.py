@@ -5,8 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch", reason="parity tests need CPU torch (pip install -e .[test])")
-transformers = pytest.importorskip("transformers", reason="parity tests need transformers (pip install -e .[test])")
+import torch  # test extra: pip install -e ".[test]"; missing means a failure, not a skip
+import transformers  # test extra: pip install -e ".[test]"; missing means a failure, not a skip
 
 from jaxrl_self.models.checkpoint_io import load_hf_checkpoint  # noqa: E402
 from jaxrl_self.sampling.buckets import pad_prompts  # noqa: E402
