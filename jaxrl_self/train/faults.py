@@ -153,6 +153,9 @@ class RunControl:
                 self.best.save(step, state, self._with_counters(meta), metrics={"accuracy": accuracy})
         diverged = self.consecutive >= self.max_consecutive
         if due or diverged or self.stop_signal.received:
+            # The checkpoint's metadata records best_accuracy, so a resumed run never re-saves that
+            # best step: the best checkpoint must be committed before this one can be.
+            self.best.wait()
             self.ckpt.save(step, state, self._with_counters(meta))
             kill_point("mid_save", step)
             kill_point("after_save", step, self.ckpt)
