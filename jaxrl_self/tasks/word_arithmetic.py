@@ -1,7 +1,8 @@
 """One- and two-digit arithmetic word problems in chat format, for small instruct models.
 
-"Mia has 23 stickers. She gets 9 more. How many stickers does Mia have now?" (+, -, or x with
-one-digit factors; `digits` bounds the operands of + and -). Each prompt is a one-shot chat
+"Mia has 23 stickers. She gets 9 more. How many stickers does Mia have now?" (+, -, x with
+one-digit factors, or ">": which of two amounts is larger; `digits` bounds the operands of +, -
+and >). Each prompt is a one-shot chat
 rendered with the model's chat template (generation prompt included), so `Example.prompt` is the
 exact text the model continues: a user turn with a fixed demonstration problem of the same
 operation, the assistant's answer to it in the required format, then the user turn with the
@@ -38,6 +39,8 @@ TEMPLATES = {
           "There were {a} {items} in a box. {name} took {b} of them. How many {items} are still in the box?"),
     "*": ("{name} has {a} bags with {b} {items} in each bag. How many {items} does {name} have in total?",
           "There are {a} rows of {items} with {b} {items} in each row. How many {items} are there altogether?"),
+    ">": ("A red box holds {a} {items} and a blue box holds {b} {items}. How many {items} are in the fuller box?",
+          "{name} has two bags: one with {a} {items}, the other with {b} {items}. How many {items} are in the bigger bag?"),
 }
 INSTRUCTIONS = {
     "number": "Reply with only the final number.",
@@ -48,6 +51,7 @@ DEMOS = {
     "+": ("Lily has 5 balls. She gets 3 more. How many balls does Lily have now?", 8),
     "-": ("Lily has 9 balls and gives 4 of them away. How many balls does Lily have left?", 5),
     "*": ("Lily has 3 bags with 2 balls in each bag. How many balls does Lily have in total?", 6),
+    ">": ("A red box holds 4 balls and a blue box holds 7 balls. How many balls are in the fuller box?", 7),
 }
 _BARE_NUMBER = re.compile(r"\s*(-?\d+)\.?\s*")
 _INTEGER = re.compile(r"-?\d+")
@@ -66,7 +70,7 @@ class WordArithmeticTask:
     """Word problems with `digits`-digit operands (1 or 2; "*" always uses one-digit factors),
     rendered with `tokenizer`'s chat template.
 
-    ops: subset of "+-*". tokenizer: an `HFTokenizer` (needs `apply_chat_template`); it becomes
+    ops: subset of "+-*>". tokenizer: an `HFTokenizer` (needs `apply_chat_template`); it becomes
     the task's tokenizer.
     """
 
@@ -75,7 +79,7 @@ class WordArithmeticTask:
     def __init__(self, tokenizer, ops: str = "+-*", digits: int = 2, answer_format: str = "tag", seed: int = 0,
                  train_size: int = 100_000, test_size: int = 200):
         if not ops or set(ops) - set(TEMPLATES):
-            raise ValueError(f"word_arithmetic ops must be a non-empty subset of '+-*', got {ops!r}")
+            raise ValueError(f"word_arithmetic ops must be a non-empty subset of '+-*>', got {ops!r}")
         if digits not in (1, 2):
             raise ValueError(f"word_arithmetic digits must be 1 or 2, got {digits}")
         if answer_format not in INSTRUCTIONS:
@@ -101,11 +105,13 @@ class WordArithmeticTask:
         a, b = (int(x) for x in rng.integers(1, high, size=2))
         if op == "-" and a < b:
             a, b = b, a
+        if op == ">" and a == b:  # two different amounts, so exactly one box is fuller
+            b = a + 1 if a + 1 < high else a - 1
         name, pronoun = NAMES[int(rng.integers(len(NAMES)))]
         items = ITEMS[int(rng.integers(len(ITEMS)))]
         first, second = TEMPLATES[op] if rng.random() < 0.5 else TEMPLATES[op][::-1]
         fill = dict(name=name, pronoun=pronoun, items=items, a=a, b=b)
-        answer = {"+": a + b, "-": a - b, "*": a * b}[op]
+        answer = {"+": a + b, "-": a - b, "*": a * b, ">": max(a, b)}[op]
         example = Example(self.render(first.format(**fill), op), str(answer), self.format_answer(answer),
                           rephrasing=self.render(second.format(**fill), op))
         return f"{a}{op}{b}", example

@@ -54,6 +54,15 @@ def test_splits_are_disjoint_problems_and_operands_bounded():
     assert all(0 <= int(ref) <= 198 and all(1 <= n <= 99 for n in numbers) for numbers, ref in train)
 
 
+def test_comparison_asks_for_the_larger_of_two_different_amounts():
+    task = WordArithmeticTask(ChatTokenizer(), ops=">", digits=2, test_size=50)
+    for example in task.examples("test"):
+        question = example.prompt.rsplit("<|im_start|>user\n", 1)[1]
+        a, b = (int(w.rstrip(".,")) for w in question.split() if w.rstrip(".,").isdigit())
+        assert a != b and int(example.reference) == max(a, b)
+        assert "fuller box" in question or "bigger bag" in question
+
+
 def test_registry_needs_a_pretrained_tokenizer():
     import ml_collections
 
