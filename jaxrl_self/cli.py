@@ -47,19 +47,22 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--config", type=Path, default=None, help="config file with get_config() (default: configs/default.py)")
     train.add_argument("--workdir", type=Path, default=None, help="run directory (default: runs/<config name>)")
 
-    evaluate = sub.add_parser("eval", help="evaluate a run's latest checkpoint on its task's held-out split")
+    checkpoint_help = "which checkpoint: the newest (latest) or the one with the best held-out accuracy (best)"
+    evaluate = sub.add_parser("eval", help="evaluate a run's checkpoint on its task's held-out split")
     evaluate.add_argument("--workdir", type=Path, required=True)
     evaluate.add_argument("--num-samples", type=int, default=1, help="samples per prompt (greedy when 1)")
     evaluate.add_argument("--k", type=int, nargs="*", default=[1], help="k values for pass@k / maj@k")
     evaluate.add_argument("--temperature", type=float, default=None)
     evaluate.add_argument("--output", type=Path, default=None, help="JSON file for the results (default: <workdir>/eval.json)")
+    evaluate.add_argument("--checkpoint", choices=("latest", "best"), default="latest", help=checkpoint_help)
 
-    sample = sub.add_parser("sample", help="sample completions from a run's latest checkpoint")
+    sample = sub.add_parser("sample", help="sample completions from a run's checkpoint")
     sample.add_argument("--workdir", type=Path, required=True)
     sample.add_argument("--prompt", action="append", required=True, help="a prompt (repeatable)")
     sample.add_argument("--num-samples", type=int, default=1)
     sample.add_argument("--temperature", type=float, default=0.0)
     sample.add_argument("--seed", type=int, default=0)
+    sample.add_argument("--checkpoint", choices=("latest", "best"), default="latest", help=checkpoint_help)
 
     from jaxrl_self.models.convert import add_convert_arguments
 
@@ -96,7 +99,8 @@ def _eval(args) -> int:
     from jaxrl_self.eval.runs import evaluate_run
     from jaxrl_self.eval.passk import to_markdown
 
-    results = evaluate_run(args.workdir, num_samples=args.num_samples, ks=args.k, temperature=args.temperature)
+    results = evaluate_run(args.workdir, num_samples=args.num_samples, ks=args.k, temperature=args.temperature,
+                           checkpoint=args.checkpoint)
     output = args.output or args.workdir / "eval.json"
     output.write_text(json.dumps(results, indent=2))
     print(to_markdown(results["summary"]))
@@ -107,8 +111,9 @@ def _eval(args) -> int:
 def _sample(args) -> int:
     from jaxrl_self.eval.runs import sample_run
 
-    for prompt, completions in zip(args.prompt, sample_run(args.workdir, args.prompt, args.num_samples, args.temperature, args.seed)):
-        for completion in completions:
+    completions = sample_run(args.workdir, args.prompt, args.num_samples, args.temperature, args.seed, args.checkpoint)
+    for prompt, outputs in zip(args.prompt, completions):
+        for completion in outputs:
             print(f"{prompt}\t{completion}")
     return 0
 

@@ -34,6 +34,28 @@ def test_default_job_run_directory(tmp_path_factory):
     assert list((workdir / "tensorboard").iterdir())
 
 
+def test_eval_and_sample_read_the_latest_or_the_best_checkpoint(tmp_path_factory, capsys):
+    """`jaxrl-self eval` reproduces the run's own held-out accuracy at the last step (latest) and at
+    its best step (best); `jaxrl-self sample` prints one tab-separated line per completion."""
+    from jaxrl_self.cli import main
+
+    workdir = reference_run(tmp_path_factory)
+    evals = [row["eval/accuracy"] for row in metrics_rows(workdir) if "eval/accuracy" in row]
+    for which, expected in (("latest", evals[-1]), ("best", max(evals))):
+        output = tmp_path_factory.mktemp("eval") / "eval.json"
+        assert main(["eval", "--workdir", str(workdir), "--checkpoint", which, "--output", str(output)]) == 0
+        results = json.loads(output.read_text())
+        assert results["accuracy"] == expected and results["checkpoint"] == which
+    assert main(["eval", "--workdir", str(workdir), "--num-samples", "3", "--k", "1", "3", "--output", str(output)]) == 0
+    summary = json.loads(output.read_text())["summary"]
+    assert summary["pass@1"] <= summary["pass@3"]
+    capsys.readouterr()
+    assert main(["sample", "--workdir", str(workdir), "--prompt", "12+7=", "--prompt", "3+4=", "--num-samples", "2",
+                 "--temperature", "1.0"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split("\t")[0] for line in lines] == ["12+7=", "12+7=", "3+4=", "3+4="]
+
+
 def test_nonfinite_steps_are_skipped_counted_and_stop_the_run(tmp_path, tmp_path_factory):
     """NaN loss injected at RL steps 5, 7 and 8 (test hook) with max_consecutive_nonfinite = 2: step 5 is
     skipped and counted, step 6 trains, steps 7 and 8 in a row stop the run at step 8 with a checkpoint."""

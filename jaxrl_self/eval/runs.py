@@ -1,4 +1,4 @@
-"""Evaluate or sample from a finished (or running) run directory's latest checkpoint."""
+"""Evaluate or sample from a finished (or running) run directory's latest or best checkpoint."""
 from __future__ import annotations
 
 import json
@@ -15,20 +15,26 @@ from jaxrl_self.sampling.sampler import SamplingConfig, make_sampler
 from jaxrl_self.train.workdir import CONFIG_FILE
 
 
-def load_run(workdir: Path):
-    """(Run, params) of the latest checkpoint in `workdir`."""
+CHECKPOINTS = {"latest": "checkpoints", "best": "best_checkpoint"}  # which -> subdirectory of the run
+
+
+def load_run(workdir: Path, which: str = "latest"):
+    """(Run, params) of `workdir`'s newest checkpoint ("latest") or of its best held-out accuracy ("best")."""
     from jaxrl_self.train.loop import Run
 
+    if which not in CHECKPOINTS:
+        raise ConfigError(f"checkpoint must be one of {sorted(CHECKPOINTS)}, got {which!r}")
     config_path = Path(workdir) / CONFIG_FILE
     if not config_path.is_file():
         raise ConfigError(f"{workdir} is not a run directory: {config_path} is missing")
     config = ml_collections.ConfigDict(json.loads(config_path.read_text()))
     run = Run(config, Path(workdir))
-    ckpt = Checkpointer(Path(workdir) / "checkpoints")
+    directory = Path(workdir) / CHECKPOINTS[which]
+    ckpt = Checkpointer(directory)
     restored = ckpt.restore_latest(lambda meta: run.fresh_state(meta["phase"]))
     ckpt.close()
     if restored is None:
-        raise ConfigError(f"no restorable checkpoint in {Path(workdir) / 'checkpoints'}")
+        raise ConfigError(f"no restorable checkpoint in {directory}")
     return run, restored[1].params
 
 
@@ -38,18 +44,20 @@ def _sampler(run, num_samples: int, temperature: float):
                                                      group_size=num_samples, temperature=temperature, vocab_size=tok.vocab_size))
 
 
-def evaluate_run(workdir, num_samples: int = 1, ks=(1,), temperature=None) -> dict:
+def evaluate_run(workdir, num_samples: int = 1, ks=(1,), temperature=None, checkpoint: str = "latest") -> dict:
     """Accuracy and pass@k / maj@k / mean@k on the run's held-out split (greedy when num_samples == 1)."""
-    run, params = load_run(workdir)
+    run, params = load_run(workdir, checkpoint)
     if temperature is None:
         temperature = 0.0 if num_samples == 1 else 1.0
     sampler = _sampler(run, num_samples, temperature)
     results = evaluate(sampler, params, run.task, run.test_examples, run.prompt_len, run.config.eval.batch_size, ks=ks)
-    results["temperature"], results["num_samples"] = temperature, num_samples
+    results.update(temperature=temperature, num_samples=num_samples, checkpoint=checkpoint)
     return results
 
 
-def sample_run(workdir, prompts, num_samples: int = 1, temperature: float = 0.0, seed: int = 0) -> list[list[str]]:
-    run, params = load_run(workdir)
+def sample_run(workdir, prompts, num_samples: int = 1, temperature: float = 0.0, seed: int = 0,
+               checkpoint: str = "latest") -> list[list[str]]:
+    """`num_samples` completions (text) of each prompt: `[len(prompts)][num_samples]`."""
+    run, params = load_run(workdir, checkpoint)
     sampler = _sampler(run, num_samples, temperature)
     return generate(sampler, params, run.tokenizer, prompts, run.prompt_len, jax.random.key(seed), len(prompts))
