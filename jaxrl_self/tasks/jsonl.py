@@ -120,7 +120,25 @@ def read_jsonl_examples(
     return examples
 
 
-class JsonlTask:
+class MathDataTask:
+    """A task over named splits of a dataset (`self._examples`: split -> examples), scored by the
+    math verifier; the JSONL and tfds tasks fill `_examples` from their sources."""
+
+    name: str
+    _examples: dict[str, Sequence[Example]]
+
+    def examples(self, split: str) -> Sequence[Example]:
+        """The examples of `split`, in source order. Raises DataError for a split not configured."""
+        if split not in self._examples:
+            raise DataError(f"task {self.name!r} has no split {split!r}; splits: {sorted(self._examples)}")
+        return self._examples[split]
+
+    def score(self, completion: str, reference: str) -> Mapping[str, float]:
+        """Scores a completion with `jaxrl_self.rewards.math_verify.math_score`."""
+        return math_score(completion, reference)
+
+
+class JsonlTask(MathDataTask):
     """A task whose splits are JSONL files, scored by the math verifier.
 
     Every file is read when the task is built, so a bad file fails at start-up, not mid-run.
@@ -150,12 +168,3 @@ class JsonlTask:
             for split, path in files.items()
         }
 
-    def examples(self, split: str) -> Sequence[Example]:
-        """The examples of `split`, in file order. Raises DataError for a split with no file."""
-        if split not in self._examples:
-            raise DataError(f"task {self.name!r} has no split {split!r}; splits: {sorted(self._examples)}")
-        return self._examples[split]
-
-    def score(self, completion: str, reference: str) -> Mapping[str, float]:
-        """Scores a completion with `jaxrl_self.rewards.math_verify.math_score`."""
-        return math_score(completion, reference)

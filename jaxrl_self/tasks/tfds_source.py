@@ -14,12 +14,12 @@ from typing import Any
 
 import tensorflow_datasets as tfds
 
-from jaxrl_self.rewards.math_verify import math_score
 from jaxrl_self.tasks.base import Example
 from jaxrl_self.tasks.errors import DataError
 from jaxrl_self.tasks.jsonl import (
     PROMPT_PLACEHOLDER,
     AnswerFormat,
+    MathDataTask,
     apply_template,
     check_task_options,
     parse_answer,
@@ -92,7 +92,7 @@ class TfdsExamples(Sequence[Example]):
         )
 
 
-class TfdsTask:
+class TfdsTask(MathDataTask):
     """A task over a tfds dataset prepared (array_record format) in a local `data_dir`.
 
     Args:
@@ -139,15 +139,6 @@ class TfdsTask:
                 source, f"{dataset}[{dataset_split}]", prompt_field, answer_field, answer_format, template
             )
 
-    def examples(self, split: str) -> Sequence[Example]:
-        """Random-access examples of `split`. Raises DataError for a split not configured."""
-        if split not in self._examples:
-            raise DataError(f"task {self.name!r} has no split {split!r}; splits: {sorted(self._examples)}")
-        return self._examples[split]
-
-    def score(self, completion: str, reference: str) -> Mapping[str, float]:
-        """Scores a completion with `jaxrl_self.rewards.math_verify.math_score`."""
-        return math_score(completion, reference)
 
 
 def _prepared_builder(dataset: str, data_dir: str) -> tfds.core.DatasetBuilder:
