@@ -253,10 +253,11 @@ def _validate_mesh(config: ml_collections.ConfigDict) -> None:
         _require(mesh.num_devices == 0, "mesh.num_devices", "must be 0 (all devices) in a multi-process run")
 
 
-def validate_devices(config: ml_collections.ConfigDict, device_count: int) -> None:
+def validate_devices(config: ml_collections.ConfigDict, device_count: int, process_count: int) -> None:
     """Checks `config.mesh` against the `device_count` devices there are, and that every batch splits
-    evenly over the data-parallel axes (`data` x `fsdp`). Needs JAX's device count, so it runs at
-    the start of training rather than in `validate`."""
+    evenly over the data-parallel axes (`data` x `fsdp`) and over the `process_count` processes,
+    each of which reads its own share of the prompts. Needs JAX's device and process counts, so it
+    runs at the start of training rather than in `validate`."""
     from jaxrl_self.parallel.mesh import mesh_shape
 
     mesh = config.mesh
@@ -271,6 +272,11 @@ def validate_devices(config: ml_collections.ConfigDict, device_count: int) -> No
     rows = config.rl.prompts_per_step * config.rl.group_size
     _require(rows % shards == 0, "rl.prompts_per_step", f"prompts_per_step*group_size ({rows}) must be divisible by {where}")
     _require(config.sft.batch_size % shards == 0, "sft.batch_size", f"must be divisible by {where}, got {config.sft.batch_size}")
+    if process_count > 1:  # each process owns whole batch rows: its prompts and their G completions
+        _require(shards % process_count == 0, "mesh", f"{where} must be a multiple of the {process_count} processes "
+                 "(the tensor axis must not span processes)")
+        _require(config.rl.prompts_per_step % shards == 0, "rl.prompts_per_step",
+                 f"must be divisible by {where} with {process_count} processes, got {config.rl.prompts_per_step}")
 
 
 def config_to_json(config: ml_collections.ConfigDict) -> str:

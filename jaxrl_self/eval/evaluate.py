@@ -1,4 +1,10 @@
-"""Evaluation on a task's held-out split: greedy accuracy, and pass@k / maj@k / mean@k from n samples."""
+"""Evaluation on a task's held-out split: greedy accuracy, and pass@k / maj@k / mean@k from n samples.
+
+With several processes the evaluation is replicated, not sharded: every process passes the same
+prompts to the sampler (which runs on the global mesh), gets all completions gathered to its host
+and scores all of them, so every process returns the same results. Held-out sets are small; the
+RL loop is where each process scores only its own rows.
+"""
 from __future__ import annotations
 
 from typing import Sequence
@@ -6,6 +12,7 @@ from typing import Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.experimental.multihost_utils import process_allgather
 
 from jaxrl_self.eval.passk import summarize
 from jaxrl_self.rewards.answers import extract_answer
@@ -16,6 +23,7 @@ def generate(sampler, params, tokenizer, prompts: Sequence[str], prompt_len: int
     """Completions (text) for each prompt: `[len(prompts)][group_size]`, in batches of `batch_size`.
 
     The last batch is padded with repeats of the first prompt so that every call has one shape.
+    Every process gets all completions (the sampler's outputs, gathered from all hosts).
     """
     results = []
     for start in range(0, len(prompts), batch_size):
@@ -24,7 +32,7 @@ def generate(sampler, params, tokenizer, prompts: Sequence[str], prompt_len: int
         tokens, mask = encode_prompts(tokenizer, padded, prompt_len)
         ids = jnp.arange(start, start + batch_size, dtype=jnp.int32)
         out = sampler(params, jnp.asarray(tokens), jnp.asarray(mask), key, ids, **knobs)
-        out_tokens, out_mask = np.asarray(out.tokens), np.asarray(out.mask)
+        out_tokens, out_mask = process_allgather((out.tokens, out.mask), tiled=True)
         group = out_tokens.shape[0] // batch_size
         texts = [tokenizer.decode(t[m].tolist()) for t, m in zip(out_tokens, out_mask)]
         results += [texts[i * group:(i + 1) * group] for i in range(len(chunk))]

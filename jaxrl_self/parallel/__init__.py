@@ -7,6 +7,7 @@ from jaxrl_self.parallel.sharding import (
                                           batch_sharding,
                                           bytes_per_device,
                                           kv_cache_shardings,
+                                          process_rows,
                                           shard_batch,
                                           shard_state,
                                           sharding_for,
@@ -15,6 +16,6 @@ from jaxrl_self.parallel.sharding import (
 
 __all__ = [
     "LOGICAL_AXIS_RULES", "MESH_AXES", "abstract_state", "batch_sharding", "bytes_per_device", "initialize_distributed",
-    "is_main_process", "kv_cache_shardings", "logical_to_spec", "make_mesh", "mesh_shape", "shard_batch", "shard_state",
-    "sharding_for", "state_shardings",
+    "is_main_process", "kv_cache_shardings", "logical_to_spec", "make_mesh", "mesh_shape", "process_rows", "shard_batch",
+    "shard_state", "sharding_for", "state_shardings",
 ]

@@ -11,8 +11,10 @@ One process per host (per GPU host, per TPU VM worker) runs the same program. Ca
 Otherwise (the default) the run is a single process and nothing happens.
 
 After start-up, `jax.devices()` lists every device of every process; each process reads its own
-data shard (`PromptIterator(shard_index=jax.process_index(), shard_count=jax.process_count())`)
-and only `is_main_process()` writes logs, metrics and reports.
+slice of every global batch (`PromptIterator(shard_index=jax.process_index(),
+shard_count=jax.process_count())`), places it with `shard_batch`, takes back the rows it owns
+from a global result with `process_rows` (to score them on its host), and only
+`is_main_process()` writes logs, metrics and reports.
 """
 from __future__ import annotations
 

@@ -89,6 +89,37 @@ def shard_batch(batch, mesh: Mesh, rules=LOGICAL_AXIS_RULES):
     return jax.tree.map(place, batch)
 
 
+def process_rows(tree, mesh: Mesh, rules=LOGICAL_AXIS_RULES):
+    """This process's rows of a pytree of global arrays `[N, ...]`, as NumPy `[N / process_count, ...]`.
+
+    The inverse of `shard_batch`: each array is resharded by rows over the batch axes
+    (`batch_sharding`), whatever sharding it came with (e.g. a jitted function's output), and the
+    rows this process's devices then hold are returned in global row order: the block where
+    `shard_batch` put this process's rows, so with a row-aligned computation in between (rows
+    `b*G .. b*G+G-1` of the output from row b of the input) row i of what it placed gives rows
+    `i*G ..` of its result. On a mesh whose devices are in process order (CPU and GPU hosts),
+    process p holds rows `[p*n, (p+1)*n)`. With one process this is the whole array. Raises
+    ValueError when the rows cannot be split into one contiguous block per process.
+    """
+    processes = jax.process_count()
+    tree = jax.device_put(tree, jax.tree.map(lambda x: batch_sharding(mesh, x.shape, rules), tree))
+
+    def local_rows(x):
+        blocks = {}  # row start -> (row stop, data); replicas along non-batch axes hold the same rows
+        for shard in x.addressable_shards:
+            start, stop, _ = shard.index[0].indices(x.shape[0])
+            blocks.setdefault(start, (stop, shard.data))
+        starts = sorted(blocks)
+        stops = [blocks[start][0] for start in starts]
+        if starts[1:] != stops[:-1] or (stops[-1] - starts[0]) * processes != x.shape[0]:
+            raise ValueError(f"this process holds rows {list(zip(starts, stops))} of {x.shape[0]}, not one contiguous "
+                             f"block of 1/{processes} of them; make the rows divisible by the mesh's batch axes "
+                             f"{dict(mesh.shape)}")
+        return np.concatenate([np.asarray(blocks[start][1]) for start in starts])
+
+    return jax.tree.map(local_rows, tree)
+
+
 def kv_cache_shardings(cache, mesh: Mesh, rules=LOGICAL_AXIS_RULES):
     """Shardings of a `KVCache` (arrays `[B, S, K, D]`): rows over the batch axes, kv heads over `tensor`.
 

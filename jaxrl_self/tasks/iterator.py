@@ -13,31 +13,32 @@ from typing import Any
 
 import numpy as np
 
-_CONFIG_KEYS = ("num_examples", "batch_size", "seed", "shard_index", "shard_count")
+_CONFIG_KEYS = ("num_examples", "global_batch_size", "seed")
 
 
 class PromptIterator:
     """Endless shuffled batches of example indices in [0, num_examples), one shard per host.
 
-    Each epoch draws one permutation of all indices from `np.random.default_rng([seed, epoch])`;
-    shard `s` of `S` takes every S-th entry starting at `s` (``perm[s::S]``), cut to
-    ``num_examples // S`` entries so that all shards are the same length (at most S - 1
-    examples per epoch are left out, different ones each epoch). Shards are disjoint within an
-    epoch and together see each kept example exactly once.
+    The global stream is one permutation of all indices per epoch, from
+    `np.random.default_rng([seed, epoch])`, the epochs laid end to end; it is cut into consecutive
+    global batches of `batch_size * shard_count` indices, and shard `s` of `S` takes the `s`-th
+    slice of `batch_size` of each. So the shards' batches, concatenated in shard order, are
+    exactly the batches one unsharded iterator with the global batch size hands out: a run reads
+    the same prompts in the same order whatever its number of processes. Shards are disjoint
+    within a global batch that does not span an epoch boundary (a batch that does may repeat an
+    example, sharded or not); no example is dropped.
 
-    A shard's epochs are laid end to end and cut into consecutive batches of `batch_size`, so a
-    batch may span an epoch boundary and no example is dropped for a short last batch.
-
-    The state is the number of indices this shard has handed out; `get_state()` / `set_state()`
-    round-trip through JSON, and a restored iterator continues with exactly the batches the
-    original would have produced.
+    The state is the position in the global stream, the same on every shard: `get_state()` /
+    `set_state()` round-trip through JSON, a restored iterator continues with exactly the
+    batches the original would have produced, and a state saved by one shard restores any shard
+    of any layout with the same global batch size.
     """
 
     def __init__(self, num_examples: int, batch_size: int, seed: int, shard_index: int = 0, shard_count: int = 1):
         if shard_count < 1 or not 0 <= shard_index < shard_count:
             raise ValueError(f"need 0 <= shard_index < shard_count, got {shard_index} and {shard_count}")
-        if num_examples < shard_count:
-            raise ValueError(f"num_examples={num_examples} is smaller than shard_count={shard_count}")
+        if num_examples < 1:
+            raise ValueError(f"num_examples must be positive, got {num_examples}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
         if seed < 0:
@@ -47,34 +48,35 @@ class PromptIterator:
         self.seed = seed
         self.shard_index = shard_index
         self.shard_count = shard_count
-        self.shard_size = num_examples // shard_count
-        self._position = 0
+        self.global_batch_size = batch_size * shard_count
+        self._position = 0  # indices of the global stream handed out, by all shards together
         self._cached_epoch = -1
         self._cached_order = np.empty((0,), np.int64)
 
     @property
     def epoch(self) -> int:
-        """The epoch the next index comes from (0-based)."""
-        return self._position // self.shard_size
+        """The epoch the next global batch starts in (0-based)."""
+        return self._position // self.num_examples
 
     def epoch_order(self, epoch: int) -> np.ndarray:
-        """This shard's indices for `epoch`, in the order they are handed out: [shard_size] int64."""
+        """All indices of `epoch` in global stream order: [num_examples] int64."""
         if epoch != self._cached_epoch:
-            permutation = np.random.default_rng([self.seed, epoch]).permutation(self.num_examples)
-            self._cached_order = permutation[self.shard_index :: self.shard_count][: self.shard_size].astype(np.int64)
+            self._cached_order = np.random.default_rng([self.seed, epoch]).permutation(self.num_examples).astype(np.int64)
             self._cached_epoch = epoch
         return self._cached_order
 
     def next(self) -> np.ndarray:
-        """The next batch of example indices: [batch_size] int64."""
+        """This shard's slice of the next global batch: [batch_size] int64."""
+        start = self._position + self.shard_index * self.batch_size
+        self._position += self.global_batch_size
         parts = []
         needed = self.batch_size
         while needed:
-            epoch, offset = divmod(self._position, self.shard_size)
+            epoch, offset = divmod(start, self.num_examples)
             part = self.epoch_order(epoch)[offset : offset + needed]
             parts.append(part)
             needed -= len(part)
-            self._position += len(part)
+            start += len(part)
         return np.concatenate(parts)
 
     def __iter__(self) -> PromptIterator:
@@ -84,16 +86,16 @@ class PromptIterator:
         return self.next()
 
     def get_state(self) -> dict[str, int]:
-        """A JSON-serialisable snapshot: the configuration plus the position in this shard's stream."""
+        """A JSON-serialisable snapshot: the configuration plus the position in the global stream."""
         state = {key: getattr(self, key) for key in _CONFIG_KEYS}
         state["position"] = self._position
         return state
 
     def set_state(self, state: Mapping[str, Any]) -> None:
-        """Restores a snapshot from `get_state()`; the configuration must match this iterator's.
+        """Restores a snapshot from `get_state()` of any shard; the configuration must match this iterator's.
 
-        Raises ValueError naming the first key whose value differs (restoring with another batch
-        size or shard layout would not reproduce the original stream).
+        Raises ValueError naming the first key whose value differs (restoring with another global
+        batch size would not reproduce the original stream).
         """
         for key in _CONFIG_KEYS:
             if state.get(key) != getattr(self, key):

@@ -24,7 +24,15 @@ from jaxrl_self.models.config import ModelConfig
 from jaxrl_self.models.pretrained import load_pretrained
 from jaxrl_self.methods import build_reward_method
 from jaxrl_self.methods.test_time import make_vote_evaluator
-from jaxrl_self.parallel import initialize_distributed, is_main_process, make_mesh, shard_batch, shard_state, sharding_for
+from jaxrl_self.parallel import (
+    initialize_distributed,
+    is_main_process,
+    make_mesh,
+    process_rows,
+    shard_batch,
+    shard_state,
+    sharding_for,
+)
 from jaxrl_self.rewards.host import encode_references
 from jaxrl_self.sampling.sampler import SamplingConfig, make_sampler
 from jaxrl_self.tasks.iterator import PromptIterator
@@ -97,6 +105,7 @@ class Run:
                                             value_params=value_params), self.mesh)
 
     def evaluate(self, params) -> dict:
+        """Greedy results on the held-out examples, the same on every process (each evaluates all of them)."""
         return evaluate(self.eval_sampler, params, self.task, self.test_examples, self.prompt_len, self.config.eval.batch_size)
 
 
@@ -145,8 +154,18 @@ def rl_batch(run: Run, method, indices: np.ndarray):
 
 
 def run_rl(run: Run, state, meta, control: RunControl, writer: MetricsWriter):
+    """RL steps `meta["rl_step"]+1 .. rl.steps`: sample, score, update, log, evaluate, checkpoint.
+
+    Each of the S processes draws its own rl.prompts_per_step/S prompts (its slice of the global
+    batch; in process order, the prompts a one-process run draws), places them on the global mesh
+    with the other processes' and samples them together; it then scores the completions of its own
+    prompts on its host (`process_rows`: verifiers read only local rows) and the scored rows become
+    the global training batch again. Reward metrics are averaged over processes: all log the same.
+    """
     cfg, rl = run.config, run.config.rl
-    iterator = PromptIterator(len(run.rl_examples), rl.prompts_per_step, cfg.seed + 1)
+    processes = jax.process_count()
+    iterator = PromptIterator(len(run.rl_examples), rl.prompts_per_step // processes, cfg.seed + 1,
+                              shard_index=jax.process_index(), shard_count=processes)
     if meta.get("iterator"):
         iterator.set_state(meta["iterator"])
     method = build_reward_method(cfg, run.task, run.tokenizer)
@@ -166,9 +185,14 @@ def run_rl(run: Run, state, meta, control: RunControl, writer: MetricsWriter):
         key = jax.random.fold_in(run.root_key, step)
 
         def draw(round_index):
-            """Samples and scores G completions for each of the next B prompts."""
+            """Samples G completions for each of the next B prompts; scores this process's rows."""
             tokens, mask, refs = rl_batch(run, method, iterator.next())
-            samples = run.rl_sampler(state.params, jnp.asarray(tokens), jnp.asarray(mask), jax.random.fold_in(key, round_index))
+            prompt_tokens, prompt_mask = shard_batch((tokens, mask), run.mesh)
+            samples = run.rl_sampler(state.params, prompt_tokens, prompt_mask, jax.random.fold_in(key, round_index))
+            # rows b*G+g are prompt-major and both arrays are split by rows over the same mesh axes
+            # (validate_devices: prompts_per_step divisible by them), so this process gets whole groups:
+            # the G completions of each of its own prompts, in its prompts' order
+            samples = process_rows(samples, run.mesh)
             batch = {"prompt_tokens": np.repeat(tokens, g, 0), "prompt_mask": np.repeat(mask, g, 0),
                      "completion_tokens": samples.tokens, "completion_mask": samples.mask,
                      "sampler_entropy": samples.entropy, "sampler_mean_logp_vocab": samples.mean_logp_vocab}
@@ -179,6 +203,7 @@ def run_rl(run: Run, state, meta, control: RunControl, writer: MetricsWriter):
 
         (batch, rewards), group_valid, score_metrics = collect_groups(draw, merge, group_size=g, max_rounds=max_rounds,
                                                                       filter_groups=filter_groups)
+        batch, rewards, group_valid = shard_batch((batch, rewards, group_valid), run.mesh)  # the global batch
         batch, batch_metrics = build_batch(state, batch, rewards, group_valid, key)
         state, update_metrics = update(state, control.inject_nan(step, batch), key)
         state = refresh_reference(state, rl, rl_step)
@@ -209,7 +234,7 @@ def train_and_evaluate(config, workdir) -> dict:
     """
     with StopSignal() as stop_signal:
         initialize_distributed(config.distributed)  # before anything touches the JAX backend
-        validate_devices(config, jax.device_count())
+        validate_devices(config, jax.device_count(), jax.process_count())
         workdir = prepare_workdir(config, workdir)
         run = Run(config, workdir)
         ckpt = Checkpointer(workdir / CHECKPOINT_DIR, config.checkpoint.max_to_keep)

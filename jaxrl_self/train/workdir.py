@@ -13,13 +13,16 @@ from pathlib import Path
 from jaxrl_self.config import ConfigError, config_to_json
 
 CONFIG_FILE = "config.json"
+# every process of a multi-process run passes its own process id; the rest of the config must match
+PER_PROCESS_KEYS = frozenset({"config.distributed.process_id"})
 
 
 def prepare_workdir(config, workdir) -> Path:
     """Creates `workdir` and writes the resolved config; refuses a workdir made with another config.
 
     Raises ConfigError when the directory cannot be created or written, when its config.json
-    cannot be read, or when that config differs from `config` (naming the differing keys).
+    cannot be read, or when that config differs from `config` (naming the differing keys) other
+    than in `config.distributed.process_id` (the processes of one run share the workdir).
     """
     workdir = Path(workdir)
     try:
@@ -35,8 +38,8 @@ def prepare_workdir(config, workdir) -> Path:
             existing = json.loads(path.read_text())
         except (OSError, ValueError) as error:
             raise ConfigError(f"cannot read {path} ({error}); fix or remove it, or use a new --workdir") from error
-        if existing != json.loads(resolved):
-            changed = sorted(_differences(existing, json.loads(resolved)))
+        changed = sorted(set(_differences(existing, json.loads(resolved))) - PER_PROCESS_KEYS)
+        if changed:
             raise ConfigError(f"the workdir {workdir} holds a run made with a different config (differs at: "
                               f"{', '.join(changed[:8])}); use a new --workdir, or the same config to resume")
     else:

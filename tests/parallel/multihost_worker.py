@@ -4,7 +4,8 @@ Usage: python multihost_worker.py PROCESS_ID NUM_PROCESSES PORT OUT_JSON. The pa
 JAX_PLATFORMS=cpu and XLA_FLAGS (4 devices per process). Each process reads its own shard of
 the prompts, samples on the global mesh, rewards completions by length (a JAX reward with
 signal in most groups), and runs the real `make_rl_update`; it writes its losses and gradient
-norms to OUT_JSON.
+norms to OUT_JSON, with the result of DAPO's `collect_groups` on rounds where only process 1
+lacks signal at first.
 """
 import json
 import sys
@@ -25,6 +26,7 @@ from jaxrl_self.parallel import (
 from jaxrl_self.sampling.sampler import SamplingConfig, make_sampler
 from jaxrl_self.tasks.iterator import PromptIterator
 from jaxrl_self.tasks.registry import build_task
+from jaxrl_self.train.dynamic_sampling import collect_groups, make_group_merger
 from jaxrl_self.train.loop import model_config_from
 from jaxrl_self.train.rl_step import compute_advantages, make_rl_update
 from jaxrl_self.train.sft import encode_prompts
@@ -33,6 +35,22 @@ from jaxrl_self.train.state import init_model, init_train_state, make_optimizer
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 STEPS = 3
 PROMPTS_PER_PROCESS = 4
+
+
+def dynamic_sampling(group_size: int = 2, prompts: int = 2) -> dict:
+    """`collect_groups` where process 1's groups have no signal in round 0 (process 0's all do):
+    both processes must run a second round and report the same metrics."""
+
+    def draw(round_index):
+        signal = round_index > 0 or jax.process_index() == 0
+        rewards = np.tile(np.asarray([1.0, 0.0 if signal else 1.0], np.float32), prompts)
+        rollout = {"rows": np.arange(prompts * group_size, dtype=np.float32) + 10 * round_index}
+        metrics = {"reward/reward": rewards.mean(), "verifier_failures/timeout": np.int32(jax.process_index())}
+        return rollout, rewards, metrics
+
+    rollout, _, metrics = collect_groups(draw, make_group_merger(group_size), group_size=group_size, max_rounds=3,
+                                         filter_groups=True)
+    return {"metrics": metrics, "rows": np.asarray(rollout["rows"]).tolist()}
 
 
 def main(process_id: int, num_processes: int, port: int, out_path: str) -> None:
@@ -80,7 +98,8 @@ def main(process_id: int, num_processes: int, port: int, out_path: str) -> None:
         grad_norms.append(float(metrics["grad_norm"]))
     with open(out_path, "w") as f:
         json.dump({"process_index": jax.process_index(), "process_count": jax.process_count(),
-                   "devices": jax.device_count(), "losses": losses, "grad_norms": grad_norms}, f)
+                   "devices": jax.device_count(), "losses": losses, "grad_norms": grad_norms,
+                   "dynamic_sampling": dynamic_sampling()}, f)
 
 
 if __name__ == "__main__":

@@ -5,12 +5,13 @@ from pathlib import Path
 
 import jax
 import ml_collections
+import numpy as np
 import pytest
-from jax.sharding import AxisType
+from jax.sharding import AxisType, NamedSharding
 from jax.sharding import PartitionSpec as P
 from sharding_helpers import mesh_of, tiny_model_config
 
-from jaxrl_self.config import ConfigError, load_config_file, validate
+from jaxrl_self.config import ConfigError, load_config_file, validate, validate_devices
 from jaxrl_self.models.transformer import KVCache
 from jaxrl_self.parallel import (
     LOGICAL_AXIS_RULES,
@@ -19,6 +20,8 @@ from jaxrl_self.parallel import (
     logical_to_spec,
     make_mesh,
     mesh_shape,
+    process_rows,
+    shard_batch,
 )
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
@@ -71,6 +74,32 @@ def test_batch_and_kv_cache_shardings():
     assert shardings.keys[0].spec == P(("data", "fsdp"), None, "tensor")
     placed = jax.device_put(cache, shardings)
     assert placed.values[0].addressable_shards[0].data.shape == (2, 12, 1, 16)
+
+
+def test_process_rows_inverts_shard_batch_from_any_sharding():
+    mesh = mesh_of((2, 2, 2))
+    rows = {"tokens": np.arange(64, dtype=np.int32).reshape(16, 4), "mask": np.arange(16) % 3 == 0}
+    placed = shard_batch(rows, mesh)
+    assert placed["tokens"].sharding.spec == P(("data", "fsdp"))
+    columns = jax.device_put(rows["tokens"], NamedSharding(mesh, P(None, "tensor")))  # e.g. a jitted output
+    for tree, expected in ((placed, rows), (columns, rows["tokens"])):
+        local = process_rows(tree, mesh)  # one process: all rows, in order, once (not once per tensor replica)
+        assert jax.tree.all(jax.tree.map(lambda a, b: isinstance(a, np.ndarray) and np.array_equal(a, b), local, expected))
+
+
+def test_validate_devices_with_several_processes():
+    config = load_config_file(CONFIGS / "default.py")
+    config.mesh.update(dict(num_devices=0, data=2, fsdp=2, tensor=2))
+    config.rl.update(dict(prompts_per_step=4, group_size=8))
+    config.sft.batch_size = 8
+    validate_devices(config, 8, 1)
+    validate_devices(config, 8, 2)  # 2 processes x 4 devices: each owns two of the four batch shards
+    with pytest.raises(ConfigError, match="must be a multiple of the 8 processes"):
+        validate_devices(config, 8, 8)  # a tensor pair would span two processes
+    config.rl.prompts_per_step = 2  # 16 rows split over 4 shards, but the 2 prompts cannot be
+    validate_devices(config, 8, 1)
+    with pytest.raises(ConfigError, match="config.rl.prompts_per_step: must be divisible by the data-parallel size 4"):
+        validate_devices(config, 8, 2)
 
 
 def test_config_validation_of_mesh_and_distributed():

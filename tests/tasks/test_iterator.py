@@ -32,12 +32,29 @@ def test_batches_span_epoch_boundaries_without_dropping():
     assert np.array_equal(stream[:7], np.random.default_rng([0, 0]).permutation(7))
 
 
-def test_shards_are_disjoint_equal_and_cover_the_epoch():
-    shards = [PromptIterator(11, 5, seed=1, shard_index=s, shard_count=2) for s in range(2)]
-    epoch = [iterator.next() for iterator in shards]
-    assert len(set(epoch[0]) & set(epoch[1])) == 0
-    assert len(set(epoch[0]) | set(epoch[1])) == 10  # 11 // 2 * 2, one left out this epoch
-    assert all(iterator.shard_size == 5 for iterator in shards)
+def test_shards_split_each_global_batch_in_shard_order():
+    shards = [PromptIterator(11, 3, seed=1, shard_index=s, shard_count=2) for s in range(2)]
+    unsharded = PromptIterator(11, 6, seed=1)
+    for _ in range(4):  # 24 indices: the third and fourth global batches span epoch boundaries
+        parts = [iterator.next() for iterator in shards]
+        assert np.array_equal(np.concatenate(parts), unsharded.next())
+    first = [PromptIterator(11, 3, seed=1, shard_index=s, shard_count=2).next() for s in range(2)]
+    assert len(set(first[0]) | set(first[1])) == 6  # disjoint within a global batch
+
+
+def test_state_restores_any_shard_of_the_same_global_batch():
+    writer = PromptIterator(9, 2, seed=5, shard_index=0, shard_count=2)
+    take(writer, 3)
+    state = json.loads(json.dumps(writer.get_state()))
+    expected = take(PromptIterator(9, 4, seed=5), 5)[3:]
+    halves = []
+    for shard in range(2):
+        reader = PromptIterator(9, 2, seed=5, shard_index=shard, shard_count=2)
+        reader.set_state(state)
+        halves.append(take(reader, 2))
+    assert all(np.array_equal(np.concatenate([a, b]), e) for a, b, e in zip(*halves, expected))
+    with pytest.raises(ValueError, match="global_batch_size"):
+        PromptIterator(9, 2, seed=5, shard_count=3).set_state(state)
 
 
 @pytest.mark.parametrize("consumed", [0, 1, 2, 5])
@@ -58,4 +75,4 @@ def test_set_state_rejects_other_configuration_and_bad_arguments():
     with pytest.raises(ValueError, match="shard_index"):
         PromptIterator(9, 4, seed=7, shard_index=3, shard_count=2)
     with pytest.raises(ValueError, match="num_examples"):
-        PromptIterator(1, 4, seed=7, shard_count=2)
+        PromptIterator(0, 4, seed=7)
