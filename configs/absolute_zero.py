@@ -3,9 +3,9 @@ programs (`lambda x:x*3+1`) for deduction, abduction and induction, paid by the 
 
 A short SFT on synthetic valid programs and solved tasks warm-starts the policy; self-play RL then
 uses learnability rewards for the proposer, correctness for the solver (format aware) and TRR++
-advantages per (role, task kind). Reported before/after RL: the proposer's valid-task rate and the
-solver's greedy accuracy on a fixed set of synthetic tasks. The task fields of the default config
-are not used except `task.max_prompt_len`.
+advantages per (role, task kind). Reported before/after RL: the proposer's valid-task rate on fixed
+reference prompts and the solver's greedy and sampled accuracy on a fixed held-out set of synthetic
+tasks. The task fields of the default config are not used except `task.max_prompt_len`.
 
     jaxrl-self train --config configs/absolute_zero.py
 """
@@ -38,6 +38,6 @@ def get_config():
         proposals_per_kind=8,  # B: proposer prompts (and solver tasks) per task kind per step
         buffer_size=256,  # valid tasks kept per kind (oldest dropped)
         sandbox_timeout_s=10.0,  # wall-clock limit of one sandboxed batch of executions
-        eval_tasks_per_kind=32,  # fixed synthetic tasks for the solver's greedy accuracy
+        eval_tasks_per_kind=32,  # fixed held-out synthetic tasks for the solver's greedy and sampled accuracy
     ))
     return config

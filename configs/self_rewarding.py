@@ -35,7 +35,7 @@ def get_config():
         judge_temperature=0.7,
         max_score=5,
         beta=0.1,
-        train_steps=60,  # DPO steps per iteration
+        train_steps=10,  # DPO steps per iteration, ~3 epochs of ~100 pairs (60 collapsed held-out accuracy: README)
         train_batch_size=32,
         learning_rate=1e-4,
         batch_size=256,  # prompts per sampler call

@@ -19,7 +19,9 @@ One self-play step:
 The policy is a tiny char-level model (`absolute_zero_tasks.make_tokenizer`), warm-started by a
 short SFT on synthetic valid programs and solved synthetic tasks. Metrics before and after RL:
 the proposer's valid-task rate on fixed reference prompts (sampled at `rl.temperature`) and the
-solver's greedy accuracy on a fixed set of synthetic tasks.
+solver's greedy and sampled accuracy on a fixed held-out set of synthetic tasks. The per-step
+`propose/*` and `solve/*` metrics are on the moving buffer (references and tasks drawn from the
+model's own proposals, whose difficulty changes as it learns), so they are not held-out measures.
 
 Checkpoints (`<workdir>/checkpoints`) hold the RL train state; their meta holds the RL step, the
 task buffers and the pre-RL evaluation, so a resumed run continues with the same buffers.
@@ -115,20 +117,25 @@ class SelfPlay:
         return (tokens, mask, samples), texts, grades
 
     def evaluate(self, params, key) -> dict:
-        """Proposer valid rate on fixed reference prompts (sampled) and solver greedy accuracy on fixed
-        tasks, `method.eval_tasks_per_kind` of each kind."""
+        """Proposer valid rate on fixed reference prompts (sampled) and, on fixed held-out tasks
+        (`method.eval_tasks_per_kind` synthetic tasks of each kind, never the buffer), the solver's
+        greedy accuracy and its sampled accuracy (mean over G answers at `rl.temperature`, the
+        quantity RL optimises; less noisy than greedy on a small model)."""
         rng = np.random.default_rng([self.config.seed, 8])
-        chunk, statuses, grades = 3 * self.per_kind, [], []
+        chunk, statuses, grades, sampled = 3 * self.per_kind, [], [], []
         for start in range(0, len(self.eval_tasks), chunk):  # batches of the proposer's shape: no new compilation
             references = self.eval_references[start : start + chunk]
             statuses += self.propose(params, references + [references[-1]] * (chunk - len(references)), rng, key)[2][: len(references)]
             tasks = self.eval_tasks[start : start + chunk]
-            grades += self.solve(params, tasks + [tasks[-1]] * (chunk - len(tasks)), key, greedy=True)[2][: len(tasks)]
+            padded = tasks + [tasks[-1]] * (chunk - len(tasks))
+            grades += self.solve(params, padded, key, greedy=True)[2][: len(tasks)]
+            sampled += self.solve(params, padded, jax.random.fold_in(key, start + 1))[2][: len(tasks) * self.group]
         results = {"eval/valid_rate": float(np.mean([s == azt.OK for s in statuses]))}
-        correct = np.array([g == "correct" for g in grades])
-        results["eval/solver_accuracy"] = float(correct.mean())
         kinds = np.array([t.kind for t in self.eval_tasks])
-        results.update({f"eval/solver_accuracy/{kind}": float(correct[kinds == kind].mean()) for kind in azt.KINDS})
+        for name, graded, repeat in (("solver_accuracy", grades, 1), ("solver_sampled_accuracy", sampled, self.group)):
+            correct = np.array([g == "correct" for g in graded]).reshape(-1, repeat).mean(1)
+            results[f"eval/{name}"] = float(correct.mean())
+            results.update({f"eval/{name}/{kind}": float(correct[kinds == kind].mean()) for kind in azt.KINDS})
         return results
 
     def sft_batch(self, rng):

@@ -113,6 +113,23 @@ def preference_pairs(scores: Sequence[Sequence[Optional[float]]]) -> tuple[list[
     return pairs, {"ties": ties, "too_few": too_few}
 
 
+def verifier_pair_metrics(pairs: Sequence[tuple[int, int, int]], correct: Sequence[bool], group: int) -> dict:
+    """Evaluation only, never a reward: the verifier's view of the self-judged pairs.
+
+    `correct[b * group + i]` is the verifier's label of response i to prompt b. Returns the fraction
+    of pairs whose chosen response is correct (compare with the round's sample accuracy, the chance
+    that a random response is), whose rejected response is, and whose chosen is correct while the
+    rejected is not (all 0.0 without pairs).
+    """
+    if not pairs:
+        return {"self_rewarding/chosen_correct": 0.0, "self_rewarding/rejected_correct": 0.0,
+                "self_rewarding/pairs_verifier_ordered": 0.0}
+    chosen = np.array([correct[b * group + i] for b, i, _ in pairs], bool)
+    rejected = np.array([correct[b * group + j] for b, _, j in pairs], bool)
+    return {"self_rewarding/chosen_correct": float(chosen.mean()), "self_rewarding/rejected_correct": float(rejected.mean()),
+            "self_rewarding/pairs_verifier_ordered": float((chosen & ~rejected).mean())}
+
+
 def judge_seed_examples(task, examples: Sequence[Example], max_score: int, seed: int) -> tuple[list[str], list[str]]:
     """(judge prompts, judgements) for the warm start: each example with its own worked solution or,
     with probability 1/2, the next example's; scored by the task's verifier (max_score or 0)."""
@@ -189,8 +206,7 @@ class SelfRewarding:
             "self_rewarding/pairs": len(pairs), "self_rewarding/ties": skipped["ties"], "self_rewarding/too_few": skipped["too_few"],
             "judge/parse_failure_fraction": malformed / (len(flat) * cfg.judge_samples), "judge/too_long": too_long,
             "judge/agreement": float(np.mean([(s > cfg.max_score / 2) == bool(c) for s, c in judged])) if judged else 0.0,
-            # monitoring only: how often the self-judged chosen response is verifier-correct and the rejected one is not
-            "self_rewarding/pairs_verifier_ordered": float(np.mean([correct[b * g + i] > correct[b * g + j] for b, i, j in pairs])) if pairs else 0.0,
+            **verifier_pair_metrics(pairs, correct, g),
         }
         return params, {**metrics, **dpo_metrics}
 

@@ -1,7 +1,14 @@
 """Absolute Zero: learnability and format-aware rewards, TRR++ classes, program validation in the
-sandbox, grading, the task buffer, and a fixed-seed self-play run whose proposer valid-task rate goes
-up (resumed from a checkpoint to the same final buffer). Held-out solver accuracy does not rise in
-a run this short (see the run summary), so it is not asserted."""
+sandbox, grading, the task buffer, and a fixed-seed self-play run (resumed from a checkpoint to the
+same final buffer) whose proposer valid-task rate on its training references goes up.
+
+That rate is measured on the moving buffer: the references start as the identity program and become
+the model's own proposals. On the fixed held-out measures (valid rate on fixed reference prompts,
+solver greedy and sampled accuracy on fixed synthetic tasks) this run does not improve: the warm
+start leaves the solver at ~15% greedy, ~5% correct answers at temperature 1, too sparse a signal
+for 24 steps to lift (measured before -> after: valid rate 0.50 -> 0.48, greedy accuracy 0.146 ->
+0.104); the variants tried are listed in the README. Those measures are asserted to be reported and
+not to collapse (valid rate down by < 0.15, accuracies above half their start), not to rise."""
 from __future__ import annotations
 
 import json
@@ -140,7 +147,12 @@ def test_self_play_raises_the_valid_task_rate(self_play_run):
     valid = [row["propose/valid_rate"] for row in rows if "propose/valid_rate" in row]
     assert len(valid) == tiny_config().rl.steps
     assert np.mean(valid[-4:]) > np.mean(valid[:4]) + 0.1
-    assert {"eval/valid_rate", "eval/solver_accuracy"} <= set(summary)
+    held_out = ("eval/valid_rate", "eval/solver_accuracy", "eval/solver_sampled_accuracy")
+    assert set(held_out) <= set(summary)
+    # reported before and after, not asserted to rise (module docstring); a collapse fails
+    assert summary["eval/valid_rate"]["after RL"] > summary["eval/valid_rate"]["before RL"] - 0.15, summary["eval/valid_rate"]
+    for name in held_out[1:]:
+        assert summary[name]["after RL"] > 0.5 * summary[name]["before RL"], (name, summary[name])
 
 
 def test_resume_restores_the_task_buffer(self_play_run):

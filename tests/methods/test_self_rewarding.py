@@ -1,6 +1,7 @@
 """Self-rewarding (methods/self_rewarding.py): the judge prompt and its tokens, score parsing
-(malformed judgements -> None), pair construction (ties and unscored responses skipped), the judge
-seed examples, and the judge step end to end with a stub sampler."""
+(malformed judgements -> None), pair construction (ties and unscored responses skipped), the
+evaluation-only verifier metrics of the pairs, the judge seed examples, and the judge step end to
+end with a stub sampler."""
 from types import SimpleNamespace
 
 import jax
@@ -38,6 +39,15 @@ def test_preference_pairs_highest_vs_lowest_skipping_ties_and_unscored():
     # first highest and first lowest: prompt 3 -> chosen 2 (not 3), rejected 4 (not 5)
     assert pairs == [(0, 1, 3), (3, 2, 4)]
     assert skipped == {"ties": 1, "too_few": 3}
+
+
+def test_verifier_pair_metrics_are_evaluation_only_counts():
+    # 2 prompts x 3 responses; pairs (prompt, chosen, rejected)
+    correct = [True, False, False, True, True, False]
+    metrics = sr.verifier_pair_metrics([(0, 0, 1), (1, 2, 0)], correct, group=3)
+    assert metrics == {"self_rewarding/chosen_correct": 0.5, "self_rewarding/rejected_correct": 0.5,
+                       "self_rewarding/pairs_verifier_ordered": 0.5}
+    assert set(sr.verifier_pair_metrics([], correct, group=3).values()) == {0.0}
 
 
 def test_judge_seed_examples_are_labelled_by_the_verifier():
