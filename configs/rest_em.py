@@ -3,7 +3,8 @@ drop the final carry digit half of the time.
 
 After the SFT warm start, each iteration samples 8 completions for each of 256 training problems,
 keeps the distinct verified-correct ones (at most 4 per problem) and fine-tunes the warm-started
-(base) model on them; the demonstrations' mistake is filtered out by the verifier.
+(base) model on them; the demonstrations' mistake is filtered out by the verifier. Shares the task,
+warm start and sampling settings of configs/star.py (the same loop, without rationalization).
 
     jaxrl-self train --config configs/rest_em.py
 """
@@ -12,29 +13,16 @@ from pathlib import Path
 from jaxrl_self.config import load_config_file
 
 
-def _default_config():
-    return load_config_file(Path(__file__).with_name("default.py"))
-
-
 def get_config():
-    config = _default_config()
-    config.task.digits = 2
-    config.rl.max_new_tokens = 32  # the longest 2-digit worked solution is 23 tokens + EOS
-    config.sft.steps = 200
+    config = load_config_file(Path(__file__).with_name("star.py"))
     config.method.update(dict(
         loop="rest_em",  # jaxrl_self/methods/loops.py
         iterations=2,
         num_problems=256,  # the fixed pool of training problems sampled every iteration
         samples_per_prompt=8,
-        temperature=1.0,
         max_per_problem=4,  # distinct verified-correct completions kept per problem
         rationalize=False,
-        hint_template="<answer>{reference}</answer>{prompt}",
-        hint_prompt_len=24,
         train_steps=150,  # M-step SFT steps (from the base model every iteration)
         steps_growth=1.0,
-        train_batch_size=64,
-        learning_rate=1e-3,
-        batch_size=256,  # prompts per sampler call
     ))
     return config
