@@ -8,28 +8,18 @@ from jaxrl_self.models.transformer import positions_from_mask
 from jaxrl_self.sampling.processors import scale_by_temperature
 
 
-def completion_hidden(model, prompt_tokens, prompt_mask, completion_tokens, completion_mask):
-    """Teacher-forced final hidden states `[N, T, E]` at the positions that predict the completion.
-
-    prompt_* `[N, P]` (left-padded), completion_* `[N, T]` (right-padded). Position P-1+t predicts
-    completion token t; only these T positions are returned, so callers project T (not P+T)
-    positions onto the vocabulary — the `[N, P+T, V]` logits would dominate memory for large V.
-    """
-    prompt_len = prompt_tokens.shape[1]
-    tokens = jnp.concatenate([prompt_tokens, completion_tokens], axis=1)
-    mask = jnp.concatenate([prompt_mask.astype(bool), completion_mask.astype(bool)], axis=1)
-    hidden, _ = model.hidden_states(tokens, positions_from_mask(mask), mask)
-    return hidden[:, prompt_len - 1 : -1]
-
-
 def completion_logprobs(model, prompt_tokens, prompt_mask, completion_tokens, completion_mask, temperature=1.0, with_entropy=False):
     """Teacher-forced log-probs of the completion tokens.
 
     prompt_* `[N, P]` (left-padded), completion_* `[N, T]` (right-padded) -> logp `[N, T] float32`
     under `log_softmax(logits / temperature)` (the sampler's behaviour distribution), and the
-    per-token entropy `[N, T]` of that distribution when `with_entropy` (else None).
+    per-token entropy `[N, T]` of that distribution when `with_entropy` (else None). Logits at
+    position P-1+t predict completion token t.
     """
-    hidden = completion_hidden(model, prompt_tokens, prompt_mask, completion_tokens, completion_mask)
-    logits = scale_by_temperature(model.logits(hidden), temperature)
+    prompt_len = prompt_tokens.shape[1]
+    tokens = jnp.concatenate([prompt_tokens, completion_tokens], axis=1)
+    mask = jnp.concatenate([prompt_mask.astype(bool), completion_mask.astype(bool)], axis=1)
+    logits, _ = model(tokens, positions_from_mask(mask), mask)
+    logits = scale_by_temperature(logits[:, prompt_len - 1 : -1], temperature)
     logp = token_logprobs(logits, completion_tokens)
     return logp, (token_entropy(logits) if with_entropy else None)

@@ -14,8 +14,8 @@ from __future__ import annotations
 import jax.numpy as jnp
 
 from jaxrl_self.algorithms.losses import token_entropy, token_logprobs
+from jaxrl_self.models.transformer import positions_from_mask
 from jaxrl_self.sampling.processors import scale_by_temperature
-from jaxrl_self.train.policy import completion_hidden
 
 
 def init_value_head(hidden_size: int) -> dict:
@@ -45,7 +45,11 @@ def completion_logprobs_and_values(model, value_params, prompt_tokens, prompt_ma
     entropy `[N, T]` of `softmax(logits / temperature)`, values `[N, T]`), all float32. Matches
     `policy.completion_logprobs` for logp and entropy.
     """
-    hidden = completion_hidden(model, prompt_tokens, prompt_mask, completion_tokens, completion_mask)
+    prompt_len = prompt_tokens.shape[1]
+    tokens = jnp.concatenate([prompt_tokens, completion_tokens], axis=1)
+    mask = jnp.concatenate([prompt_mask.astype(bool), completion_mask.astype(bool)], axis=1)
+    hidden, _ = model.hidden_states(tokens, positions_from_mask(mask), mask)
+    hidden = hidden[:, prompt_len - 1 : -1]
     logits = scale_by_temperature(model.logits(hidden), temperature)
     values = jnp.einsum("nte,e->nt", hidden.astype(jnp.float32), value_params["kernel"]) + value_params["bias"]
     return token_logprobs(logits, completion_tokens), token_entropy(logits), values
