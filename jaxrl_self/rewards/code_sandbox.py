@@ -11,13 +11,18 @@ Isolation, detected once per process and logged:
   could write anywhere). ``RLIMIT_NPROC`` counts every process of that user, so concurrent
   sandboxes share the ``max_processes`` budget. A non-root caller's limit is set to its current
   task count plus ``max_processes``.
-* Where ``unshare -rn --pid --fork --kill-child --mount-proc`` works, the program gets its own
-  user, network (loopback only, down), mount and PID namespaces: no network, a ``/proc`` that
-  shows only its own processes, and every process it started dies with it.
+* Where ``unshare -rn --pid --fork --kill-child --mount-proc`` works (and may mount a tmpfs),
+  the program gets its own user, network (loopback only, down), mount and PID namespaces: no
+  network, a ``/proc`` that shows only its own processes, every process it started dies with it,
+  and the world-writable directories (``/tmp``, ``/var/tmp``, ``/dev/shm``, ``/run/lock``) are
+  private, size-limited tmpfs mounts that vanish with it — the only place its writes outlive it is
+  its own working directory, which is deleted after the run.
 * Where it does not, network access is blocked by the launcher replacing the ``socket`` module's
   constructors (best effort: a determined program can still reach ``_socket``), processes that
-  escaped the process group with ``setsid`` may outlive the run, and a non-root caller's other
-  processes are visible in ``/proc``.
+  escaped the process group with ``setsid`` may outlive the run, a non-root caller's other
+  processes are visible in ``/proc``, and the program can write to the world-writable
+  directories (as ``nobody`` when the caller is root; as the caller otherwise, who it could then
+  also signal).
 
 This is a guard against accidents and reward hacking by a research model, not a security
 boundary against a determined attacker (the program can still read world-readable files).
@@ -35,12 +40,13 @@ import signal
 import subprocess
 import sys
 import tempfile
+import textwrap
 from collections.abc import Sequence
 from typing import NamedTuple
 
 logger = logging.getLogger(__name__)
 
-REASONS = ("ok", "wrong_answer", "timeout", "memory", "file_size", "output_limit", "runtime_error",
+REASONS = ("ok", "wrong_answer", "timeout", "memory", "file_size", "output_limit", "killed", "runtime_error",
            "nondeterministic")
 _UNSHARE_COMMAND = ("unshare", "-rn", "--pid", "--fork", "--kill-child", "--mount-proc")
 _SAFE_PATH = "/usr/local/bin:/usr/bin:/bin"
@@ -48,6 +54,17 @@ _SAFE_PATH = "/usr/local/bin:/usr/bin:/bin"
 # cannot raise them), optionally disable sockets, then run the program as __main__. Setting
 # limits here rather than in a preexec_fn keeps Python code out of the forked child of a
 # multithreaded (JAX) process.
+_WORLD_WRITABLE = ("/tmp", "/var/tmp", "/dev/shm", "/run/lock")
+# Inside the namespaces: hide every world-writable directory behind a private tmpfs (the program's
+# working directory, which may lie under /tmp, stays reachable through its cwd).
+_PRIVATE_TMP = f"""\
+import ctypes, os
+_libc = ctypes.CDLL(None, use_errno=True)
+for _target in {_WORLD_WRITABLE!r}:
+    if os.path.isdir(_target) and _libc.mount(b"none", _target.encode(), b"tmpfs", 0, b"size=16m,mode=1777"):
+        raise OSError(ctypes.get_errno(), "cannot mount a private tmpfs on " + _target)
+del ctypes, os, _libc, _target
+"""
 _LAUNCHER = """\
 import resource, sys
 path, block_network, limits = sys.argv[1], sys.argv[2] == "1", sys.argv[3:]
@@ -69,9 +86,11 @@ sys.argv = [path]
 with open(path, encoding="utf-8") as program_file:
     source = program_file.read()
 namespace = {"__name__": "__main__", "__file__": path, "__builtins__": __builtins__}
+if not block_network:  # in the namespaces
+{private_tmp}
 del resource, sys, path, block_network, limits, program_file
 exec(compile(source, namespace["__file__"], "exec"), namespace)
-"""
+""".replace("{private_tmp}", textwrap.indent(_PRIVATE_TMP, "    ").rstrip())
 
 
 class ProgramRun(NamedTuple):
@@ -154,7 +173,7 @@ def _detect_isolation() -> _Isolation:
     if python is None:
         raise RuntimeError("no Python interpreter usable by the sandbox user was found")
     use_namespaces = (shutil.which("unshare") is not None
-                      and _probe([*_UNSHARE_COMMAND, python, "-I", "-S", "-c", "pass"], run_as_uid))
+                      and _probe([*_UNSHARE_COMMAND, python, "-I", "-S", "-c", _PRIVATE_TMP], run_as_uid))
     logger.info("code sandbox: python=%s, run_as_uid=%s, network isolation=%s", python, run_as_uid,
                 "namespaces (unshare)" if use_namespaces else "socket patch (best effort)")
     return _Isolation(run_as_uid, use_namespaces, python)
@@ -163,8 +182,10 @@ def _detect_isolation() -> _Isolation:
 def _classify_failure(returncode: int, stderr_tail: str) -> str:
     if returncode in (-signal.SIGXCPU, 128 + signal.SIGXCPU):
         return "timeout"
-    if "MemoryError" in stderr_tail or returncode in (-signal.SIGSEGV, -signal.SIGKILL):
+    if "MemoryError" in stderr_tail or returncode == -signal.SIGSEGV:
         return "memory"
+    if returncode == -signal.SIGKILL:  # by itself (e.g. its process group) or the kernel's OOM killer
+        return "killed"
     if "File too large" in stderr_tail or returncode == -signal.SIGXFSZ:
         return "file_size"
     return "runtime_error"
@@ -225,10 +246,11 @@ def run_program(program: str, stdin: str = "", limits: SandboxLimits = SandboxLi
             output = stdout_file.read(limits.max_output_bytes).decode("utf-8", errors="replace")
             stderr_file.seek(max(0, stderr_file.tell() - 4096))
             stderr_tail = stderr_file.read().decode("utf-8", errors="replace")
+    # A program stopped by the file-size limit on its stdout is over the output limit too.
+    if output_size > limits.max_output_bytes or output_size >= limits.max_file_bytes:
+        return ProgramRun(False, output, "output_limit")
     if returncode != 0:
         return ProgramRun(False, output, _classify_failure(returncode, stderr_tail))
-    if output_size > limits.max_output_bytes:
-        return ProgramRun(False, output, "output_limit")
     return ProgramRun(True, output, "ok")
 
 

@@ -25,13 +25,15 @@ from jaxrl_self.rewards.answers import extract_answer
 logger = logging.getLogger(__name__)
 
 _WRAPPER_COMMAND = re.compile(r"\\(?:text|textbf|textrm|mathrm|mathbf|mbox|operatorname)\s*\{")
-_DROPPED_TOKENS = ("\\left", "\\right", "\\displaystyle", "\\!", "\\,", "\\;", "\\:", "$",
+_DROPPED_TOKENS = ("\\left", "\\right", "\\displaystyle", "\\!", "\\,", "\\;", "\\:", "\\ ", "\\$", "$",
                    "^{\\circ}", "^\\circ", "\\%", "%")
 _UNIT_WORDS = ("units", "unit", "degrees", "degree", "cm", "centimeters", "centimeter", "meters",
                "meter", "km", "kilometers", "inches", "inch", "feet", "foot", "ft", "dollars",
                "dollar", "cents", "cent", "hours", "hour", "minutes", "minute", "seconds",
                "second", "mph", "square", "sq", "cubic", "pounds", "lbs", "kg", "grams", "days",
                "day", "years", "year", "miles", "mile", "percent")
+# A unit written as text after a number or fraction: "5 \\text{ apples}", "6\\,\\mathrm{m}".
+_TRAILING_TEXT_UNIT = re.compile(r"(?<=[\d}])(?:\s|\\[ ,;:!])*\\(?:text|textrm|mathrm|mbox)\s*\{\s*[A-Za-z][A-Za-z .]*\}\s*$")
 _TRAILING_UNITS = re.compile(r"(?:\s+(?:{})\b\.?)+\s*$".format("|".join(_UNIT_WORDS)))
 _SINGLE_VARIABLE_LHS = re.compile(r"\s*(?:[A-Za-z]|\\[A-Za-z]+)\s*=([^=]*)")
 _DECIMAL = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)")
@@ -56,11 +58,12 @@ def normalize_answer(s: str) -> str:
     """MATH-style normalisation of an answer string (ALGORITHMS.md 4.3).
 
     Strips whitespace and ``$``; drops ``\\left``, ``\\right``, spacing commands, degree signs and
-    percent signs; unwraps ``\\text{..}``/``\\mathrm{..}`` and removes trailing unit words;
+    percent signs; drops a ``\\text{..}`` unit after a number, unwraps other
+    ``\\text{..}``/``\\mathrm{..}`` and removes trailing unit words;
     ``\\dfrac``/``\\tfrac`` → ``\\frac``; ``\\frac12`` → ``\\frac{1}{2}``; ``.5`` → ``0.5``;
     ``x = 5`` → ``5``; ``1,000`` → ``1000``; removes a trailing ``.`` and all spaces.
     """
-    s = _unwrap_text_commands(s.strip())
+    s = _unwrap_text_commands(_TRAILING_TEXT_UNIT.sub("", s.strip()))
     for token in _DROPPED_TOKENS:
         s = s.replace(token, "")
     s = s.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac")

@@ -1,5 +1,8 @@
-"""Sandbox limits: every kill reason, network and environment isolation."""
+"""Sandbox limits: every kill reason, network, file-system and environment isolation; hostile
+programs end quickly, leave no process behind and leave the test process healthy."""
 import os
+import time
+import uuid
 
 import pytest
 
@@ -25,18 +28,73 @@ def test_correct_program_passes_and_wrong_fails():
         run_tests(DOUBLE, [], FAST)
 
 
+def sandbox_processes():
+    """Pids of stray sandbox processes: their command line names a sandbox directory that is gone,
+    so their run is over (sandboxes that other processes are running now are not counted)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                args = f.read().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        paths = [a for a in args if "jaxrl_sandbox_" in a and a.endswith("main.py")]
+        if paths and not os.path.exists(os.path.dirname(paths[0])):
+            pids.append(int(entry))
+    return pids
+
+
 @pytest.mark.parametrize("program, reason", [
     ("while True:\n    pass", "timeout"),
     ("import time\ntime.sleep(60)", "timeout"),
     ("blob = bytearray(2 * 1024**3)", "memory"),
     ("with open('big', 'wb') as f:\n    while True:\n        f.write(b'x' * 65536)", "file_size"),
     ("print('x' * 200000)", "output_limit"),
+    ("import sys\nwhile True:\n    sys.stdout.write('x' * 65536)", "output_limit"),  # gigabytes of stdout
+    ("def f(n):\n    return f(n + 1)\nf(0)", "runtime_error"),  # deep recursion
+    ("def f(:\n    pass", "runtime_error"),  # syntax error
     ("raise SystemExit(3)", "runtime_error"),
 ])
 def test_kill_reasons(program, reason):
+    started = time.monotonic()
     run = run_program(program, "", FAST)
     assert not run.ok
     assert run.reason == reason
+    assert time.monotonic() - started < FAST.timeout_s + 2.0
+    assert sandbox_processes() == []
+
+
+def test_killing_its_parent_kills_only_itself():
+    isolation = code_sandbox._detect_isolation()
+    if not isolation.use_namespaces and isolation.run_as_uid is None:
+        pytest.skip("without namespaces a non-root caller's sandbox runs as the caller and could kill this test")
+    run = run_program("import os, signal\nos.kill(os.getppid(), signal.SIGKILL)\nimport time\ntime.sleep(5)", "", FAST)
+    # In a PID namespace its parent is outside (pid 0: its own process group); as nobody, root's
+    # processes refuse the signal.
+    assert run.reason == ("killed" if isolation.use_namespaces else "runtime_error")
+    assert sandbox_processes() == []
+    assert run_tests(DOUBLE, [("4\n", "8")], FAST) == (1.0, "ok")  # this process and the sandbox still work
+
+
+def test_writes_outside_its_directory_do_not_persist():
+    isolation = code_sandbox._detect_isolation()
+    name = f"jaxrl_escape_{uuid.uuid4().hex}"
+    targets = [os.path.join(d, name) for d in code_sandbox._WORLD_WRITABLE if os.path.isdir(d)]
+    program = "".join(f"open({t!r}, 'w').write('x')\n" for t in targets)
+    run = run_program(program, "", FAST)
+    try:
+        if isolation.use_namespaces:
+            assert run.ok, run  # written to private tmpfs mounts that vanish with the sandbox
+            assert [t for t in targets if os.path.exists(t)] == []
+        # Everywhere else the sandbox user (nobody, or a non-root caller) may not write.
+        outside = run_program("open('/etc/jaxrl_escape', 'w').write('x')", "", FAST)
+        assert outside.reason == "runtime_error" and not os.path.exists("/etc/jaxrl_escape")
+    finally:
+        for t in targets:
+            if os.path.exists(t):
+                os.remove(t)
+    if not isolation.use_namespaces:
+        pytest.skip("without namespaces the world-writable directories are shared (documented fallback)")
 
 
 def test_fork_bomb_is_limited():
@@ -46,6 +104,8 @@ def test_fork_bomb_is_limited():
     run = run_program(program, "", FAST)
     assert run.ok, run
     assert int(run.output) < FAST.max_processes
+    time.sleep(0.2)
+    assert sandbox_processes() == []  # the sleeping children died with the sandbox
 
 
 def test_network_is_unreachable():

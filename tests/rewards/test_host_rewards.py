@@ -100,3 +100,26 @@ def test_decode_sees_only_masked_tokens_and_vmap():
                                             jnp.stack([refs, refs]))
     np.testing.assert_allclose(batched["reward"], [[0.1, 0.1], [1.0, 0.1]])
     assert batched["verifier_failures"].shape == (2, len(FAILURE_REASONS))
+
+
+def test_sharded_over_8_devices_matches_direct_calls():
+    """Rows of a batch split over 8 devices: the callback gives what calling the verifier gives."""
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+    from jaxrl_self.rewards.math_verify import math_score
+
+    assert jax.device_count() == 8  # tests/conftest.py forces 8 host devices
+    answers = [r"\boxed{\frac12}", "#### 1,000", "The answer is 7 cm.", r"\boxed{x+1}", "no answer", r"\boxed{-3}",
+               "The answer is 0.25", r"\boxed{(1,2)}"] * 2
+    refs = ["0.5", "1000", "7", "x+2", "4", "-3", r"\frac14", "(1, 2)"] * 2
+    tokens, mask = encode_batch(answers, 24)
+    ref_bytes = jnp.asarray(encode_references(refs, 8))
+    rows = NamedSharding(Mesh(np.array(jax.devices()), ("data",)), PartitionSpec("data"))
+    tokens, mask, ref_bytes = (jax.device_put(x, rows) for x in (tokens, mask, ref_bytes))
+    direct = [math_score(a, r) for a, r in zip(answers, refs)]  # also starts the sympy worker
+    reward_fn = jax.jit(make_host_reward_fn(math_score, decode_chars, num_workers=2, timeout_s=60.0))
+    out = reward_fn(tokens, mask, ref_bytes)
+    for name in ("reward", "correct", "format_ok"):
+        np.testing.assert_array_equal(out[name], [d[name] for d in direct], err_msg=name)
+    assert sorted(set(np.asarray(out["correct"]).tolist())) == [0.0, 1.0]
+    np.testing.assert_array_equal(out["verifier_failures"], failure_counts())

@@ -38,6 +38,20 @@ def test_normalize_answer(raw, expected):
     (r"\sqrt{8}", r"2\sqrt{2}"),
     ("x^2+2x+1", "(x+1)^2"),
     (r"\frac{\pi}{2}", r"\pi/2"),
+    ("12", "12"),
+    ("1,234,567", "1234567"),
+    ("1,000.5", "1000.5"),
+    (r"10\,000", "10000"),
+    ("3.50", "3.5"),
+    ("-7", "-7.0"),
+    (r"\frac{-1}{2}", "-0.5"),
+    (r"-\dfrac{3}{2}", "-1.5"),
+    ("0.125", r"\frac18"),
+    ("2/4", "1/2"),
+    (r"\$5", "5"),
+    ("5 cm", "5"),
+    (r"5 \text{ apples}", "5"),
+    (r"6\ \mathrm{m}", "6"),
 ])
 def test_equivalent_pairs(a, b):
     assert answers_equivalent(a, b)
@@ -54,6 +68,16 @@ def test_equivalent_pairs(a, b):
     ("", "0"),
     (None, "1"),
     ("import os", "0"),
+    ("-3", "3"),
+    ("-0.5", "0.5"),
+    ("12", "21"),
+    ("1,000", "100"),
+    ("1,234", "1.234"),
+    (r"\frac{1}{2}", "0.55"),
+    ("2/3", "0.67"),
+    ("0.1", "0.10001"),
+    ("5 cm", "6"),
+    ("3.14", r"\pi"),
 ])
 def test_non_equivalent_pairs(a, b):
     assert not answers_equivalent(a, b)
@@ -64,6 +88,20 @@ def test_pathological_input_times_out_as_false():
     assert not answers_equivalent("2^{2^{2^{40}}}", "3", timeout=1.0)
     assert time.monotonic() - started < 5.0
     assert answers_equivalent("x^2-1", "(x-1)(x+1)")  # the worker was restarted and works again
+
+
+@pytest.mark.parametrize("completion, reference, correct", [
+    ("The answer is 42.", "42", 1.0),
+    ("The answer is: -5 degrees", "-5", 1.0),
+    (r"so the total is \boxed{1,000} dollars", "1000", 1.0),
+    ("Natalia sold 48 clips in May.\n#### 72", "72", 1.0),
+    (r"Thus \boxed{\dfrac{3}{4}}.", "0.75", 1.0),
+    (r"\boxed{\$18}", "18", 1.0),
+    ("The answer is 41.", "42", 0.0),
+    (r"first \boxed{42}, no wait: \boxed{41}", "42", 0.0),
+])
+def test_text_around_the_answer(completion, reference, correct):
+    assert math_score(completion, reference)["correct"] == correct
 
 
 def test_math_score_components():
