@@ -75,6 +75,9 @@ class SelfPlay:
         eval_rng = np.random.default_rng([config.seed, 7])
         self.eval_tasks = [azt.random_task(kind, eval_rng) for kind in azt.KINDS for _ in range(method.eval_tasks_per_kind)]
         self.eval_references = [azt.random_task(kind, eval_rng) for kind in azt.KINDS for _ in range(method.eval_tasks_per_kind)]
+        # the warm start never shows these prompts, so the held-out measures are held out
+        self.held_out_prompts = ({azt.solver_prompt(t) for t in self.eval_tasks}
+                                 | {azt.proposer_prompt(t) for t in self.eval_references})
         self.root_key = jax.random.key(config.seed)
 
     def rl_state(self, params=None):
@@ -144,15 +147,22 @@ class SelfPlay:
         prompts, completions = [], []
         for _ in range(self.config.sft.batch_size):
             kind = azt.KINDS[int(rng.integers(3))]
-            task = azt.random_task(kind, rng)
             if rng.random() < 0.5:
-                prompts.append(azt.proposer_prompt(azt.random_task(kind, rng)))
-                completions.append(azt.proposal_completion(task))
+                prompts.append(self._training_prompt(kind, rng, azt.proposer_prompt)[1])
+                completions.append(azt.proposal_completion(azt.random_task(kind, rng)))
             else:
-                prompts.append(azt.solver_prompt(task))
+                task, prompt = self._training_prompt(kind, rng, azt.solver_prompt)
+                prompts.append(prompt)
                 completions.append(azt.solver_answer(task))
         batch = encode_pairs(self.tokenizer, prompts, completions, self.prompt_len, self.new_tokens)
         return {k: np.asarray(v) for k, v in batch.items()}
+
+
+    def _training_prompt(self, kind, rng, prompt_of):
+        """A random task of `kind` and `prompt_of(task)`, redrawn until the prompt is not held out."""
+        while (prompt := prompt_of(task := azt.random_task(kind, rng))) in self.held_out_prompts:
+            pass
+        return task, prompt
 
 
 def trr_class_ids(per_kind: int, group: int) -> np.ndarray:

@@ -4,10 +4,11 @@ same final buffer) whose proposer valid-task rate on its training references goe
 
 That rate is measured on the moving buffer: the references start as the identity program and become
 the model's own proposals. On the fixed held-out measures (valid rate on fixed reference prompts,
-solver greedy and sampled accuracy on fixed synthetic tasks) this run does not improve: the warm
-start leaves the solver at ~15% greedy, ~5% correct answers at temperature 1, too sparse a signal
-for 24 steps to lift (measured before -> after: valid rate 0.50 -> 0.48, greedy accuracy 0.146 ->
-0.104); the variants tried are listed in the README. Those measures are asserted to be reported and
+solver greedy and sampled accuracy on fixed synthetic tasks, none of whose prompts the warm start
+shows) this run does not improve: the warm start leaves the solver at ~12% greedy, ~6% correct
+answers at temperature 1, too sparse a signal for 24 steps to lift (measured before -> after: valid
+rate 0.43 -> 0.48, greedy accuracy 0.125 -> 0.104, sampled 0.057 -> 0.060); the variants tried are
+listed in the README. Those measures are asserted to be reported and
 not to collapse (valid rate down by < 0.15, accuracies above half their start), not to rise."""
 from __future__ import annotations
 
