@@ -50,10 +50,6 @@ REASONS = ("ok", "wrong_answer", "timeout", "memory", "file_size", "output_limit
            "nondeterministic")
 _UNSHARE_COMMAND = ("unshare", "-rn", "--pid", "--fork", "--kill-child", "--mount-proc")
 _SAFE_PATH = "/usr/local/bin:/usr/bin:/bin"
-# Runs inside the sandboxed interpreter: lower its own limits (soft = hard, so the program
-# cannot raise them), optionally disable sockets, then run the program as __main__. Setting
-# limits here rather than in a preexec_fn keeps Python code out of the forked child of a
-# multithreaded (JAX) process.
 _WORLD_WRITABLE = ("/tmp", "/var/tmp", "/dev/shm", "/run/lock")
 # Inside the namespaces: hide every world-writable directory behind a private tmpfs (the program's
 # working directory, which may lie under /tmp, stays reachable through its cwd).
@@ -65,6 +61,10 @@ for _target in {_WORLD_WRITABLE!r}:
         raise OSError(ctypes.get_errno(), "cannot mount a private tmpfs on " + _target)
 del ctypes, os, _libc, _target
 """
+# Runs inside the sandboxed interpreter: lower its own limits (soft = hard, so the program
+# cannot raise them), optionally disable sockets, then run the program as __main__. Setting
+# limits here rather than in a preexec_fn keeps Python code out of the forked child of a
+# multithreaded (JAX) process.
 _LAUNCHER = """\
 import resource, sys
 path, block_network, limits = sys.argv[1], sys.argv[2] == "1", sys.argv[3:]
