@@ -18,6 +18,10 @@ def get_config() -> ml_collections.ConfigDict:
     # Imperfect demonstrations: half of the SFT worked solutions drop the final carry digit
     # (847+285 -> 132). SFT learns the mistake; RL with the exact verifier has to fix it.
     config.task.demo_error_rate = 0.5
+    # Solutions that compute the result twice (a+b, then b+a), each off by one in a share
+    # check_error_rate of the demonstrations (the INTUITOR/RENT test task; tasks/arithmetic.py).
+    config.task.self_check = False
+    config.task.check_error_rate = 0.0
     config.task.seed = 0
     config.task.test_size = 200
     config.task.max_prompt_len = 16  # tokens, incl. BOS; prompts are left-padded to this

@@ -129,7 +129,8 @@ KEY_TYPES = {
     "train.max_consecutive_nonfinite": int, "train.debug_inject_nan_at_steps": tuple,
 }
 TASK_KEY_TYPES = {
-    "arithmetic": {"task.digits": int, "task.ops": str, "task.demo_error_rate": float},
+    "arithmetic": {"task.digits": int, "task.ops": str, "task.demo_error_rate": float, "task.self_check": bool,
+                   "task.check_error_rate": float},
     "countdown": {"task.num_numbers": int, "task.max_number": int, "task.max_target": int},
     "word_arithmetic": {"task.digits": int, "task.ops": str, "task.answer_format": str, "model.init_from": str},
 }
@@ -166,7 +167,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
         _check_type(config, key, expected)
     if config.task.name == "arithmetic":
         _require(config.task.digits >= 1, "task.digits", f"must be >= 1, got {config.task.digits}")
-        _require(0.0 <= config.task.demo_error_rate <= 1.0, "task.demo_error_rate", f"must be in [0, 1], got {config.task.demo_error_rate}")
+        for key in ("demo_error_rate", "check_error_rate"):
+            rate = config.task[key]
+            _require(0.0 <= rate <= 1.0, f"task.{key}", f"must be in [0, 1], got {rate}")
     model = config.model
     for key in ("hidden_size", "num_layers", "num_heads", "num_kv_heads", "head_dim", "intermediate_size"):
         _require(model[key] >= 1, f"model.{key}", f"must be >= 1, got {model[key]}")

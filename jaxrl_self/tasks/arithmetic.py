@@ -2,6 +2,8 @@
 
 Prompt "347+285=", solution "<think>7+5=12 4+8+1=13 3+2+1=6</think><answer>632</answer>".
 Subtraction (a >= b) works column by column with borrows ("14-8=6" when a ten was borrowed).
+With `self_check` the solution computes the result twice, both ways round, before answering:
+"<think>3+5=08 5+3=08</think><answer>08</answer>" (results zero-padded to a fixed width).
 The verifier extracts the last <answer> span and compares integers exactly.
 """
 from __future__ import annotations
@@ -37,6 +39,15 @@ def column_work(a: int, b: int, op: str) -> str:
     return " ".join(steps)
 
 
+def self_check_text(a: int, b: int, op: str, results: tuple[int, int], answer: int, width: int) -> str:
+    """The self-check solution: the result computed as a op b and again the other way round
+    (b+a, or -b+a), then the answer, numbers zero-padded to `width` digits so that every solution
+    of a task has the same length: "<think>3+5=08 5+3=08</think><answer>08</answer>"."""
+    first, second = (f"{x:0{width}d}" for x in results)
+    swapped = f"{b}+{a}" if op == "+" else f"-{b}+{a}"
+    return f"<think>{a}{op}{b}={first} {swapped}={second}</think><answer>{answer:0{width}d}</answer>"
+
+
 def solution_text(a: int, b: int, op: str, show_work: bool = True, drop_final_carry: bool = False) -> str:
     """The worked solution; `drop_final_carry` writes the answer without its leading carry digit
     (847+285 -> "132" instead of "1132"), the systematic mistake of imperfect demonstrations."""
@@ -56,17 +67,25 @@ class ArithmeticTask:
     demo_error_rate: fraction of worked solutions (the SFT demonstrations) whose answer drops the
     final carry digit. The reference answer is always exact, so the verifier is never fooled; SFT
     on such demonstrations learns the mistake and RL with the verifier has to unlearn it.
+    self_check: the worked solution computes the result twice (`self_check_text`) instead of
+    column by column. check_error_rate: with `self_check`, the chance that each of the two
+    demonstrated computations is off by one, independently; when they disagree the demonstrated
+    answer is either of them at random. A model trained on these is unsure of its answer exactly
+    when its two computations disagree — the property confidence rewards (INTUITOR, RENT) need.
     """
 
     name = "arithmetic"
 
     def __init__(self, digits: int = 3, ops: str = "+", seed: int = 0, train_size: int = 100_000, test_size: int = 200,
-                 show_work: bool = True, demo_error_rate: float = 0.0):
-        if not 0.0 <= demo_error_rate <= 1.0:
-            raise ValueError(f"demo_error_rate must be in [0, 1], got {demo_error_rate}")
+                 show_work: bool = True, demo_error_rate: float = 0.0, self_check: bool = False,
+                 check_error_rate: float = 0.0):
+        for name, rate in (("demo_error_rate", demo_error_rate), ("check_error_rate", check_error_rate)):
+            if not 0.0 <= rate <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {rate}")
         if digits < 1 or not ops or set(ops) - set("+-"):
             raise ValueError(f"arithmetic task needs digits >= 1 and ops from '+-', got digits={digits}, ops={ops!r}")
         self.digits, self.ops, self.seed, self.show_work, self.demo_error_rate = digits, ops, seed, show_work, demo_error_rate
+        self.self_check, self.check_error_rate = self_check, check_error_rate
         self.sizes = {"train": train_size, "test": test_size}
         self.tokenizer = make_tokenizer()
 
@@ -79,8 +98,21 @@ class ArithmeticTask:
         flawed = bool(rng.random() < self.demo_error_rate)
         prompt = f"{a}{op}{b}="
         rephrasing = f"{b}+{a}=" if op == "+" else f"-{b}+{a}="
-        solution = solution_text(a, b, op, self.show_work, drop_final_carry=flawed)
-        return prompt, Example(prompt, str(a + b if op == "+" else a - b), solution, rephrasing=rephrasing)
+        result = a + b if op == "+" else a - b
+        if self.self_check:
+            solution = self._self_check_demo(a, b, op, result, rng)
+        else:
+            solution = solution_text(a, b, op, self.show_work, drop_final_carry=flawed)
+        return prompt, Example(prompt, str(result), solution, rephrasing=rephrasing)
+
+    def _self_check_demo(self, a: int, b: int, op: str, result: int, rng: np.random.Generator) -> str:
+        """A self-check demonstration whose two computations are each off by one with
+        `check_error_rate`; the answer is their common value, or either of them at random."""
+        off = rng.random(2) < self.check_error_rate
+        signs = np.where(rng.random(2) < 0.5, -1, 1)
+        results = tuple(max(0, result + int(sign)) if wrong else result for wrong, sign in zip(off, signs))
+        answer = results[int(rng.integers(2))] if results[0] != results[1] else results[0]
+        return self_check_text(a, b, op, results, answer, width=self.digits + 1)
 
     def examples(self, split: str) -> ProceduralExamples:
         return ProceduralExamples(self._draw, self.seed, split, self.sizes[split])
