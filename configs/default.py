@@ -51,7 +51,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.rl = ml_collections.ConfigDict()
     config.rl.algorithm = "grpo"
     config.rl.reward = "verifier"  # the recipe that rewards completions (jaxrl_self/methods)
-    config.rl.steps = 60
+    config.rl.steps = 120
     config.rl.prompts_per_step = 16
     config.rl.group_size = 8
     config.rl.max_new_tokens = 40
