@@ -40,7 +40,7 @@ def _train(workdir, *overrides):
     (["--config.rl.group_size=1"], ["config.rl.group_size: group methods (grpo) need a group of >= 2"]),
     (["--config.task.max_prompt_len=100"], ["exceeds the model's context model.max_position_embeddings = 128"]),
     (["--config.train.max_consecutive_nonfinite=0"], ["config.train.max_consecutive_nonfinite: must be >= 1"]),
-    (["--config.train.debug_inject_nan_at_steps=(3,)"], ["config.train.debug_inject_nan_at_steps: must list RL steps",
+    (["--config.rl.steps=60", "--config.train.debug_inject_nan_at_steps=(3,)"], ["config.train.debug_inject_nan_at_steps: must list RL steps",
                                                          "301..360"]),
     (["--config.mesh.num_devices=0", "--config.rl.prompts_per_step=3", "--config.rl.group_size=2"],
      ["prompts_per_step*group_size (6) must be divisible by the data-parallel size 8"]),
