@@ -68,7 +68,7 @@ class ArithmeticTask:
     final carry digit. The reference answer is always exact, so the verifier is never fooled; SFT
     on such demonstrations learns the mistake and RL with the verifier has to unlearn it.
     self_check: the worked solution computes the result twice (`self_check_text`) instead of
-    column by column. check_error_rate: with `self_check`, the chance that each of the two
+    column by column (`show_work` and `demo_error_rate` then do not apply). check_error_rate: with `self_check`, the chance that each of the two
     demonstrated computations is off by one, independently; when they disagree the demonstrated
     answer is either of them at random. A model trained on these is unsure of its answer exactly
     when its two computations disagree — the property confidence rewards (INTUITOR, RENT) need.
