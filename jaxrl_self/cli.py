@@ -78,10 +78,11 @@ def _train(args, overrides) -> int:
     config_path = args.config or _default_config_path()
     config = build_config(config_path, overrides)
     workdir = args.workdir or Path("runs") / config_path.stem
+    run = train_and_evaluate
     if config.get("method") and config.method.get("loop"):  # an iterative recipe with its own outer loop
-        from jaxrl_self.methods.loops import run_method as train_and_evaluate
+        from jaxrl_self.methods.loops import run_method as run
     try:
-        summary = train_and_evaluate(config, workdir)
+        summary = run(config, workdir)
     except Preempted as stop:
         resume = shlex.join(["jaxrl-self", "train", "--config", str(config_path.resolve()), "--workdir", str(workdir.resolve()),
                              *overrides])

@@ -5,7 +5,6 @@ import json
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 
 from jaxrl_self.checkpoint import Checkpointer
