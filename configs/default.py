@@ -18,9 +18,11 @@ def get_config() -> ml_collections.ConfigDict:
     # Imperfect demonstrations: half of the SFT worked solutions drop the final carry digit
     # (847+285 -> 132). SFT learns the mistake; RL with the exact verifier has to fix it.
     config.task.demo_error_rate = 0.5
+    config.task.show_work = True  # worked solutions show the column work before the answer
     # Solutions that compute the result twice (a+b, then b+a), each off by one in a share
-    # check_error_rate of the demonstrations, in place of the column work (demo_error_rate then
-    # does not apply); the task of the README's INTUITOR/RENT measurements (tasks/arithmetic.py).
+    # check_error_rate of the demonstrations and answered with a guess when the two disagree
+    # (demo_error_rate then does not apply); the task of the README's INTUITOR/RENT measurements
+    # (tasks/arithmetic.py).
     config.task.self_check = False
     config.task.check_error_rate = 0.0
     config.task.seed = 0

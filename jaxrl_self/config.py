@@ -129,7 +129,7 @@ KEY_TYPES = {
     "train.max_consecutive_nonfinite": int, "train.debug_inject_nan_at_steps": tuple,
 }
 TASK_KEY_TYPES = {
-    "arithmetic": {"task.digits": int, "task.ops": str, "task.demo_error_rate": float, "task.self_check": bool,
+    "arithmetic": {"task.digits": int, "task.ops": str, "task.demo_error_rate": float, "task.show_work": bool, "task.self_check": bool,
                    "task.check_error_rate": float},
     "countdown": {"task.num_numbers": int, "task.max_number": int, "task.max_target": int},
     "word_arithmetic": {"task.digits": int, "task.ops": str, "task.answer_format": str, "model.init_from": str},

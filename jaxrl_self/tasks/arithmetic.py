@@ -3,7 +3,8 @@
 Prompt "347+285=", solution "<think>7+5=12 4+8+1=13 3+2+1=6</think><answer>632</answer>".
 Subtraction (a >= b) works column by column with borrows ("14-8=6" when a ten was borrowed).
 With `self_check` the solution computes the result twice, both ways round, before answering:
-"<think>3+5=08 5+3=08</think><answer>08</answer>" (results zero-padded to a fixed width).
+"<think>3+5=08 5+3=08</think><answer>08</answer>" (results zero-padded to a fixed width; with
+`show_work`, the column work then both results: "<think>3+5=8 =08 =08</think><answer>08</answer>").
 The verifier extracts the last <answer> span and compares integers exactly.
 """
 from __future__ import annotations
@@ -39,11 +40,16 @@ def column_work(a: int, b: int, op: str) -> str:
     return " ".join(steps)
 
 
-def self_check_text(a: int, b: int, op: str, results: tuple[int, int], answer: int, width: int) -> str:
+def self_check_text(a: int, b: int, op: str, results: tuple[int, int], answer: int, width: int,
+                    show_work: bool = False) -> str:
     """The self-check solution: the result computed as a op b and again the other way round
     (b+a, or -b+a), then the answer, numbers zero-padded to `width` digits so that every solution
-    of a task has the same length: "<think>3+5=08 5+3=08</think><answer>08</answer>"."""
+    of a task has the same length: "<think>3+5=08 5+3=08</think><answer>08</answer>".
+    With `show_work` the column work comes first and both results are read off it:
+    "<think>7+5=12 4+8+1=13 =132 =132</think><answer>132</answer>" for 47+85."""
     first, second = (f"{x:0{width}d}" for x in results)
+    if show_work:
+        return f"<think>{column_work(a, b, op)} ={first} ={second}</think><answer>{answer:0{width}d}</answer>"
     swapped = f"{b}+{a}" if op == "+" else f"-{b}+{a}"
     return f"<think>{a}{op}{b}={first} {swapped}={second}</think><answer>{answer:0{width}d}</answer>"
 
@@ -62,16 +68,21 @@ def solution_text(a: int, b: int, op: str, show_work: bool = True, drop_final_ca
 class ArithmeticTask:
     """a op b with `digits`-digit operands, op in `ops` (subset of "+-").
 
+    show_work: the worked solution shows its column work before the answer (else the answer alone).
     rephrasing: the same problem with operands swapped ("b+a") for addition, or written as
     "-b+a" for subtraction — a different surface form with the same answer (Co-Reward).
     demo_error_rate: fraction of worked solutions (the SFT demonstrations) whose answer drops the
     final carry digit. The reference answer is always exact, so the verifier is never fooled; SFT
     on such demonstrations learns the mistake and RL with the verifier has to unlearn it.
-    self_check: the worked solution computes the result twice (`self_check_text`) instead of
-    column by column (`show_work` and `demo_error_rate` then do not apply). check_error_rate: with `self_check`, the chance that each of the two
-    demonstrated computations is off by one, independently; when they disagree the demonstrated
-    answer is either of them at random. A model trained on these is unsure of its answer exactly
-    when its two computations disagree — the property confidence rewards (INTUITOR, RENT) need.
+    self_check: the worked solution computes the result twice (`self_check_text`): a op b and the
+    other way round, or, with `show_work`, twice read off one column work (`demo_error_rate` then
+    does not apply). check_error_rate: with `self_check`, the chance that each of the two
+    demonstrated results is off by one, independently; when they disagree the demonstrated answer
+    is a uniform guess at the answer's width. A model trained on these is sure of its answer after
+    two agreeing results and spreads it over ~10 digits after two disagreeing ones, so right results
+    earn more confidence than wrong ones — the link confidence rewards (INTUITOR, RENT) need. (A
+    guess between just the two results would not do for INTUITOR: KL(U || p) is the mean
+    log-probability over the vocabulary, which hardly changes when one likely token becomes two.)
     """
 
     name = "arithmetic"
@@ -107,12 +118,13 @@ class ArithmeticTask:
 
     def _self_check_demo(self, a: int, b: int, op: str, result: int, rng: np.random.Generator) -> str:
         """A self-check demonstration whose two computations are each off by one with
-        `check_error_rate`; the answer is their common value, or either of them at random."""
+        `check_error_rate`; the answer is their common value, or a uniform guess at the answer's width."""
         off = rng.random(2) < self.check_error_rate
         signs = np.where(rng.random(2) < 0.5, -1, 1)
         results = tuple(max(0, result + int(sign)) if wrong else result for wrong, sign in zip(off, signs))
-        answer = results[int(rng.integers(2))] if results[0] != results[1] else results[0]
-        return self_check_text(a, b, op, results, answer, width=self.digits + 1)
+        width = self.digits + 1
+        answer = results[0] if results[0] == results[1] else int(rng.integers(10 ** width))
+        return self_check_text(a, b, op, results, answer, width, self.show_work)
 
     def examples(self, split: str) -> ProceduralExamples:
         return ProceduralExamples(self._draw, self.seed, split, self.sizes[split])

@@ -21,7 +21,8 @@ def build_task(task_config, tokenizer=None):
     if name == "arithmetic":
         from jaxrl_self.tasks.arithmetic import ArithmeticTask
         return ArithmeticTask(digits=task_config.digits, ops=task_config.ops, seed=task_config.seed, test_size=task_config.test_size,
-                              demo_error_rate=task_config.demo_error_rate, self_check=task_config.self_check,
+                              show_work=task_config.show_work, demo_error_rate=task_config.demo_error_rate,
+                              self_check=task_config.self_check,
                               check_error_rate=task_config.check_error_rate)
     if name == "countdown":
         from jaxrl_self.tasks.countdown import CountdownTask
