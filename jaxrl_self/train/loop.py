@@ -22,7 +22,7 @@ from jaxrl_self.eval.evaluate import evaluate
 from jaxrl_self.metrics import MetricsWriter, ProgressBar, write_report
 from jaxrl_self.models.config import ModelConfig
 from jaxrl_self.models.pretrained import load_pretrained
-from jaxrl_self.methods import build_reward_method
+from jaxrl_self.methods import LABEL_FREE, build_reward_method
 from jaxrl_self.methods.test_time import make_vote_evaluator
 from jaxrl_self.parallel import (
     initialize_distributed,
@@ -88,10 +88,11 @@ class Run:
         self.test_examples = self.task.examples("test")[: config.eval.num_examples]
         # test-time training (config.method.test_time): RL on the held-out prompts themselves, unlabeled
         self.rl_examples = self.test_examples if config.method.test_time else self.train_examples
+        # label-free rewards sharpen the sampled answers: their runs report held-out pass@1 and maj@G
         self.evaluate_votes = make_vote_evaluator(
             self.graphdef, self.task, self.test_examples, prompt_len=self.prompt_len, max_new_tokens=self.new_tokens,
             group_size=rl.group_size, temperature=rl.temperature, batch_size=config.eval.batch_size,
-            seed=config.seed) if config.method.test_time else None
+            seed=config.seed) if config.method.test_time or rl.reward in LABEL_FREE else None
         self.root_key = jax.random.key(config.seed)
 
     def fresh_state(self, phase: str, params=None):
@@ -254,20 +255,21 @@ def train_and_evaluate(config, workdir) -> dict:
                     state, meta = run_sft(run, state, meta, control, writer)
                 if config.sft.steps == 0 and "sft_accuracy" not in meta["results"]:
                     meta["results"]["sft_accuracy"] = run.evaluate(state.params)["accuracy"]
-                if run.evaluate_votes and "test_time_before" not in meta["results"]:
-                    meta["results"]["test_time_before"] = run.evaluate_votes(state.params)
+                if run.evaluate_votes and "votes_before" not in meta["results"]:
+                    meta["results"]["votes_before"] = run.evaluate_votes(state.params)
                 state, meta = run_rl(run, state, meta, control, writer)
             final = run.evaluate(state.params)
             if run.evaluate_votes:
-                final["test_time_after"] = run.evaluate_votes(state.params)
+                final["votes_after"] = run.evaluate_votes(state.params)
         finally:
             ckpt.close()
             best.close()
     summary = {"held-out greedy accuracy": {"after SFT": meta["results"]["sft_accuracy"], "after RL": final["accuracy"]},
                "task": config.task.name, "algorithm": config.rl.algorithm, "held-out examples": len(run.test_examples)}
     if run.evaluate_votes:
-        summary["test-time training on the held-out prompts (unlabeled)"] = {
-            "before": meta["results"]["test_time_before"], "after": final["test_time_after"]}
+        trained_on = "the held-out prompts (test-time training, unlabeled)" if config.method.test_time else "the training prompts"
+        summary[f"held-out pass@1 / maj@{config.rl.group_size} at T={config.rl.temperature}, RL on {trained_on}"] = {
+            "before": meta["results"]["votes_before"], "after": final["votes_after"]}
     if is_main_process():
         report = write_report(workdir, title=f"jaxrl_self run: {workdir.name}", summary=summary, samples=final["samples"])
         log.info("report written to %s", report)
