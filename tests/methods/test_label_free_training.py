@@ -3,22 +3,13 @@ the module on 1-digit addition with exact demonstrations.
 
 The test split's problems are disjoint from training (12 held-out sums); RL on the training prompts
 with TTRL or Co-Reward raises greedy accuracy on them, measured with the true labels the recipes
-never see (fixed seeds: 0.383 -> 0.477 and 0.570 when measured). INTUITOR and RENT are checked by
-the reference-scrambling test and the unit tests only: no setting was found where their confidence
-rewards raise held-out accuracy beyond noise. Measured (greedy / sampled at T=1, mean of 8):
-from this warm start (0.383 / 0.311) at lr 1e-4 greedy ends at 0.38-0.48 depending on the seed
-(one held-out sum flipping) and sampled at 0.27-0.33; at lr 3e-4 both collapse (greedy 0.14-0.17).
-From a 2-digit warm start whose mode is right but whose samples often are not (400 SFT steps:
-0.914 / 0.46), GRPO drove greedy to 0.20-0.23 (a systematic tens-digit shift) and Dr. GRPO with
-kl_coef=0.04 kept it (0.87-0.90 / 0.44). Why, as seen in the rollouts: a token's entropy depends
-only on the tokens before it, so these rewards give no credit for the digit sampled where the
-model is unsure, only for what follows it, and this model continues a wrong digit as confidently
-as a right one (it copies its work into the answer); GRPO's std normalisation then turns the tiny
-differences left into unit advantages.
-On a task built to link confidence to correctness (`task.self_check`, check_error_rate 0.3, 300
-SFT steps, max_new_tokens 24; README, label-free rows) RENT at lr 1e-4 raised sampled pass@1
-0.416 -> 0.463 / 0.446 / 0.462 / 0.442 over seeds 0-3 (greedy 0.617 -> 0.734 / 0.531 / 0.734 /
-0.734) and INTUITOR lowered it; the margin is too thin to assert on an unknown machine.
+never see (fixed seeds: 0.383 -> 0.477 and 0.570 when measured). INTUITOR and RENT find no signal
+on this task (measured, greedy / sampled at T=1, mean of 8: from this warm start, 0.383 / 0.311, at
+lr 1e-4 greedy ends at 0.38-0.48 depending on the seed and sampled at 0.27-0.33; at lr 3e-4 both
+collapse): a token's entropy depends only on the tokens before it, so these rewards credit the digit
+sampled where the model is unsure only through what follows it, and here the answer that follows
+is copied from the work as confidently after a wrong digit as after a right one. Their training test
+is `test_confidence_training.py`, on the self-check task built to give confidence that link.
 """
 from __future__ import annotations
 
@@ -61,18 +52,22 @@ def small_config(reward: str = "verifier"):
     return config
 
 
-@pytest.fixture(scope="module")
-def warm(tmp_path_factory):
-    """(run, SFT params, held-out greedy accuracy after SFT), made once for the module."""
-    config = small_config()
-    run = Run(config, tmp_path_factory.mktemp("sft"))
+def warm_start(config, workdir: Path):
+    """(run, SFT params): `config.sft.steps` SFT steps from a fresh model, as `run_sft` takes them."""
+    run = Run(config, workdir)
     state = run.fresh_state("sft")
     step = make_sft_step(run.graphdef, run.sft_optimizer)
     iterator = PromptIterator(len(run.train_examples), config.sft.batch_size, config.seed)
     for _ in range(config.sft.steps):
         state, _ = step(state, sft_batch(run.tokenizer, [run.train_examples[i] for i in iterator.next()], run.prompt_len,
                                          run.new_tokens))
-    params = jax.tree.map(np.asarray, state.params)
+    return run, jax.tree.map(np.asarray, state.params)
+
+
+@pytest.fixture(scope="module")
+def warm(tmp_path_factory):
+    """(run, SFT params, held-out greedy accuracy after SFT), made once for the module."""
+    run, params = warm_start(small_config(), tmp_path_factory.mktemp("sft"))
     return run, params, run.evaluate(params)["accuracy"]
 
 
@@ -101,6 +96,7 @@ def with_config(run, reward: str, **method):
     validate(config)
     variant = copy.copy(run)
     variant.config = config
+    variant.rl_examples = run.test_examples if config.method.test_time else run.train_examples
     return variant
 
 
