@@ -86,14 +86,18 @@ class Run:
                                                                      top_k=rl.top_k, top_p=rl.top_p, **sampling))
         self.train_examples = self.task.examples("train")
         self.test_examples = self.task.examples("test")[: config.eval.num_examples]
-        # test-time training (config.method.test_time): RL on the held-out prompts themselves, unlabeled
-        self.rl_examples = self.test_examples if config.method.test_time else self.train_examples
         # label-free rewards sharpen the sampled answers: their runs report held-out pass@1 and maj@G
         self.evaluate_votes = make_vote_evaluator(
             self.graphdef, self.task, self.test_examples, prompt_len=self.prompt_len, max_new_tokens=self.new_tokens,
             group_size=rl.group_size, temperature=rl.temperature, batch_size=config.eval.batch_size,
             seed=config.seed) if config.method.test_time or rl.reward in LABEL_FREE else None
         self.root_key = jax.random.key(config.seed)
+
+    @property
+    def rl_examples(self):
+        """The RL prompts: the training split, or with test-time training (config.method.test_time)
+        the held-out prompts themselves, unlabeled."""
+        return self.test_examples if self.config.method.test_time else self.train_examples
 
     def fresh_state(self, phase: str, params=None):
         """The phase's initial TrainState, sharded over `self.mesh` (also the target a checkpoint restores into)."""

@@ -96,7 +96,6 @@ def with_config(run, reward: str, **method):
     validate(config)
     variant = copy.copy(run)
     variant.config = config
-    variant.rl_examples = run.test_examples if config.method.test_time else run.train_examples
     return variant
 
 
