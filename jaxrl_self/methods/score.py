@@ -15,11 +15,17 @@ length): per row a GRPO group advantage (over the G episodes of a prompt, per at
 coefficient; loss `seq_mean_token_mean(clipped surrogate + kl_coef * k3)`, one optimizer step per
 rollout batch. The reference is the warm-started policy.
 
-Warm start: SFT on the task's worked solutions for attempt 1 and, for attempt 2, on copying the
-first attempt (`x + y + <retry> -> y`): the "repeat the first answer" behaviour a base model shows,
-which RL must turn into correcting it. Metrics (train rollouts; held-out greedy as eval/...):
-accuracy at attempt 1 and 2, their difference, and the share of problems going incorrect->correct
-and correct->incorrect.
+Warm start (`method.retry_demos`): SFT on the task's worked solutions for attempt 1 and, for
+attempt 2 (`x + y1 + <retry> -> y2`), either
+  "copy":       y2 = y1, the "repeat the first answer" behaviour of a base model, which RL must
+                turn into correcting it; or
+  "redo_wrong": y2 = y1 when the verifier accepts y1, else another demonstration of the same
+                problem (drawn from the first `REDO_POOL` training examples; y1 again when the pool
+                holds no other): a weak corrector that keeps right answers and retries wrong ones.
+Metrics (train rollouts; held out as eval/...): accuracy at attempt 1 and 2, their difference, and
+the share of problems going incorrect->correct and correct->incorrect; held out both greedy
+(eval/...) and sampled at `rl.temperature` (eval/sampled/..., `method.eval_samples` episodes per
+problem), where a task's errors are sampling errors that greedy decoding hides.
 """
 from __future__ import annotations
 
@@ -53,6 +59,8 @@ log = logging.getLogger(__name__)
 
 RETRY = "<retry>"
 CHECKPOINT_DIR = "checkpoints"
+RETRY_DEMOS = ("copy", "redo_wrong")
+REDO_POOL = 8192  # training examples searched for another demonstration of a problem
 
 
 def retry_tokenizer(base: CharTokenizer) -> CharTokenizer:
@@ -148,11 +156,15 @@ class SelfCorrection:
     """Built once per run: task, tokenizer with RETRY, model definition, samplers, jitted steps.
 
     Every prompt is left-padded to `second_len = task.max_prompt_len + rl.max_new_tokens + 1`, so
-    one group-1 sampler over `rl.prompts_per_step * rl.group_size` rows serves attempt 2 and both
-    greedy eval attempts, and a group-G sampler serves attempt 1.
+    one group-1 sampler over `rl.prompts_per_step * rl.group_size` rows serves attempt 2 and
+    both attempts of the held-out episodes, and a group-G sampler serves attempt 1.
     """
 
     def __init__(self, config):
+        if config.method.retry_demos not in RETRY_DEMOS:
+            raise ConfigError(f"config.method.retry_demos: expected one of {RETRY_DEMOS}, got {config.method.retry_demos!r}")
+        if config.method.eval_samples < 1:
+            raise ConfigError(f"config.method.eval_samples: must be >= 1, got {config.method.eval_samples}")
         self.config, rl = config, config.rl
         self.task = build_task(config.task)
         self.tokenizer = retry_tokenizer(self.task.tokenizer)
@@ -176,6 +188,11 @@ class SelfCorrection:
         self.train_examples = self.task.examples("train")
         self.test_examples = self.task.examples("test")[: config.eval.num_examples]
         self.root_key = jax.random.key(config.seed)
+        self.demos_by_prompt: dict[str, list[str]] = {}
+        if config.method.retry_demos == "redo_wrong":
+            for i in range(min(REDO_POOL, len(self.train_examples))):
+                example = self.train_examples[i]
+                self.demos_by_prompt.setdefault(example.prompt, []).append(example.solution)
 
     def rl_state(self, params=None):
         params = self.init_params if params is None else params
@@ -205,26 +222,44 @@ class SelfCorrection:
                 self.grade(first, references), self.grade(second, references))
 
     def evaluate(self, params) -> dict:
-        """Greedy two-attempt metrics on the held-out examples (in chunks of the single sampler's batch)."""
+        """Two-attempt metrics on the held-out examples: greedy (eval/...) and over
+        `method.eval_samples` episodes at `rl.temperature` (eval/sampled/...)."""
+        greedy = self._held_out_rewards(params, self.root_key, temperature=0.0)
+        sampled = [self._held_out_rewards(params, jax.random.fold_in(self.root_key, draw + 1))
+                   for draw in range(self.config.method.eval_samples)]
+        return {**attempt_metrics(*greedy, prefix="eval/"),
+                **attempt_metrics(*(np.concatenate(r) for r in zip(*sampled)), prefix="eval/sampled/")}
+
+    def _held_out_rewards(self, params, key, **knobs):
+        """(r1, r2) `[num held-out examples]` of one episode per held-out example, in chunks of the
+        single sampler's batch."""
         r1, r2 = [], []
         for start in range(0, len(self.test_examples), self.rows):
             examples = self.test_examples[start : start + self.rows]
             examples = examples + [examples[-1]] * (self.rows - len(examples))
             tokens, mask = self.encode([e.prompt for e in examples])
-            *_, a, b = self.episode(params, tokens, mask, [e.reference for e in examples], self.root_key, self.single_sampler,
-                                    temperature=0.0)
+            *_, a, b = self.episode(params, tokens, mask, [e.reference for e in examples], jax.random.fold_in(key, start),
+                                    self.single_sampler, **knobs)
             r1.append(a)
             r2.append(b)
         count = len(self.test_examples)
-        return attempt_metrics(np.concatenate(r1)[:count], np.concatenate(r2)[:count], prefix="eval/")
+        return np.concatenate(r1)[:count], np.concatenate(r2)[:count]
 
-    def sft_batch(self, indices):
-        """Half attempt-1 demonstrations (x -> y), half attempt-2 copies (x + y + RETRY -> y)."""
+    def sft_batch(self, indices, rng: np.random.Generator):
+        """Half attempt-1 demonstrations (x -> y), half attempt-2 ones (x + y + RETRY -> `retry_target`)."""
         examples = [self.train_examples[i] for i in indices]
         half = len(examples) // 2
         prompts = [e.prompt for e in examples[:half]] + [e.prompt + e.solution + RETRY for e in examples[half:]]
-        batch = encode_pairs(self.tokenizer, prompts, [e.solution for e in examples], self.second_len, self.new_tokens)
+        targets = [e.solution for e in examples[:half]] + [self.retry_target(e, rng) for e in examples[half:]]
+        batch = encode_pairs(self.tokenizer, prompts, targets, self.second_len, self.new_tokens)
         return {k: np.asarray(v) for k, v in batch.items()}
+
+    def retry_target(self, example, rng: np.random.Generator) -> str:
+        """Attempt 2's demonstration after `example.solution` as attempt 1 (`method.retry_demos`)."""
+        if self.config.method.retry_demos == "copy" or self.task.score(example.solution, example.reference)["correct"]:
+            return example.solution
+        others = [d for d in self.demos_by_prompt.get(example.prompt, ()) if d != example.solution]
+        return others[int(rng.integers(len(others)))] if others else example.solution
 
 
 def score_step(sc: SelfCorrection, state, indices, rl_step: int, step: int):
@@ -256,13 +291,14 @@ def score_step(sc: SelfCorrection, state, indices, rl_step: int, step: int):
 
 
 def warm_start(sc: SelfCorrection, writer: MetricsWriter):
-    """`sft.steps` of SFT on attempt-1 solutions and attempt-2 copies; returns the params."""
+    """`sft.steps` of SFT on attempt-1 solutions and attempt-2 demonstrations; returns the params."""
     config = sc.config
     state = init_train_state(sc.init_params, sc.sft_optimizer, config.seed, with_reference=False)
     step_fn = make_sft_step(sc.graphdef, sc.sft_optimizer)
     iterator = PromptIterator(len(sc.train_examples), config.sft.batch_size, config.seed)
+    rng = np.random.default_rng([config.seed, 3])
     for step in range(1, config.sft.steps + 1):
-        state, metrics = step_fn(state, sc.sft_batch(iterator.next()))
+        state, metrics = step_fn(state, sc.sft_batch(iterator.next(), rng))
         if step % config.log_every == 0 or step == config.sft.steps:
             writer.write(step, {"phase": 0, **jax.device_get(metrics)})
     return state.params
@@ -270,7 +306,7 @@ def warm_start(sc: SelfCorrection, writer: MetricsWriter):
 
 def run_method(config, workdir) -> dict:
     """Runs (or resumes) SCoRe in `workdir`: warm start, stage I, stage II; returns
-    {metric: {"after SFT", "after stage I", "after stage II"}} of the held-out greedy metrics.
+    {metric: {"after SFT", "after stage I", "after stage II"}} of the held-out metrics (greedy and sampled).
 
     Resumes from the newest checkpoint (train state with the reference, RL step, prompt iterator);
     a run stopped during the warm start repeats it.

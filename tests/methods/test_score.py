@@ -1,12 +1,15 @@
-"""SCoRe: shaped rewards, stage logic, attempt-2 prompts, the loss's per-attempt KL, and a fixed-seed
-run on 2-digit addition.
+"""SCoRe: shaped rewards, stage logic, attempt-2 prompts and warm-start demonstrations, the loss's
+per-attempt KL, and a fixed-seed run of configs/score.py (1-digit self-check addition).
 
-What the run shows robustly is that the two stages raise held-out accuracy; attempt 2 ending above
-attempt 1 does not hold across seeds. Measured with these settings, seeds 0-3 (held-out greedy,
-64 problems): attempt 2 - attempt 1 after stage II = +0.109, -0.375, 0.000, +0.016, and the best
-attempt's accuracy went 0.516 -> 0.547, 0.516 -> 0.859, 0.547 -> 0.844, 0.703 -> 0.781. Stage II
-mostly teaches attempt 1 to stop dropping the carry, which leaves little for attempt 2 to correct
-(the collapse SCoRe's stage I is meant to prevent; with this tiny model it does not).
+The run's mistakes are sampling errors (a disagreement between the two computations, answered with
+a guess), so greedy decoding hides them and the figures that show self-correction are the sampled
+ones (4 episodes per held-out problem at T=1). Measured with these settings under pytest (8 host
+devices), seeds 0-3, attempt 2 - attempt 1 (sampled) after SFT -> after stage II: +0.135 -> +0.117,
++0.111 -> +0.080, +0.119 -> +0.131, +0.180 -> +0.102; attempt 2's sampled accuracy 0.441 -> 0.564,
+0.416 -> 0.580, 0.363 -> 0.525, 0.369 -> 0.512; attempt 1's 0.307 -> 0.447, 0.305 -> 0.500,
+0.244 -> 0.395, 0.189 -> 0.410. (One host device, as the CLI runs it, gives other figures of the
+same shape: the README's.) The warm start's corrector supplies the positive delta; the two stages
+raise both attempts and keep attempt 2 ahead, and mostly narrow the gap (attempt 1 learns faster).
 """
 from __future__ import annotations
 
@@ -18,7 +21,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from jaxrl_self.config import load_config_file, validate
+from jaxrl_self.config import ConfigError, load_config_file, validate
 from jaxrl_self.methods import score
 from jaxrl_self.tasks.arithmetic import make_tokenizer
 
@@ -64,16 +67,8 @@ def test_retry_tokenizer_and_second_attempt_prompts():
 
 
 def tiny_config():
-    """2-digit addition (held-out problems differ from the training ones), a 2-layer 64-wide model."""
+    """configs/score.py as it is (1-digit self-check addition, the 64-wide 2-layer model), logging less."""
     config = load_config_file(CONFIG)
-    config.task.update(dict(digits=2, max_prompt_len=8, test_size=64))
-    config.model.update(dict(hidden_size=64, num_layers=2, num_heads=2, num_kv_heads=1, head_dim=32, intermediate_size=128,
-                             max_position_embeddings=64))
-    config.seed = 2
-    config.sft.update(dict(steps=600, batch_size=32))
-    config.rl.update(dict(steps=100, max_new_tokens=24, learning_rate=5e-4))
-    config.method.stage1_steps = 40
-    config.eval.num_examples = 64
     config.checkpoint.every = 1000
     config.log_every = 50
     validate(config)
@@ -94,6 +89,34 @@ def test_kl_coefficient_applies_per_attempt_row():
     assert loss([1.0, 1.0]) == pytest.approx(2 * loss([1.0, 0.0]), rel=1e-5)
 
 
+def test_redo_wrong_retry_demonstrations():
+    """A first attempt the verifier accepts is kept; a wrong one is answered with another
+    demonstration of the same problem; "copy" keeps every first attempt."""
+    sc = score.SelfCorrection(tiny_config())
+    rng = np.random.default_rng(0)
+    examples = [sc.train_examples[i] for i in range(200)]
+    right = [e for e in examples if sc.task.score(e.solution, e.reference)["correct"]]
+    wrong = [e for e in examples if not sc.task.score(e.solution, e.reference)["correct"]]
+    assert right and wrong
+    assert all(sc.retry_target(e, rng) == e.solution for e in right)
+    for e in wrong:
+        target = sc.retry_target(e, rng)
+        assert target != e.solution and target in sc.demos_by_prompt[e.prompt]
+    retried = [sc.task.score(sc.retry_target(e, rng), e.reference)["correct"] for e in wrong for _ in range(5)]
+    assert 0.2 < np.mean(retried) < 0.9  # a retry is a fresh demonstration: often right, not always
+    config = tiny_config()
+    config.method.retry_demos = "copy"
+    copier = score.SelfCorrection(config)
+    assert all(copier.retry_target(e, rng) == e.solution for e in wrong)
+
+
+def test_unknown_retry_demos_is_a_config_error():
+    config = tiny_config()
+    config.method.retry_demos = "fix"
+    with pytest.raises(ConfigError, match="retry_demos"):
+        score.SelfCorrection(config)
+
+
 @pytest.fixture(scope="module")
 def score_run(tmp_path_factory):
     jax.config.update("jax_compilation_cache_dir", str(tmp_path_factory.mktemp("xla_cache")))
@@ -102,11 +125,13 @@ def score_run(tmp_path_factory):
     jax.config.update("jax_compilation_cache_dir", None)
 
 
-def test_score_stages_raise_held_out_accuracy(score_run):
-    delta = score_run["eval/delta(t1,t2)"]
-    assert abs(delta["after SFT"]) < 0.1  # the warm start copies attempt 1
-    best = {when: max(score_run["eval/accuracy@t1"][when], score_run["eval/accuracy@t2"][when])
-            for when in ("after SFT", "after stage II")}
-    assert best["after stage II"] >= best["after SFT"] + 0.02, score_run  # held on seeds 0-3 (smallest: +0.031)
-    flips = score_run["eval/incorrect_to_correct"]["after stage II"] - score_run["eval/correct_to_incorrect"]["after stage II"]
-    assert delta["after stage II"] == pytest.approx(flips)  # the delta is made of the two kinds of flip
+def test_score_training_ends_with_attempt_2_ahead(score_run):
+    sampled = {name: score_run[f"eval/sampled/{name}"] for name in ("accuracy@t1", "accuracy@t2", "delta(t1,t2)")}
+    assert sampled["delta(t1,t2)"]["after stage II"] > 0.03, score_run  # seeds 0-3: +0.080 to +0.131
+    for attempt in ("accuracy@t1", "accuracy@t2"):  # seeds 0-3: +0.140 or more, +0.123 or more
+        assert sampled[attempt]["after stage II"] >= sampled[attempt]["after SFT"] + 0.05, (attempt, sampled[attempt])
+    greedy = score_run["eval/accuracy@t2"]
+    assert greedy["after stage II"] > 0.5, score_run  # no collapse (greedy moves by one or two of ~70 problems either way)
+    for prefix in ("eval/", "eval/sampled/"):  # the delta is made of the two kinds of flip
+        flips = score_run[f"{prefix}incorrect_to_correct"]["after stage II"] - score_run[f"{prefix}correct_to_incorrect"]["after stage II"]
+        assert score_run[f"{prefix}delta(t1,t2)"]["after stage II"] == pytest.approx(flips)
