@@ -126,7 +126,7 @@ def tiny_config():
     config.rl.update(dict(steps=24, learning_rate=5e-4))
     config.method.update(dict(proposals_per_kind=8, eval_tasks_per_kind=32))
     config.eval.every = 1000
-    config.checkpoint.every = 8
+    config.checkpoint.every = 4
     config.log_every = 50
     validate(config)
     return config
@@ -169,7 +169,7 @@ def test_resume_restores_the_task_buffer(self_play_run):
 
     step, meta = newest_meta()
     assert step == final_step and sum(len(v) for v in meta["buffers"]["tasks"].values()) > 3
-    shutil.rmtree(workdir / az.CHECKPOINT_DIR / str(final_step))  # lose the last 8 steps
-    resumed = az.run_method(config, workdir)  # continues from the checkpoint at step rl 8 with its buffer
+    shutil.rmtree(workdir / az.CHECKPOINT_DIR / str(final_step))  # lose the last 4 steps
+    resumed = az.run_method(config, workdir)  # continues from the checkpoint at RL step 20 with its buffer
     assert newest_meta()[1]["buffers"] == meta["buffers"]
     assert resumed == summary

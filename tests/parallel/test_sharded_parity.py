@@ -1,4 +1,4 @@
-"""The real GRPO update, the SFT step and the greedy sampler on four mesh shapes give the
+"""The real GRPO update, the SFT step and the greedy sampler on three mesh shapes give the
 single-device results (fp32, within 1e-5): sharding changes where the work runs, not the answer."""
 from __future__ import annotations
 
