@@ -145,7 +145,7 @@ def test_grpo_steps_on_the_real_model(gguf_path, tmp_path):
 
     overrides = ["--config.rl.steps=1", "--config.rl.prompts_per_step=2", "--config.rl.group_size=2",
                  "--config.rl.max_new_tokens=10", "--config.eval.num_examples=2", "--config.eval.batch_size=2",
-                 "--config.task.test_size=2"]
+                 "--config.task.test_size=2", "--config.mesh.num_devices=1"]
     config = build_config(os.path.join(os.path.dirname(__file__), "..", "configs", "smollm2_grpo.py"), overrides)
     assert config.model.init_from == gguf_path
     summary = train_and_evaluate(config, tmp_path / "run")

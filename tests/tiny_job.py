@@ -28,7 +28,7 @@ TINY = [
     f"--config.rl.steps={RL_STEPS}", "--config.rl.prompts_per_step=4", "--config.rl.group_size=2",
     "--config.rl.max_new_tokens=16",
     "--config.eval.num_examples=8", "--config.eval.batch_size=8", "--config.eval.every=2",
-    "--config.checkpoint.every=2", "--config.log_every=1",
+    "--config.checkpoint.every=2", "--config.log_every=1", "--config.mesh.num_devices=1",
 ]
 WALL_TIME_KEYS = ("time/step_s",)  # differ between any two runs; left out of comparisons
 _reference: dict[str, Path] = {}

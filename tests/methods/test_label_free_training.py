@@ -48,6 +48,7 @@ def small_config(reward: str = "verifier"):
     config.eval.update(num_examples=128, batch_size=128, every=1000)
     config.checkpoint.every = 1000
     config.log_every = 1000
+    config.mesh.num_devices = 1  # one device, as the CLI on CPU (tests/conftest.py)
     validate(config)
     return config
 

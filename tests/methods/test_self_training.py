@@ -29,6 +29,7 @@ def tiny_config(config_file: str, **method):
     config.eval.update(dict(num_examples=32, batch_size=32))
     config.method.update({**dict(iterations=1, num_problems=64, batch_size=64, samples_per_prompt=8, train_steps=150,
                                  train_batch_size=32, learning_rate=3e-3, hint_prompt_len=12), **method})
+    config.mesh.num_devices = 1  # one device, as the CLI on CPU (tests/conftest.py)
     validate(config)
     return config
 

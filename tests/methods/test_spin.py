@@ -22,6 +22,7 @@ def tiny_config():
     config.sft.update(dict(steps=60, batch_size=32, learning_rate=3e-3, warmup_steps=0))
     config.eval.update(dict(num_examples=32, batch_size=32))
     config.method.update(dict(iterations=1, num_problems=64, batch_size=64, train_steps=40, train_batch_size=32, learning_rate=3e-4))
+    config.mesh.num_devices = 1  # one device, as the CLI on CPU (tests/conftest.py)
     validate(config)
     return config
 

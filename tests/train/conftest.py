@@ -37,6 +37,7 @@ def make_tiny_config(algorithm: str = "grpo", config_file: str = "default.py"):
     config.eval.update(dict(num_examples=8, batch_size=8, every=1000))
     config.checkpoint.every = 1000
     config.log_every = 1000
+    config.mesh.num_devices = 1  # one device, as the CLI on CPU (tests/conftest.py)
     validate(config)
     return config
 
