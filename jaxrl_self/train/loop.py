@@ -166,6 +166,7 @@ def run_rl(run: Run, state, meta, control: RunControl, writer: MetricsWriter):
     with the other processes' and samples them together; it then scores the completions of its own
     prompts on its host (`process_rows`: verifiers read only local rows) and the scored rows become
     the global training batch again. Reward metrics are averaged over processes: all log the same.
+    Returns (state, meta, the held-out results of the last step's evaluation, or None when no step ran).
     """
     cfg, rl = run.config, run.config.rl
     processes = jax.process_count()
@@ -184,6 +185,7 @@ def run_rl(run: Run, state, meta, control: RunControl, writer: MetricsWriter):
     filter_groups = rl.algorithm == "dapo" or rl.filter_zero_advantage_groups
     base = cfg.sft.steps
     bar = ProgressBar(rl.steps, f"RL ({rl.algorithm})", initial=int(meta.get("rl_step", 0)))
+    last_eval = None
     for rl_step in range(int(meta.get("rl_step", 0)) + 1, rl.steps + 1):
         step = base + rl_step
         started = time.perf_counter()
@@ -217,15 +219,17 @@ def run_rl(run: Run, state, meta, control: RunControl, writer: MetricsWriter):
             "reward/mean": metrics.pop("reward/reward"), "accuracy/train": metrics.pop("reward/correct"),
             "sampler/compilations": run.rl_sampler.compilations(), "time/step_s": time.perf_counter() - started,
         })
-        if rl_step % cfg.eval.every == 0 or rl_step == rl.steps:
-            metrics["eval/accuracy"] = run.evaluate(state.params)["accuracy"]
+        due = rl_step % cfg.eval.every == 0 or rl_step == rl.steps
+        last_eval = run.evaluate(state.params) if due else None  # of the params this step leaves
+        if last_eval is not None:
+            metrics["eval/accuracy"] = last_eval["accuracy"]
         metrics.update(control.observe(step, metrics))
         writer.write(step, metrics)
         bar.update(1, reward=metrics["reward/mean"], acc=metrics["accuracy/train"])
         control.save(step, state, {**meta, "phase": "rl", "rl_step": rl_step, "iterator": iterator.get_state()},
                      due=rl_step % cfg.checkpoint.every == 0 or rl_step == rl.steps, accuracy=metrics.get("eval/accuracy"))
     bar.close()
-    return state, meta
+    return state, meta, last_eval
 
 
 def train_and_evaluate(config, workdir) -> dict:
@@ -261,8 +265,8 @@ def train_and_evaluate(config, workdir) -> dict:
                     meta["results"]["sft_accuracy"] = run.evaluate(state.params)["accuracy"]
                 if run.evaluate_votes and "votes_before" not in meta["results"]:
                     meta["results"]["votes_before"] = run.evaluate_votes(state.params)
-                state, meta = run_rl(run, state, meta, control, writer)
-            final = run.evaluate(state.params)
+                state, meta, last_eval = run_rl(run, state, meta, control, writer)
+            final = last_eval if last_eval is not None else run.evaluate(state.params)
             if run.evaluate_votes:
                 final["votes_after"] = run.evaluate_votes(state.params)
         finally:

@@ -80,7 +80,7 @@ def train_rl(run, params, workdir: Path):
         try:
             control = RunControl(run.config.train, {}, ckpt, best, stop)
             with MetricsWriter(workdir, use_tensorboard=False) as writer:
-                state, _ = run_rl(run, run.fresh_state("rl", params), {"phase": "rl", "results": {}}, control, writer)
+                state, _, _ = run_rl(run, run.fresh_state("rl", params), {"phase": "rl", "results": {}}, control, writer)
         finally:
             ckpt.close()
             best.close()
