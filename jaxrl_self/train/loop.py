@@ -219,9 +219,9 @@ def run_rl(run: Run, state, meta, control: RunControl, writer: MetricsWriter):
             "reward/mean": metrics.pop("reward/reward"), "accuracy/train": metrics.pop("reward/correct"),
             "sampler/compilations": run.rl_sampler.compilations(), "time/step_s": time.perf_counter() - started,
         })
-        due = rl_step % cfg.eval.every == 0 or rl_step == rl.steps
-        last_eval = run.evaluate(state.params) if due else None  # of the params this step leaves
-        if last_eval is not None:
+        last_eval = None  # held-out results of the params this step leaves, when it evaluates
+        if rl_step % cfg.eval.every == 0 or rl_step == rl.steps:
+            last_eval = run.evaluate(state.params)
             metrics["eval/accuracy"] = last_eval["accuracy"]
         metrics.update(control.observe(step, metrics))
         writer.write(step, metrics)
