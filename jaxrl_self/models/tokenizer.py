@@ -6,6 +6,7 @@ same interface, so samplers, tasks and trainers never care which one they hold.
 """
 from __future__ import annotations
 
+import re
 from typing import Sequence
 
 import numpy as np
@@ -41,21 +42,21 @@ class CharTokenizer:
         self.vocab = self.special_tokens + list(dict.fromkeys(alphabet))
         self.token_to_id = {t: i for i, t in enumerate(self.vocab)}
         self.pad_id, self.bos_id, self.eos_id = 0, 1, 2
-        self._specials_longest_first = sorted(special_tokens, key=len, reverse=True)
+        # one piece per match: a special token (longest first) or else any single character
+        specials_longest_first = sorted(special_tokens, key=len, reverse=True)
+        self._pieces = re.compile("|".join([*map(re.escape, specials_longest_first), "."]), re.DOTALL)
 
     @property
     def vocab_size(self) -> int:
         return len(self.vocab)
 
     def encode(self, text: str) -> list[int]:
-        ids, i = [], 0
-        while i < len(text):
-            special = next((s for s in self._specials_longest_first if text.startswith(s, i)), None)
-            piece = special or text[i]
+        ids = []
+        for match in self._pieces.finditer(text):
+            piece = match.group()
             if piece not in self.token_to_id:
-                raise ValueError(f"character {piece!r} at offset {i} of {text!r} is not in the tokenizer's alphabet")
+                raise ValueError(f"character {piece!r} at offset {match.start()} of {text!r} is not in the tokenizer's alphabet")
             ids.append(self.token_to_id[piece])
-            i += len(piece)
         return ids
 
     def decode(self, ids: Sequence[int], skip_special_tokens: bool = True) -> str:
