@@ -18,6 +18,7 @@ from flax import nnx
 from jaxrl_self.models.checkpoint_io import INDEX_FILE, export_hf_checkpoint, load_hf_checkpoint
 from jaxrl_self.models.transformer import KVCache, positions_from_mask
 
+pytestmark = pytest.mark.usefixtures("fast_compile")  # compile-bound (tests/conftest.py)
 TOL = 1e-4
 LLAMA3_ROPE = {"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0, "low_freq_factor": 1.0,
                "high_freq_factor": 4.0, "original_max_position_embeddings": 16}

@@ -22,6 +22,7 @@ from jaxrl_self.train.rl_step import make_rl_update
 from jaxrl_self.train.sft import make_sft_step
 from jaxrl_self.train.state import init_model, init_train_state, make_optimizer
 
+pytestmark = pytest.mark.usefixtures("fast_compile")  # compile-bound (tests/conftest.py)
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 ROWS, PROMPT_LEN, NEW_TOKENS = 16, 6, 6
 TOL = 1e-5

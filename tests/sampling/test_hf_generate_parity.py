@@ -12,6 +12,7 @@ from jaxrl_self.models.checkpoint_io import load_hf_checkpoint  # noqa: E402
 from jaxrl_self.sampling.buckets import pad_prompts  # noqa: E402
 from jaxrl_self.sampling.sampler import SamplingConfig, make_sampler  # noqa: E402
 
+pytestmark = pytest.mark.usefixtures("fast_compile")  # compile-bound (tests/conftest.py)
 PAD, STEPS = 0, 16
 PROMPTS = [[5, 17, 99, 3, 42, 8, 120, 64, 7], [150, 2, 33], [11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23], [77]]
 MODELS = {

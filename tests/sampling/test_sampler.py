@@ -14,6 +14,7 @@ from jaxrl_self.sampling.buckets import bucket_prompt_batch, pad_prompts
 from jaxrl_self.sampling.sampler import SamplingConfig, make_sampler, sample_from_model
 from jaxrl_self.train.policy import completion_logprobs
 
+pytestmark = pytest.mark.usefixtures("fast_compile")  # compile-bound (tests/conftest.py)
 CONFIG = ModelConfig(vocab_size=40, hidden_size=32, num_layers=2, num_heads=4, num_kv_heads=2, head_dim=8,
                      intermediate_size=64, tie_word_embeddings=False, attention_bias=True, architecture="qwen2")
 PAD, EOS, STEPS, GROUP = 0, 2, 12, 3

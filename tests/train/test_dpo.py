@@ -14,6 +14,7 @@ from jaxrl_self.train.dpo import encode_preference_pairs, make_dpo_step, make_pa
 from jaxrl_self.train.policy import completion_logprobs
 from jaxrl_self.train.state import init_model, init_train_state, make_optimizer
 
+pytestmark = pytest.mark.usefixtures("fast_compile")  # compile-bound (tests/conftest.py)
 PROMPTS = ["3+4=", "5+8=", "9+9=", "1+2="]
 CHOSEN = ["<answer>7</answer>", "<answer>13</answer>", "<answer>18</answer>", "<answer>3</answer>"]
 REJECTED = ["<answer>8</answer>", "<answer>3</answer>", "<answer>8</answer>", "<answer>4</answer>"]

@@ -30,6 +30,7 @@ from jaxrl_self.train.rl_step import (
 from jaxrl_self.train.state import init_model, init_train_state
 from jaxrl_self.train.value_head import init_value_head
 
+pytestmark = pytest.mark.usefixtures("fast_compile")  # compile-bound (tests/conftest.py)
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 ALGORITHMS = ("grpo", "dr_grpo", "dapo", "gspo", "rloo", "reinforce_pp", "ppo")
