@@ -1,13 +1,18 @@
 """Every `config.rl.algorithm` end to end in the real RL loop (`train_and_evaluate`), from a briefly
 SFT-warm-started tiny model on 1-digit addition, with its `configs/arithmetic_<algorithm>.py`
-hyper-parameters: a short fixed-seed run must raise the mean training reward."""
+hyper-parameters: a short fixed-seed run must raise the mean training reward.
+
+Measured on one device, mean reward over the first 10 steps -> the last 10 of 30: grpo 0.203 -> 0.296,
+dr_grpo 0.173 -> 0.209, dapo 0.186 -> 0.314, gspo 0.219 -> 0.322, rloo 0.202 -> 0.302,
+reinforce_pp 0.191 -> 0.276, ppo 0.200 -> 0.326. (40-step runs rose more, by +0.083 at least, for
+~30 s more of the suite's time.)"""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
 ALGORITHMS = ("grpo", "dr_grpo", "dapo", "gspo", "rloo", "reinforce_pp", "ppo")
-STEPS, WINDOW = 40, 10
+STEPS, WINDOW = 30, 10
 
 
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
