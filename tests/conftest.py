@@ -7,12 +7,12 @@ runs on a CPU machine, and 8 fake devices sharing 2 cores make an RL step ~5x sl
 models) compile with most XLA optimizations off (the `fast_compile` fixture below)."""
 import os
 
+import pytest
+
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
-
 import jax  # noqa: E402  (after the XLA flags above)
-import pytest  # noqa: E402
 
 
 @pytest.fixture
