@@ -39,5 +39,6 @@ def get_config():
         buffer_size=256,  # valid tasks kept per kind (oldest dropped)
         sandbox_timeout_s=10.0,  # wall-clock limit of one sandboxed batch of executions
         eval_tasks_per_kind=32,  # fixed held-out synthetic tasks for the solver's greedy and sampled accuracy
+        few_shot=0,  # worked examples per prompt, one per line (needs a pretrained tokenizer: absolute_zero_smollm2.py)
     ))
     return config

@@ -17,7 +17,11 @@ One self-play step:
   5. valid proposals join their kind's buffer (seeded with the identity program).
 
 The policy is a tiny char-level model (`absolute_zero_tasks.make_tokenizer`), warm-started by a
-short SFT on synthetic valid programs and solved synthetic tasks. Metrics before and after RL:
+short SFT on synthetic valid programs and solved synthetic tasks, or a pretrained model
+(`config.model.init_from`, with its own tokenizer; `configs/absolute_zero_smollm2.py`). With
+`method.few_shot = K > 0` every prompt starts with K worked examples of its role and kind, one per
+line, drawn once from synthetic tasks whose prompts are not held out; a completion then ends at
+a line end (the newline tokens are stop tokens), as the examples do. Metrics before and after RL:
 the proposer's valid-task rate on fixed reference prompts (sampled at `rl.temperature`) and the
 solver's greedy and sampled accuracy on a fixed held-out set of synthetic tasks. The per-step
 `propose/*` and `solve/*` metrics are on the moving buffer (references and tasks drawn from the
@@ -38,8 +42,10 @@ import numpy as np
 
 from jaxrl_self.algorithms.advantages import task_relative_advantages
 from jaxrl_self.checkpoint import Checkpointer
+from jaxrl_self.config import ConfigError
 from jaxrl_self.methods import absolute_zero_tasks as azt
 from jaxrl_self.metrics import MetricsWriter, write_report
+from jaxrl_self.models.pretrained import load_pretrained
 from jaxrl_self.rewards.code_sandbox import SandboxLimits
 from jaxrl_self.rewards.learnability import format_aware_reward, learnability_reward
 from jaxrl_self.sampling.sampler import SamplingConfig, make_sampler
@@ -59,13 +65,21 @@ class SelfPlay:
 
     def __init__(self, config):
         self.config, method, rl = config, config.method, config.rl
-        self.tokenizer = azt.make_tokenizer()
-        self.graphdef, self.init_params = init_model(model_config_from(config, self.tokenizer.vocab_size), config.seed)
+        if config.model.get("init_from"):  # a pretrained model brings its own tokenizer
+            _, self.graphdef, self.init_params, self.tokenizer = load_pretrained(config.model.init_from, config.model.dtype)
+        else:
+            self.tokenizer = azt.make_tokenizer()
+            self.graphdef, self.init_params = init_model(model_config_from(config, self.tokenizer.vocab_size), config.seed)
         self.prompt_len, self.new_tokens = config.task.max_prompt_len, rl.max_new_tokens
         self.per_kind, self.group = method.proposals_per_kind, rl.group_size
+        rows = 3 * self.per_kind * (1 + self.group)
+        if rows % (rl.minibatches * rl.micro_batches):
+            raise ConfigError(f"config.rl.micro_batches: a self-play batch has 3*proposals_per_kind*(1+group_size) = {rows} "
+                              f"rows, not divisible by rl.minibatches*rl.micro_batches = {rl.minibatches}*{rl.micro_batches}")
         self.limits = SandboxLimits(timeout_s=method.sandbox_timeout_s)
+        stop_ids = line_end_ids(self.tokenizer) if method.few_shot else ()
         sampling = dict(max_new_tokens=self.new_tokens, eos_id=self.tokenizer.eos_id, pad_id=self.tokenizer.pad_id,
-                        vocab_size=self.tokenizer.vocab_size, temperature=rl.temperature)
+                        vocab_size=self.tokenizer.vocab_size, temperature=rl.temperature, stop_ids=stop_ids)
         self.single_sampler = make_sampler(self.graphdef, SamplingConfig(group_size=1, **sampling))  # proposer, eval
         self.group_sampler = make_sampler(self.graphdef, SamplingConfig(group_size=self.group, **sampling))  # solver
         self.sft_optimizer = make_optimizer(config.sft.learning_rate, config.sft.steps, config.sft.warmup_steps)
@@ -76,26 +90,51 @@ class SelfPlay:
         self.eval_tasks = [azt.random_task(kind, eval_rng) for kind in azt.KINDS for _ in range(method.eval_tasks_per_kind)]
         self.eval_references = [azt.random_task(kind, eval_rng) for kind in azt.KINDS for _ in range(method.eval_tasks_per_kind)]
         # the warm start never shows these prompts, so the held-out measures are held out
-        self.held_out_prompts = ({azt.solver_prompt(t) for t in self.eval_tasks}
+        self.held_out_prompts = ({self._marked_solver_prompt(t) for t in self.eval_tasks}
                                  | {azt.proposer_prompt(t) for t in self.eval_references})
+        self.prefix = self._worked_examples(method.few_shot, np.random.default_rng([config.seed, 9]))
         self.root_key = jax.random.key(config.seed)
 
     def rl_state(self, params=None):
         params = self.init_params if params is None else params
         return init_train_state(params, self.rl_optimizer, self.config.seed, with_reference=False)
 
+    def proposer_prompt(self, reference: azt.Task) -> str:
+        return self.prefix["propose", reference.kind] + azt.proposer_prompt(reference)
+
+    def solver_prompt(self, task: azt.Task) -> str:
+        return self.prefix["solve", task.kind] + self._marked_solver_prompt(task)
+
+    def _marked_solver_prompt(self, task: azt.Task) -> str:
+        """`azt.solver_prompt`, ending with the answer's marker in few-shot mode (azt's docstring)."""
+        return azt.solver_prompt(task) + (azt.ANSWER_MARKERS[task.kind] if self.config.method.few_shot else "")
+
+    def _worked_examples(self, k: int, rng) -> dict:
+        """{(role, kind): k worked examples, each a prompt and its completion on a line of its own}
+        (empty strings when k is 0). Drawn from synthetic tasks whose prompts are not held out."""
+        prefix = {}
+        for kind in azt.KINDS:
+            proposals = [self._training_prompt(kind, rng, azt.proposer_prompt)[1] + azt.proposal_completion(azt.random_task(kind, rng))
+                         for _ in range(k)]
+            solutions = [prompt + azt.solver_answer(task)
+                         for task, prompt in (self._training_prompt(kind, rng, self._marked_solver_prompt) for _ in range(k))]
+            prefix["propose", kind] = "".join(line + "\n" for line in proposals)
+            prefix["solve", kind] = "".join(line + "\n" for line in solutions)
+        return prefix
+
     def _sample(self, sampler, params, prompts, key, **knobs):
-        """Completions of `prompts`: (prompt tokens `[B, P]`, mask, Samples, texts `[B*G]`)."""
+        """Completions of `prompts`: (prompt tokens `[B, P]`, mask, Samples, texts `[B*G]`). A text
+        ends at its first line end (the stop token of few-shot prompts)."""
         tokens, mask = encode_prompts(self.tokenizer, prompts, self.prompt_len)
         samples = sampler(params, jnp.asarray(tokens), jnp.asarray(mask), key, **knobs)
         completion, completion_mask = np.asarray(samples.tokens), np.asarray(samples.mask)
-        texts = [self.tokenizer.decode(row[m]) for row, m in zip(completion, completion_mask)]
+        texts = [self.tokenizer.decode(row[m]).split("\n", 1)[0] for row, m in zip(completion, completion_mask)]
         return tokens, mask, samples, texts
 
     def propose(self, params, references, rng, key):
         """Proposals for the reference tasks `[3B]`: rows, texts, statuses (azt.OK / INVALID / FORMAT_ERROR)
         and the validated task of each (None unless OK)."""
-        tokens, mask, samples, texts = self._sample(self.single_sampler, params, [azt.proposer_prompt(r) for r in references], key)
+        tokens, mask, samples, texts = self._sample(self.single_sampler, params, [self.proposer_prompt(r) for r in references], key)
         parsed = [azt.parse_proposal(r.kind, text) for r, text in zip(references, texts)]
         candidates = [(p[0], (p[1],) if r.kind != "ind" else azt.induction_inputs(rng)) if p else None
                       for r, p in zip(references, parsed)]
@@ -110,7 +149,7 @@ class SelfPlay:
     def solve(self, params, tasks, key, greedy=False):
         """Graded answers, G per task (one greedy answer when `greedy`): rows, texts and grades
         ("correct" / "wrong" / FORMAT_ERROR) `[len(tasks) * G]`."""
-        prompts = [azt.solver_prompt(t) for t in tasks]
+        prompts = [self.solver_prompt(t) for t in tasks]
         if greedy:
             tokens, mask, samples, texts = self._sample(self.single_sampler, params, prompts, key, temperature=0.0)
         else:
@@ -148,11 +187,11 @@ class SelfPlay:
         for _ in range(self.config.sft.batch_size):
             kind = azt.KINDS[int(rng.integers(3))]
             if rng.random() < 0.5:
-                prompts.append(self._training_prompt(kind, rng, azt.proposer_prompt)[1])
+                prompts.append(self.prefix["propose", kind] + self._training_prompt(kind, rng, azt.proposer_prompt)[1])
                 completions.append(azt.proposal_completion(azt.random_task(kind, rng)))
             else:
-                task, prompt = self._training_prompt(kind, rng, azt.solver_prompt)
-                prompts.append(prompt)
+                task, prompt = self._training_prompt(kind, rng, self._marked_solver_prompt)
+                prompts.append(self.prefix["solve", kind] + prompt)
                 completions.append(azt.solver_answer(task))
         batch = encode_pairs(self.tokenizer, prompts, completions, self.prompt_len, self.new_tokens)
         return {k: np.asarray(v) for k, v in batch.items()}
@@ -163,6 +202,19 @@ class SelfPlay:
         while (prompt := prompt_of(task := azt.random_task(kind, rng))) in self.held_out_prompts:
             pass
         return task, prompt
+
+
+def line_end_ids(tokenizer) -> tuple:
+    """Ids of "\n" and "\n\n" where each is one token: the stop tokens of few-shot prompts."""
+    try:
+        encoded = [tokenizer.encode(text) for text in ("\n", "\n\n")]
+    except ValueError:  # the char-level tokenizer has no newline
+        raise ConfigError("config.method.few_shot: worked examples are one per line and the char-level tokenizer has no "
+                          "newline; set config.model.init_from to a pretrained model, or method.few_shot = 0") from None
+    ids = tuple(ids[0] for ids in encoded if len(ids) == 1)
+    if not ids:
+        raise ConfigError("config.method.few_shot: this tokenizer has no single newline token to stop completions at")
+    return ids
 
 
 def trr_class_ids(per_kind: int, group: int) -> np.ndarray:

@@ -19,6 +19,11 @@ Prompts and completions for the tiny char-level model (`make_tokenizer`):
   solver    "<solve><ded><prog>lambda x:x*2-1<in>4" -> "7"
             "<solve><abd><prog>lambda x:x*2-1<out>7" -> "4"
             "<solve><ind><in>1<out>1<in>2<out>3<in>5<out>9" -> "lambda x:x*2-1"
+
+For a pretrained model's subword tokenizer (`method.few_shot`) the trainer ends each solver prompt
+with the marker of its answer (`ANSWER_MARKERS`: "...<in>4<out>" -> "7"), so the tokens of the
+prompt's last number and of the answer do not merge. The char model's prompts keep no marker: a
+proposal ends like "...<in>4" too, and the marker taught it to write on past the proposal's end.
 """
 from __future__ import annotations
 
@@ -37,6 +42,7 @@ KINDS = ("ded", "abd", "ind")
 ROLES = ("propose", "solve")
 ALPHABET = "0123456789lambdx:+-*/%() "
 SPECIALS = ("<propose>", "<solve>", "<ded>", "<abd>", "<ind>", "<prog>", "<in>", "<out>")
+ANSWER_MARKERS = {"ded": "<out>", "abd": "<in>", "ind": "<prog>"}  # what a solver's answer is, per kind
 IDENTITY = "lambda x:x"
 MAX_PROGRAM_CHARS = 40
 MAX_ABS_VALUE = 9999  # outputs beyond this are rejected: the char model writes short numbers
