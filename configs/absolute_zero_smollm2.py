@@ -10,7 +10,7 @@ completion ends at its line end.
 
 Sized for 2 CPU cores (README: held-out greedy solver accuracy 0.062 -> 0.167 after 10 steps): one
 self-play step is 12 proposals plus 4 answers to each of 12 tasks (60 rows of up to ~150 tokens),
-~2 minutes there; 20 steps and the three evaluations take ~50 minutes. On an accelerator raise
+~2 minutes there; 20 steps and the three evaluations took 45 minutes. On an accelerator raise
 `method.proposals_per_kind` and `rl.group_size` towards the char recipe's 8 and 8.
 
     jaxrl-self train --config configs/absolute_zero_smollm2.py --workdir runs/absolute_zero_smollm2
