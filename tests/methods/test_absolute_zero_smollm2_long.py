@@ -24,7 +24,7 @@ from jaxrl_self.methods import absolute_zero as az
 CONFIG = Path(__file__).resolve().parents[2] / "configs" / "absolute_zero_smollm2.py"
 
 pytestmark = pytest.mark.skipif(os.environ.get("JAXRL_SELF_LONG_TESTS") != "1",
-                                reason="40-minute run on 2 CPU cores; set JAXRL_SELF_LONG_TESTS=1 to run it")
+                                reason="opt-in long run: set JAXRL_SELF_LONG_TESTS=1 to run it (39 min on 2 CPU cores)")
 
 
 def test_self_play_from_smollm2_raises_held_out_solver_accuracy(tmp_path):
