@@ -44,6 +44,12 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.rope_theta = 10000.0
     config.model.max_position_embeddings = 128
     config.model.dtype = "float32"
+    # How the model runs at scale (docs/scaling.md): per-layer rematerialisation ("none" | "full" |
+    # "save_dots"), the attention kernel ("auto" | "xla" | "dot_product"), and completion positions
+    # per chunk of the output projection in log-prob passes (0 = all at once).
+    config.model.remat = "none"
+    config.model.attention = "auto"
+    config.model.logprob_chunk = 0
 
     config.sft = ml_collections.ConfigDict()
     config.sft.steps = 300
@@ -62,6 +68,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.rl.top_k = 0
     config.rl.top_p = 1.0
     config.rl.learning_rate = 5e-4
+    config.rl.moments_dtype = "float32"  # Adam's first moment: "bfloat16" halves it (docs/scaling.md)
     config.rl.warmup_steps = 0
     config.rl.kl_coef = 0.04
     config.rl.eps_low = 0.2

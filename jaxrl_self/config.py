@@ -14,6 +14,8 @@ from typing import Sequence
 
 import ml_collections
 
+from jaxrl_self.models.config import ATTENTION_IMPLEMENTATIONS, REMAT_MODES
+
 RL_ALGORITHMS = ("grpo", "dr_grpo", "dapo", "gspo", "rloo", "reinforce_pp", "ppo")
 GROUP_ALGORITHMS = ("grpo", "dr_grpo", "dapo", "gspo", "rloo")
 TASKS = ("arithmetic", "countdown", "word_arithmetic", "jsonl", "tfds")
@@ -114,10 +116,11 @@ KEY_TYPES = {
     "task.name": str, "task.seed": int, "task.test_size": int, "task.max_prompt_len": int, "task.max_reference_len": int,
     "model.hidden_size": int, "model.num_layers": int, "model.num_heads": int, "model.num_kv_heads": int,
     "model.head_dim": int, "model.intermediate_size": int, "model.rope_theta": float,
-    "model.max_position_embeddings": int, "model.dtype": str,
+    "model.max_position_embeddings": int, "model.dtype": str, "model.remat": str, "model.attention": str,
+    "model.logprob_chunk": int,
     "sft.steps": int, "sft.batch_size": int, "sft.learning_rate": float, "sft.warmup_steps": int,
     "rl.algorithm": str, "rl.reward": str, "rl.steps": int, "rl.prompts_per_step": int, "rl.group_size": int,
-    "rl.max_new_tokens": int, "rl.temperature": float, "rl.top_k": int, "rl.top_p": float, "rl.learning_rate": float,
+    "rl.max_new_tokens": int, "rl.temperature": float, "rl.top_k": int, "rl.top_p": float, "rl.learning_rate": float, "rl.moments_dtype": str,
     "rl.warmup_steps": int, "rl.kl_coef": float, "rl.eps_low": float, "rl.eps_high": float, "rl.std_ddof": int,
     "rl.advantage_eps": float, "rl.entropy_coef": float, "rl.loss_aggregation": str, "rl.epochs": int,
     "rl.minibatches": int, "rl.micro_batches": int, "rl.max_grad_norm": float, "rl.weight_decay": float,
@@ -175,6 +178,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
         _require(model[key] >= 1, f"model.{key}", f"must be >= 1, got {model[key]}")
     _require(model.num_heads % model.num_kv_heads == 0, "model.num_kv_heads", f"must divide model.num_heads ({model.num_heads}), got {model.num_kv_heads}")
     _require(model.dtype in ("float32", "bfloat16"), "model.dtype", f"must be 'float32' or 'bfloat16', got {model.dtype!r}")
+    _require(model.remat in REMAT_MODES, "model.remat", f"must be one of {REMAT_MODES}, got {model.remat!r}")
+    _require(model.attention in ATTENTION_IMPLEMENTATIONS, "model.attention",
+             f"must be one of {ATTENTION_IMPLEMENTATIONS}, got {model.attention!r}")
+    _require(model.logprob_chunk >= 0, "model.logprob_chunk", f"must be >= 0 (0 = no chunking), got {model.logprob_chunk}")
     sft, rl = config.sft, config.rl
     _require(sft.steps >= 0, "sft.steps", f"must be >= 0, got {sft.steps}")
     _require(rl.steps >= 0, "rl.steps", f"must be >= 0, got {rl.steps}")
@@ -187,6 +194,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     _require(rl.temperature >= 0, "rl.temperature", f"must be >= 0, got {rl.temperature}")
     _require(0 < rl.top_p <= 1, "rl.top_p", f"must be in (0, 1], got {rl.top_p}")
     _require(rl.kl_coef >= 0, "rl.kl_coef", f"must be >= 0, got {rl.kl_coef}")
+    _require(rl.moments_dtype in ("float32", "bfloat16"), "rl.moments_dtype", f"must be 'float32' or 'bfloat16', got {rl.moments_dtype!r}")
     for key in ("learning_rate",):
         _require(sft[key] > 0, f"sft.{key}", f"must be > 0, got {sft[key]}")
         _require(rl[key] > 0, f"rl.{key}", f"must be > 0, got {rl[key]}")

@@ -49,7 +49,8 @@ from jaxrl_self.models.pretrained import load_pretrained
 from jaxrl_self.rewards.code_sandbox import SandboxLimits
 from jaxrl_self.rewards.learnability import format_aware_reward, learnability_reward
 from jaxrl_self.sampling.sampler import SamplingConfig, make_sampler
-from jaxrl_self.train.loop import model_config_from
+from jaxrl_self.models.transformer import model_graphdef
+from jaxrl_self.train.loop import model_config_from, with_execution_options
 from jaxrl_self.train.rl_step import make_rl_update
 from jaxrl_self.train.sft import encode_pairs, encode_prompts, make_sft_step
 from jaxrl_self.train.state import init_model, init_train_state, make_optimizer
@@ -66,7 +67,8 @@ class SelfPlay:
     def __init__(self, config):
         self.config, method, rl = config, config.method, config.rl
         if config.model.get("init_from"):  # a pretrained model brings its own tokenizer
-            _, self.graphdef, self.init_params, self.tokenizer = load_pretrained(config.model.init_from, config.model.dtype)
+            model_config, _, self.init_params, self.tokenizer = load_pretrained(config.model.init_from, config.model.dtype)
+            self.graphdef = model_graphdef(with_execution_options(model_config, config))
         else:
             self.tokenizer = azt.make_tokenizer()
             self.graphdef, self.init_params = init_model(model_config_from(config, self.tokenizer.vocab_size), config.seed)

@@ -7,6 +7,11 @@ from typing import Optional
 import jax.numpy as jnp
 
 
+REMAT_MODES = ("none", "full", "save_dots")
+ATTENTION_IMPLEMENTATIONS = ("auto", "xla", "dot_product")
+EXECUTION_FIELDS = ("remat", "attention", "logprob_chunk")  # how the model runs; a run's config sets them
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
     """Decoder-only transformer hyper-parameters (HF `config.json` names where they exist).
@@ -18,6 +23,18 @@ class ModelConfig:
     sliding_window: None, or W: a query attends only to the W most recent key slots, itself included
       (Mistral; HF's `kv_idx > q_idx - W` over cache slots, which equals positions for real tokens).
     dtype: compute dtype ("float32" or "bfloat16"); parameters are always stored in float32.
+
+    How the model runs, not what it computes (none of these is saved into an exported checkpoint's
+    architecture; docs/scaling.md gives their memory effects):
+    remat: "none" keeps every layer's activations for the backward pass; "full" keeps only each
+      layer's input and recomputes the layer (one extra forward); "save_dots" keeps the matmul
+      outputs without a batch dimension (the projections) and recomputes the rest.
+    attention: "xla" (einsum attention, float32 scores), "dot_product" (`jax.nn.dot_product_attention`:
+      cuDNN's fused kernel on GPU where shapes allow, XLA elsewhere), or "auto": dot_product on
+      GPU, xla elsewhere.
+    logprob_chunk: completion positions per chunk of the output projection when computing
+      log-probs (0: all at once); each chunk's `[rows, chunk, vocab]` logits are recomputed in the
+      backward pass instead of kept, so no `[rows, T, vocab]` float32 array exists.
     """
 
     vocab_size: int
@@ -37,12 +54,21 @@ class ModelConfig:
     max_position_embeddings: int = 512
     dtype: str = "float32"
     architecture: str = "llama"
+    remat: str = "none"
+    attention: str = "auto"
+    logprob_chunk: int = 0
 
     def __post_init__(self):
         if self.num_heads % self.num_kv_heads:
             raise ValueError(
                 f"num_heads ({self.num_heads}) must be a multiple of num_kv_heads ({self.num_kv_heads})"
             )
+        if self.remat not in REMAT_MODES:
+            raise ValueError(f"remat must be one of {REMAT_MODES}, got {self.remat!r}")
+        if self.attention not in ATTENTION_IMPLEMENTATIONS:
+            raise ValueError(f"attention must be one of {ATTENTION_IMPLEMENTATIONS}, got {self.attention!r}")
+        if self.logprob_chunk < 0:
+            raise ValueError(f"logprob_chunk must be >= 0, got {self.logprob_chunk}")
 
     @property
     def compute_dtype(self):

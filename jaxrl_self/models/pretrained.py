@@ -23,7 +23,7 @@ from jaxrl_self.models.gguf import load_gguf_weights, open_gguf
 from jaxrl_self.models.gguf_tokenizer import load_gguf_tokenizer
 from jaxrl_self.models.hf_config import CheckpointError
 from jaxrl_self.models.hf_tokenizer import HFTokenizer
-from jaxrl_self.models.transformer import Transformer
+from jaxrl_self.models.transformer import model_graphdef
 
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -70,7 +70,7 @@ def load_pretrained(path: str, dtype: str = "float32", sharding_for: Optional[Sh
     if os.path.isfile(os.path.join(path, MODEL_CONFIG_FILE)):
         config, _, params = load_orbax_model(path, sharding_for=sharding_for)
         config = dataclasses.replace(config, dtype=dtype)
-        graphdef = nnx.graphdef(nnx.eval_shape(lambda: Transformer(config, rngs=nnx.Rngs(0))))
+        graphdef = model_graphdef(config)
         return config, graphdef, params, HFTokenizer(os.path.join(path, TOKENIZER_DIR))
     raise CheckpointError(f"{path!r} is neither a .gguf file, an HF checkpoint directory (config.json) nor an orbax "
                           f"model directory ({MODEL_CONFIG_FILE})")

@@ -2,7 +2,10 @@
 
 Covers Llama / Mistral (optional sliding window) / Qwen2 (q/k/v biases) / Qwen3 (q/k RMSNorm) through `ModelConfig` flags.
 Every parameter carries `logical_axes` metadata (vocab, embed, heads, kv_heads, head_dim, mlp) that
-`jaxrl_self.parallel` maps to mesh axes; the model itself never mentions devices.
+`jaxrl_self.parallel` maps to mesh axes, and activations are constrained by logical names too
+(`parallel.rules.constrain`: rows over data+fsdp, heads / MLP columns / vocabulary over tensor,
+a no-op outside a mesh context); the model itself never mentions devices. `ModelConfig.remat`
+rematerialises each layer in training passes, `ModelConfig.attention` picks the attention kernel.
 
 Shapes: B batch, Q query tokens in this call, S key/value slots (= Q without a cache, the cache
 length with one), H query heads, K kv heads, D head_dim, E hidden, F mlp, V vocab.
@@ -18,8 +21,14 @@ from flax import nnx
 
 from jaxrl_self.models.config import ModelConfig
 from jaxrl_self.models.rope import apply_rope, inverse_frequencies
+from jaxrl_self.parallel.rules import constrain
 
 _MASKED = -1e30
+ACTIVATION = ("batch", "length", "activation_embed")  # logical axes of a `[B, Q, E]` hidden state
+REMAT_POLICIES = {  # ModelConfig.remat -> what the backward pass may keep of a layer's forward
+    "full": jax.checkpoint_policies.nothing_saveable,
+    "save_dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
 
 
 class KVCache(NamedTuple):
@@ -82,9 +91,9 @@ class Attention(nnx.Module):
         Returns (out `[B, Q, E]`, (k, v) of this layer — the updated cache, or this call's keys).
         """
         cfg, dtype = self.config, x.dtype
-        q = jnp.einsum("bqe,ehd->bqhd", x, self.q_proj[...].astype(dtype))
-        k = jnp.einsum("bqe,ekd->bqkd", x, self.k_proj[...].astype(dtype))
-        v = jnp.einsum("bqe,ekd->bqkd", x, self.v_proj[...].astype(dtype))
+        q = constrain(jnp.einsum("bqe,ehd->bqhd", x, self.q_proj[...].astype(dtype)), ("batch", "length", "heads", "head_dim"))
+        k = constrain(jnp.einsum("bqe,ekd->bqkd", x, self.k_proj[...].astype(dtype)), ("batch", "length", "kv_heads", "head_dim"))
+        v = constrain(jnp.einsum("bqe,ekd->bqkd", x, self.v_proj[...].astype(dtype)), ("batch", "length", "kv_heads", "head_dim"))
         if cfg.attention_bias:
             q, k, v = q + self.q_bias[...].astype(dtype), k + self.k_bias[...].astype(dtype), v + self.v_bias[...].astype(dtype)
         if cfg.qk_norm:
@@ -104,8 +113,25 @@ class Attention(nnx.Module):
         if cfg.sliding_window is not None:
             causal &= key_slots[None, :] > query_slots[:, None] - cfg.sliding_window
         mask = causal[None] & kv_mask[:, None, :]  # [B, Q, S]
-        out = grouped_attention(q, k.astype(dtype), v.astype(dtype), mask)
-        return jnp.einsum("bqhd,hde->bqe", out, self.o_proj[...].astype(dtype)), (k, v)
+        attend = fused_attention if attention_implementation(cfg) == "dot_product" else grouped_attention
+        out = constrain(attend(q, k.astype(dtype), v.astype(dtype), mask), ("batch", "length", "heads", "head_dim"))
+        return constrain(jnp.einsum("bqhd,hde->bqe", out, self.o_proj[...].astype(dtype)), ACTIVATION), (k, v)
+
+
+def attention_implementation(config: ModelConfig) -> str:
+    """`config.attention` with "auto" resolved for the default backend: dot_product on GPU, else xla."""
+    if config.attention != "auto":
+        return config.attention
+    return "dot_product" if jax.default_backend() == "gpu" else "xla"
+
+
+def fused_attention(q, k, v, mask):
+    """`grouped_attention` through `jax.nn.dot_product_attention` (cuDNN's fused kernel on GPU where shapes allow).
+
+    Same shapes and result for every query that can attend to some key; fully masked (padding)
+    query rows may differ, and never reach a real token.
+    """
+    return jax.nn.dot_product_attention(q, k, v, mask=mask[:, None])
 
 
 def grouped_attention(q, k, v, mask):
@@ -130,9 +156,10 @@ class MLP(nnx.Module):
         self.down_proj = _param(rngs, (f, e), ("mlp", "embed"), 1 / math.sqrt(f))
 
     def __call__(self, x):
-        dtype = x.dtype
-        gate = jax.nn.silu(x @ self.gate_proj[...].astype(dtype))
-        return (gate * (x @ self.up_proj[...].astype(dtype))) @ self.down_proj[...].astype(dtype)
+        dtype, columns = x.dtype, ("batch", "length", "mlp")
+        gate = jax.nn.silu(constrain(x @ self.gate_proj[...].astype(dtype), columns))
+        hidden = constrain(gate * (x @ self.up_proj[...].astype(dtype)), columns)
+        return constrain(hidden @ self.down_proj[...].astype(dtype), ACTIVATION)
 
 
 class DecoderLayer(nnx.Module):
@@ -169,25 +196,57 @@ class Transformer(nnx.Module):
         (False for padding); causality is added here. With a cache, this call's keys are written at
         slots `cache_index .. cache_index+Q-1` and S is the cache length; without one, S == Q.
         """
-        x = self.embed_tokens[...].astype(self.config.compute_dtype)[tokens]
+        x = constrain(self.embed_tokens[...].astype(self.config.compute_dtype)[tokens], ACTIVATION)
+        if cache is None:  # a training pass: each layer rematerialised per config.remat
+            run_layer = lambda layer, x: constrain(layer(x, positions, kv_mask, None, 0)[0], ACTIVATION)
+            if self.config.remat != "none":
+                run_layer = nnx.remat(run_layer, policy=REMAT_POLICIES[self.config.remat])
+            for layer in self.layers:
+                x = run_layer(layer, x)
+            return rms_norm(x, self.norm[...], self.config.rms_norm_eps), None
         new_keys, new_values = [], []
         for i, layer in enumerate(self.layers):
-            layer_cache = None if cache is None else (cache.keys[i], cache.values[i])
-            x, (k, v) = layer(x, positions, kv_mask, layer_cache, cache_index)
+            x, (k, v) = layer(x, positions, kv_mask, (cache.keys[i], cache.values[i]), cache_index)
+            x = constrain(x, ACTIVATION)
             new_keys.append(k)
             new_values.append(v)
         x = rms_norm(x, self.norm[...], self.config.rms_norm_eps)
-        return x, (None if cache is None else KVCache(tuple(new_keys), tuple(new_values)))
+        return x, KVCache(tuple(new_keys), tuple(new_values))
+
+    def output_head(self):
+        """The output projection `[E, V]` (the transposed embedding when tied)."""
+        return self.embed_tokens[...].T if self.config.tie_word_embeddings else self.lm_head[...]
 
     def logits(self, hidden):
         """`[..., E] -> [..., V] float32`."""
-        head = self.embed_tokens[...].T if self.config.tie_word_embeddings else self.lm_head[...]
-        return jnp.einsum("...e,ev->...v", hidden, head.astype(hidden.dtype), preferred_element_type=jnp.float32)
+        return output_logits(hidden, self.output_head())
 
     def __call__(self, tokens, positions, kv_mask, cache: Optional[KVCache] = None, cache_index=0):
         """Logits `[B, Q, V] float32` and the updated cache (see `hidden_states`)."""
         hidden, cache = self.hidden_states(tokens, positions, kv_mask, cache, cache_index)
         return self.logits(hidden), cache
+
+
+def cast_matrices(params, dtype):
+    """A copy of `params` with every floating array of rank >= 2 in `dtype` (norm scales keep theirs).
+
+    The layers cast each matrix to the compute dtype where they use it, so a model whose matrices
+    are stored in the compute dtype computes bit-identical results with half the memory in bf16.
+    """
+    cast = lambda x: jnp.array(x, dtype=dtype if jnp.issubdtype(x.dtype, jnp.floating) and x.ndim >= 2 else x.dtype, copy=True)
+    return jax.tree.map(cast, params)
+
+
+def model_graphdef(config: ModelConfig) -> nnx.GraphDef:
+    """The graphdef of a `Transformer` with `config`, built without allocating its parameters."""
+    return nnx.graphdef(nnx.eval_shape(lambda: Transformer(config, rngs=nnx.Rngs(0))))
+
+
+def output_logits(hidden, head):
+    """hidden `[B, ..., E]` times the output projection head `[E, V]` -> float32 logits `[B, ..., V]`,
+    rows over the batch axes and the vocabulary over tensor."""
+    logits = jnp.einsum("...e,ev->...v", hidden, head.astype(hidden.dtype), preferred_element_type=jnp.float32)
+    return constrain(logits, ("batch",) + ("length",) * (logits.ndim - 2) + ("vocab",))
 
 
 def positions_from_mask(mask: jnp.ndarray) -> jnp.ndarray:

@@ -21,7 +21,9 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxrl_self.models.transformer import KVCache, positions_from_mask
+from jaxrl_self.models.transformer import KVCache, cast_matrices, positions_from_mask
+from jaxrl_self.parallel.rules import SAMPLING_AXIS_RULES, activation_mesh
+from jaxrl_self.parallel.sharding import state_shardings
 from jaxrl_self.sampling.processors import choose_tokens, mask_padded_vocab, scale_by_temperature
 
 
@@ -79,8 +81,7 @@ def cast_for_compute(model):
     if dtype == jnp.float32:
         return model
     graphdef, state = nnx.split(model)
-    cast = lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) and x.ndim >= 2 else x
-    return nnx.merge(graphdef, jax.tree.map(cast, state))
+    return nnx.merge(graphdef, cast_matrices(state, dtype))
 
 
 def row_keys(key, prompt_ids, group_size):
@@ -150,18 +151,40 @@ def sample_from_model(model, prompt_tokens, prompt_mask, key, config: SamplingCo
     return Samples(tokens, mask, logps, entropy, mean_logp, jnp.sum(mask, axis=1).astype(jnp.int32), ~done)
 
 
-def make_sampler(model_graphdef, config: SamplingConfig):
+def make_layout_copier(model_graphdef, mesh):
+    """`copy(params) -> params` in the sampler's layout: matrices in the compute dtype
+    (`cast_for_compute`), placed by `SAMPLING_AXIS_RULES` on `mesh` (replicated over data and
+    fsdp, split over tensor), so the decode loop gathers no weight. Compiled once."""
+    def to_compute(params):
+        return nnx.split(cast_for_compute(nnx.merge(model_graphdef, params)))[1]
+
+    compiled = {}
+
+    def copy(params):
+        if "fn" not in compiled:
+            layout = state_shardings(jax.eval_shape(to_compute, params), mesh, SAMPLING_AXIS_RULES)
+            compiled["fn"] = jax.jit(to_compute, out_shardings=layout)
+        return compiled["fn"](params)
+
+    return copy
+
+
+def make_sampler(model_graphdef, config: SamplingConfig, mesh=None):
     """A jitted `sample(state, prompt_tokens, prompt_mask, key, prompt_ids=None, **knobs) -> Samples`.
 
     The function is compiled once per (batch, prompt length) shape — pad prompts to a few lengths
     with `jaxrl_self.sampling.buckets` — and never for new knob values; `run.compilations()` reports
-    how many shapes were compiled so far (logged as a metric).
+    how many shapes were compiled so far (logged as a metric). With a `mesh` of several devices,
+    activations are constrained to it and each call first copies the params into the sampling
+    layout (`make_layout_copier`).
     """
+    copy_to_layout = make_layout_copier(model_graphdef, mesh) if mesh is not None and mesh.size > 1 else None
 
     @jax.jit
     def sample(state, prompt_tokens, prompt_mask, key, prompt_ids, knobs):
         model = nnx.merge(model_graphdef, state)
-        return sample_from_model(model, prompt_tokens, prompt_mask, key, config, prompt_ids, knobs)
+        with activation_mesh(mesh):
+            return sample_from_model(model, prompt_tokens, prompt_mask, key, config, prompt_ids, knobs)
 
     def run(state, prompt_tokens, prompt_mask, key, prompt_ids=None, **knob_overrides):
         """knob_overrides: temperature / top_k / top_p / min_p for this call (no recompilation).
@@ -170,8 +193,11 @@ def make_sampler(model_graphdef, config: SamplingConfig):
         one compilation per shape.
         """
         prompt_ids = jnp.arange(prompt_tokens.shape[0]) if prompt_ids is None else prompt_ids
+        if copy_to_layout is not None:
+            state = copy_to_layout(state)
         inputs = (jnp.asarray(prompt_tokens, jnp.int32), jnp.asarray(prompt_mask, bool), key, jnp.asarray(prompt_ids, jnp.int32))
         return sample(state, *inputs, knobs_from(config, **knob_overrides))
 
     run.compilations = sample._cache_size
+    run.lower = sample.lower  # ahead-of-time compilation (benchmarks/aot_memory.py)
     return run

@@ -7,6 +7,7 @@ greedy accuracy after SFT and after RL, and writes a report. Global step numberi
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -20,8 +21,9 @@ from jaxrl_self.checkpoint import Checkpointer
 from jaxrl_self.config import config_to_json, validate_devices
 from jaxrl_self.eval.evaluate import evaluate
 from jaxrl_self.metrics import MetricsWriter, ProgressBar, write_report
-from jaxrl_self.models.config import ModelConfig
+from jaxrl_self.models.config import EXECUTION_FIELDS, ModelConfig
 from jaxrl_self.models.pretrained import load_pretrained
+from jaxrl_self.models.transformer import model_graphdef
 from jaxrl_self.methods import LABEL_FREE, build_reward_method
 from jaxrl_self.methods.test_time import make_vote_evaluator
 from jaxrl_self.parallel import (
@@ -52,10 +54,18 @@ BEST_CHECKPOINT_DIR = "best_checkpoint"  # the step with the best held-out accur
 
 
 def model_config_from(config, vocab_size: int) -> ModelConfig:
+    """The ModelConfig of a model trained from scratch, as `config.model` describes it."""
     m = config.model
-    return ModelConfig(vocab_size=vocab_size, hidden_size=m.hidden_size, num_layers=m.num_layers, num_heads=m.num_heads,
-                       num_kv_heads=m.num_kv_heads, head_dim=m.head_dim, intermediate_size=m.intermediate_size,
-                       rope_theta=m.rope_theta, max_position_embeddings=m.max_position_embeddings, dtype=m.dtype)
+    return with_execution_options(
+        ModelConfig(vocab_size=vocab_size, hidden_size=m.hidden_size, num_layers=m.num_layers, num_heads=m.num_heads,
+                    num_kv_heads=m.num_kv_heads, head_dim=m.head_dim, intermediate_size=m.intermediate_size,
+                    rope_theta=m.rope_theta, max_position_embeddings=m.max_position_embeddings, dtype=m.dtype), config)
+
+
+def with_execution_options(model_config: ModelConfig, config) -> ModelConfig:
+    """`model_config` (from scratch or a pretrained checkpoint) running as `config.model` says:
+    remat, attention kernel, log-prob chunk (`models.config.EXECUTION_FIELDS`)."""
+    return dataclasses.replace(model_config, **{name: config.model[name] for name in EXECUTION_FIELDS})
 
 
 class Run:
@@ -66,8 +76,10 @@ class Run:
         initialize_distributed(config.distributed)
         self.mesh = make_mesh(config.mesh)
         if config.model.get("init_from"):  # a pretrained model (.gguf, HF or orbax dir) brings its own tokenizer
-            self.model_config, self.graphdef, self.init_params, tokenizer = load_pretrained(
+            model_config, _, self.init_params, tokenizer = load_pretrained(
                 config.model.init_from, config.model.dtype, sharding_for=sharding_for(self.mesh))
+            self.model_config = with_execution_options(model_config, config)
+            self.graphdef = model_graphdef(self.model_config)
             self.task = build_task(config.task, tokenizer)
         else:
             self.task = build_task(config.task)
@@ -78,12 +90,13 @@ class Run:
         rl = config.rl
         self.sft_optimizer = make_optimizer(config.sft.learning_rate, config.sft.steps, config.sft.warmup_steps)
         self.rl_optimizer = make_optimizer(rl.learning_rate, rl.steps * rl.epochs * rl.minibatches, rl.warmup_steps,
-                                           weight_decay=rl.weight_decay, max_grad_norm=rl.max_grad_norm)
+                                           weight_decay=rl.weight_decay, max_grad_norm=rl.max_grad_norm,
+                                           moments_dtype=None if rl.moments_dtype == "float32" else rl.moments_dtype)
         sampling = dict(max_new_tokens=self.new_tokens, eos_id=self.tokenizer.eos_id, pad_id=self.tokenizer.pad_id,
                         vocab_size=self.tokenizer.vocab_size)
-        self.eval_sampler = make_sampler(self.graphdef, SamplingConfig(group_size=1, temperature=0.0, **sampling))
+        self.eval_sampler = make_sampler(self.graphdef, SamplingConfig(group_size=1, temperature=0.0, **sampling), self.mesh)
         self.rl_sampler = make_sampler(self.graphdef, SamplingConfig(group_size=rl.group_size, temperature=rl.temperature,
-                                                                     top_k=rl.top_k, top_p=rl.top_p, **sampling))
+                                                                     top_k=rl.top_k, top_p=rl.top_p, **sampling), self.mesh)
         self.train_examples = self.task.examples("train")
         self.test_examples = self.task.examples("test")[: config.eval.num_examples]
         # label-free rewards sharpen the sampled answers: their runs report held-out pass@1 and maj@G
@@ -107,7 +120,7 @@ class Run:
         rl = self.config.rl
         value_params = init_value_head(self.model_config.hidden_size) if rl.algorithm == "ppo" else None
         return shard_state(init_train_state(params, self.rl_optimizer, self.config.seed, with_reference=needs_reference(rl),
-                                            value_params=value_params), self.mesh)
+                                            value_params=value_params, reference_dtype=self.model_config.compute_dtype), self.mesh)
 
     def evaluate(self, params) -> dict:
         """Greedy results on the held-out examples, the same on every process (each evaluates all of them)."""
@@ -125,7 +138,7 @@ def run_sft(run: Run, state, meta, control: RunControl, writer: MetricsWriter):
                               shard_index=jax.process_index(), shard_count=jax.process_count())
     if meta.get("iterator"):
         iterator.set_state(meta["iterator"])
-    step_fn = make_sft_step(run.graphdef, run.sft_optimizer)
+    step_fn = make_sft_step(run.graphdef, run.sft_optimizer, run.mesh)
     start = int(meta.get("sft_step", 0))  # not state.step: that does not count skipped (non-finite) updates
     bar = ProgressBar(cfg.sft.steps, "SFT warm start", initial=start)
     for step in range(start + 1, cfg.sft.steps + 1):
@@ -176,8 +189,8 @@ def run_rl(run: Run, state, meta, control: RunControl, writer: MetricsWriter):
         iterator.set_state(meta["iterator"])
     method = build_reward_method(cfg, run.task, run.tokenizer)
     score_rewards = make_reward_scorer(rl, method)
-    build_batch = make_batch_builder(run.graphdef, rl, method)
-    update = make_rl_update(run.graphdef, run.rl_optimizer, rl)
+    build_batch = make_batch_builder(run.graphdef, rl, method, run.mesh)
+    update = make_rl_update(run.graphdef, run.rl_optimizer, rl, run.mesh)
     merge = make_group_merger(rl.group_size)
     g = rl.group_size
     # DAPO keeps sampling until every group has reward signal; others sample one round

@@ -1,11 +1,56 @@
-"""Log-probabilities of completions under a model: the one forward pass every loss shares."""
+"""Log-probabilities of completions under a model: the one forward pass every loss shares.
+
+The output projection runs only at the positions that predict completion tokens, and, with
+`ModelConfig.logprob_chunk = C > 0`, C positions at a time under `jax.checkpoint`: each chunk's
+`[N, C, V]` float32 logits are recomputed in the backward pass rather than kept, so no
+`[N, T, V]` float32 array exists in the forward or backward pass (docs/scaling.md).
+"""
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 
 from jaxrl_self.algorithms.losses import token_entropy, token_logprobs
-from jaxrl_self.models.transformer import positions_from_mask
+from jaxrl_self.models.transformer import output_logits, positions_from_mask
 from jaxrl_self.sampling.processors import scale_by_temperature
+
+
+def completion_hidden(model, prompt_tokens, prompt_mask, completion_tokens, completion_mask):
+    """Final hidden states `[N, T, E]` at the positions that predict the completion tokens.
+
+    prompt_* `[N, P]` (left-padded), completion_* `[N, T]` (right-padded); position P-1+t predicts
+    completion token t.
+    """
+    prompt_len = prompt_tokens.shape[1]
+    tokens = jnp.concatenate([prompt_tokens, completion_tokens], axis=1)
+    mask = jnp.concatenate([prompt_mask.astype(bool), completion_mask.astype(bool)], axis=1)
+    hidden, _ = model.hidden_states(tokens, positions_from_mask(mask), mask)
+    return hidden[:, prompt_len - 1 : -1]
+
+
+def token_statistics(hidden, head, tokens, temperature=1.0, with_entropy=False, chunk=0):
+    """Log-prob `[N, T] float32` of `tokens [N, T]` under `log_softmax(hidden @ head / temperature)`,
+    and that distribution's entropy `[N, T]` when `with_entropy` (else None).
+
+    hidden `[N, T, E]`, head `[E, V]`. chunk > 0: the logits are formed `chunk` positions at a time
+    (T padded up to a multiple of it), each chunk rematerialised in the backward pass.
+    """
+    def statistics(h, tok):
+        logits = scale_by_temperature(output_logits(h, head), temperature)
+        logp = token_logprobs(logits, tok)
+        return logp, (token_entropy(logits) if with_entropy else jnp.zeros_like(logp))
+
+    rows, length, width = hidden.shape
+    if chunk <= 0 or chunk >= length:
+        logp, entropy = statistics(hidden, tokens)
+    else:
+        pad = -length % chunk
+        chunks = (length + pad) // chunk
+        split = lambda x: jnp.pad(x, [(0, 0), (0, pad)] + [(0, 0)] * (x.ndim - 2)).reshape(rows, chunks, chunk, *x.shape[2:]).swapaxes(0, 1)
+        logp, entropy = jax.lax.map(jax.checkpoint(lambda args: statistics(*args)), (split(hidden), split(tokens)))
+        join = lambda x: x.swapaxes(0, 1).reshape(rows, chunks * chunk)[:, :length]
+        logp, entropy = join(logp), join(entropy)
+    return logp, (entropy if with_entropy else None)
 
 
 def completion_logprobs(model, prompt_tokens, prompt_mask, completion_tokens, completion_mask, temperature=1.0, with_entropy=False):
@@ -13,13 +58,8 @@ def completion_logprobs(model, prompt_tokens, prompt_mask, completion_tokens, co
 
     prompt_* `[N, P]` (left-padded), completion_* `[N, T]` (right-padded) -> logp `[N, T] float32`
     under `log_softmax(logits / temperature)` (the sampler's behaviour distribution), and the
-    per-token entropy `[N, T]` of that distribution when `with_entropy` (else None). Logits at
-    position P-1+t predict completion token t.
+    per-token entropy `[N, T]` of that distribution when `with_entropy` (else None).
     """
-    prompt_len = prompt_tokens.shape[1]
-    tokens = jnp.concatenate([prompt_tokens, completion_tokens], axis=1)
-    mask = jnp.concatenate([prompt_mask.astype(bool), completion_mask.astype(bool)], axis=1)
-    logits, _ = model(tokens, positions_from_mask(mask), mask)
-    logits = scale_by_temperature(logits[:, prompt_len - 1 : -1], temperature)
-    logp = token_logprobs(logits, completion_tokens)
-    return logp, (token_entropy(logits) if with_entropy else None)
+    hidden = completion_hidden(model, prompt_tokens, prompt_mask, completion_tokens, completion_mask)
+    return token_statistics(hidden, model.output_head(), completion_tokens, temperature, with_entropy,
+                            model.config.logprob_chunk)

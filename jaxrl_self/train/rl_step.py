@@ -18,6 +18,8 @@ do not count in any denominator.
 """
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -27,6 +29,7 @@ from jaxrl_self.algorithms.aggregation import aggregate, masked_mean, masked_sum
 from jaxrl_self.algorithms.filtering import group_has_signal, overlong_penalty
 from jaxrl_self.algorithms.kl import kl_penalty
 from jaxrl_self.algorithms.losses import clipped_surrogate, gspo_loss, value_loss
+from jaxrl_self.parallel.rules import activation_mesh
 from jaxrl_self.rewards.host import FAILURE_REASONS
 from jaxrl_self.train.policy import completion_logprobs
 from jaxrl_self.train.state import apply_gradients
@@ -173,13 +176,15 @@ def _reduce_metrics(stacked, mean_or_sum):
     return {name: reduce(name, values) for name, values in stacked.items()}
 
 
-def make_rl_update(graphdef, optimizer, rl):
-    """Jitted `update(state, batch, key) -> (state, metrics)`.
+def make_rl_update(graphdef, optimizer, rl, mesh=None):
+    """Jitted `update(state, batch, key) -> (state, metrics)`; `state` is donated (its buffers are
+    reused for the new state: do not read the old one after the call).
 
     For each of `rl.epochs` passes the N rows are shuffled (when there is more than one minibatch)
     and cut into `rl.minibatches` minibatches; each minibatch is one optimizer step whose gradient
     is summed over `rl.micro_batches` micro-batches (a `lax.scan`), with the minibatch's global
     denominators. Metrics are averaged over optimizer steps (min/max statistics: min/max).
+    mesh: the mesh whose axes the model's activations are constrained to (`parallel.activation_mesh`).
     """
     with_value_head = rl.algorithm == "ppo"
 
@@ -200,8 +205,12 @@ def make_rl_update(graphdef, optimizer, rl):
         grads, metrics = jax.lax.scan(accumulate, jax.tree.map(jnp.zeros_like, params), micro_batches)
         return grads, _reduce_metrics(metrics, jnp.sum)
 
-    @jax.jit
+    @functools.partial(jax.jit, donate_argnums=0)
     def update(state, batch, key):
+        with activation_mesh(mesh):
+            return _update(state, batch, key)
+
+    def _update(state, batch, key):
         rows = batch["completion_mask"].shape[0]
         if rl.minibatches > 1:
             orders = jnp.stack([jax.random.permutation(jax.random.fold_in(key, epoch), rows) for epoch in range(rl.epochs)])
@@ -247,7 +256,7 @@ def make_reward_scorer(rl, method):
     return score_rewards
 
 
-def make_batch_builder(graphdef, rl, method):
+def make_batch_builder(graphdef, rl, method, mesh=None):
     """Jitted `build(state, batch, rewards, group_valid, key) -> (train batch, metrics)`.
 
     Recomputes old log-probs (when `needs_old_logp`), reference log-probs (when the state holds a
@@ -255,12 +264,16 @@ def make_batch_builder(graphdef, rl, method):
     rewards of every group, zeroes the completion_mask rows of groups with `group_valid` False
     `[B]`, and lets `method.select_rows` pick the rows to train on. metrics:
     "groups/with_signal" (fraction of groups whose rewards are not all equal) and, for PPO,
-    "value/mean" and "returns/mean".
+    "value/mean" and "returns/mean". mesh: as for `make_rl_update`.
     """
     with_old_logp = needs_old_logp(rl)
 
     @jax.jit
     def build(state, batch, rewards, group_valid, key):
+        with activation_mesh(mesh):
+            return _build(state, batch, rewards, group_valid, key)
+
+    def _build(state, batch, rewards, group_valid, key):
         mask = batch["completion_mask"].astype(jnp.float32)
         batch = {k: batch[k] for k in ("prompt_tokens", "prompt_mask", "completion_tokens", "completion_mask")}
         args = (batch["prompt_tokens"], batch["prompt_mask"], batch["completion_tokens"], batch["completion_mask"], rl.temperature)
@@ -287,7 +300,8 @@ def make_batch_builder(graphdef, rl, method):
 
 
 def refresh_reference(state, rl, rl_step: int):
-    """Copies the policy params into the reference every `rl.ref_refresh_every` RL steps (0 = never)."""
+    """Copies the policy params into the reference every `rl.ref_refresh_every` RL steps (0 = never),
+    in the reference's own dtypes."""
     if state.ref_params is None or rl.ref_refresh_every <= 0 or rl_step % rl.ref_refresh_every:
         return state
-    return state.replace(ref_params=jax.tree.map(jnp.copy, state.params))
+    return state.replace(ref_params=jax.tree.map(lambda p, r: jnp.array(p, r.dtype, copy=True), state.params, state.ref_params))

@@ -4,6 +4,7 @@ Used for the warm start of the default job and as the M-step of STaR / ReST-EM.
 """
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
 import jax
@@ -13,6 +14,7 @@ from flax import nnx
 
 from jaxrl_self.algorithms.aggregation import aggregate
 from jaxrl_self.models.tokenizer import pad_batch
+from jaxrl_self.parallel.rules import activation_mesh
 from jaxrl_self.train.policy import completion_logprobs
 from jaxrl_self.train.state import apply_gradients
 
@@ -44,15 +46,17 @@ def sft_loss(model, batch):
     return loss, {"sft/loss": loss}
 
 
-def make_sft_step(graphdef, optimizer):
-    """Jitted `step(state, batch) -> (state, metrics)` over a batch from `encode_pairs`."""
+def make_sft_step(graphdef, optimizer, mesh=None):
+    """Jitted `step(state, batch) -> (state, metrics)` over a batch from `encode_pairs`; `state` is
+    donated. mesh: the mesh activations are constrained to (`parallel.activation_mesh`)."""
 
-    @jax.jit
+    @functools.partial(jax.jit, donate_argnums=0)
     def step(state, batch):
         def loss_fn(params):
             return sft_loss(nnx.merge(graphdef, params), batch)
 
-        (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        with activation_mesh(mesh):
+            (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
         state, update_metrics = apply_gradients(state, grads, optimizer, loss)
         return state, {**metrics, **update_metrics}
 

@@ -10,7 +10,7 @@ import optax
 from flax import nnx
 
 from jaxrl_self.models.config import ModelConfig
-from jaxrl_self.models.transformer import Transformer
+from jaxrl_self.models.transformer import Transformer, cast_matrices
 
 
 @flax.struct.dataclass
@@ -30,12 +30,17 @@ class TrainState:
 
 
 def make_optimizer(learning_rate: float, total_steps: int, warmup_steps: int = 0, weight_decay: float = 0.0,
-                   max_grad_norm: float = 1.0) -> optax.GradientTransformation:
-    """AdamW with linear warmup + cosine decay to 10% and global-norm clipping."""
+                   max_grad_norm: float = 1.0, moments_dtype: Optional[str] = None) -> optax.GradientTransformation:
+    """AdamW with linear warmup + cosine decay to 10% and global-norm clipping.
+
+    moments_dtype: dtype of Adam's first moment (e.g. "bfloat16": 2 bytes per parameter instead
+    of 4); None keeps the parameters' dtype. The second moment stays in the parameters' dtype.
+    """
     schedule = optax.warmup_cosine_decay_schedule(
         init_value=0.0 if warmup_steps else learning_rate, peak_value=learning_rate,
         warmup_steps=warmup_steps, decay_steps=max(total_steps, warmup_steps + 1), end_value=0.1 * learning_rate)
-    return optax.chain(optax.clip_by_global_norm(max_grad_norm), optax.adamw(schedule, weight_decay=weight_decay))
+    return optax.chain(optax.clip_by_global_norm(max_grad_norm), optax.adamw(schedule, weight_decay=weight_decay,
+                                                                           mu_dtype=moments_dtype))
 
 
 def init_model(config: ModelConfig, seed: int):
@@ -44,12 +49,14 @@ def init_model(config: ModelConfig, seed: int):
 
 
 def init_train_state(params, optimizer: optax.GradientTransformation, seed: int, with_reference: bool,
-                     value_params=None) -> TrainState:
+                     value_params=None, reference_dtype=jnp.float32) -> TrainState:
+    """The phase's first state; the frozen reference (when `with_reference`) holds its matrices in
+    `reference_dtype` — the compute dtype, so reference log-probs are unchanged (`cast_matrices`)."""
     trainable = params if value_params is None else {"policy": params, "value_head": value_params}
     return TrainState(
         params=params,
         opt_state=optimizer.init(trainable),
-        ref_params=jax.tree.map(jnp.copy, params) if with_reference else None,
+        ref_params=cast_matrices(params, reference_dtype) if with_reference else None,
         step=jnp.int32(0),
         key=jax.random.key_data(jax.random.key(seed)),
         value_params=value_params,

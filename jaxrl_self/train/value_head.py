@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from jaxrl_self.algorithms.losses import token_entropy, token_logprobs
-from jaxrl_self.models.transformer import positions_from_mask
-from jaxrl_self.sampling.processors import scale_by_temperature
+from jaxrl_self.train.policy import completion_hidden, token_statistics
 
 
 def init_value_head(hidden_size: int) -> dict:
@@ -43,13 +41,10 @@ def completion_logprobs_and_values(model, value_params, prompt_tokens, prompt_ma
 
     prompt_* `[N, P]` (left-padded), completion_* `[N, T]` (right-padded) -> (logp `[N, T]`,
     entropy `[N, T]` of `softmax(logits / temperature)`, values `[N, T]`), all float32. Matches
-    `policy.completion_logprobs` for logp and entropy.
+    `policy.completion_logprobs` for logp and entropy (the same chunked output projection).
     """
-    prompt_len = prompt_tokens.shape[1]
-    tokens = jnp.concatenate([prompt_tokens, completion_tokens], axis=1)
-    mask = jnp.concatenate([prompt_mask.astype(bool), completion_mask.astype(bool)], axis=1)
-    hidden, _ = model.hidden_states(tokens, positions_from_mask(mask), mask)
-    hidden = hidden[:, prompt_len - 1 : -1]
-    logits = scale_by_temperature(model.logits(hidden), temperature)
+    hidden = completion_hidden(model, prompt_tokens, prompt_mask, completion_tokens, completion_mask)
+    logp, entropy = token_statistics(hidden, model.output_head(), completion_tokens, temperature, with_entropy=True,
+                                     chunk=model.config.logprob_chunk)
     values = jnp.einsum("nte,e->nt", hidden.astype(jnp.float32), value_params["kernel"]) + value_params["bias"]
-    return token_logprobs(logits, completion_tokens), token_entropy(logits), values
+    return logp, entropy, values

@@ -78,6 +78,7 @@ def start_state(params, rl, optimizer, value_seed=None):
         value_params = init_value_head(16)
         if value_seed is not None:
             value_params = {"kernel": jax.random.normal(jax.random.key(value_seed), (16,)) * 0.5, "bias": jnp.float32(0.1)}
+    params = jax.tree.map(jnp.copy, params)  # the update donates its state: keep the fixture's params
     state = init_train_state(params, optimizer, 0, with_reference=needs_reference(rl), value_params=value_params)
     if state.ref_params is not None:
         noise = lambda x: x + 0.05 * jax.random.normal(jax.random.key(1), x.shape)
@@ -99,10 +100,11 @@ def test_micro_batch_accumulation_matches_one_batch(model, algorithm):
         state = start_state(params, rl, optimizer, value_seed=0)
         batch, rewards = rollout()
         train_batch, _ = make_batch_builder(graphdef, rl, RewardMethod())(state, batch, rewards, jnp.ones(B, bool), jax.random.key(0))
+        before = jax.device_get((state.params, state.value_params))  # the update donates `state`
         new_state, metrics = make_rl_update(graphdef, optimizer, rl)(state, train_batch, jax.random.key(0))
-        deltas.append((param_delta(new_state.params, state.params), metrics))
+        deltas.append((param_delta(new_state.params, before[0]), metrics))
         if algorithm == "ppo":
-            deltas[-1] += (param_delta(new_state.value_params, state.value_params),)
+            deltas[-1] += (param_delta(new_state.value_params, before[1]),)
     (one, one_metrics, *one_value), (four, four_metrics, *four_value) = deltas
     assert max(float(np.max(np.abs(x))) for x in jax.tree.leaves(one)) > 1e-4  # a real gradient
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5), one, four)
