@@ -4,7 +4,6 @@ Used for the warm start of the default job and as the M-step of STaR / ReST-EM.
 """
 from __future__ import annotations
 
-import functools
 from typing import Sequence
 
 import jax
@@ -47,10 +46,11 @@ def sft_loss(model, batch):
 
 
 def make_sft_step(graphdef, optimizer, mesh=None):
-    """Jitted `step(state, batch) -> (state, metrics)` over a batch from `encode_pairs`; `state` is
-    donated. mesh: the mesh activations are constrained to (`parallel.activation_mesh`)."""
+    """Jitted `step(state, batch) -> (state, metrics)` over a batch from `encode_pairs`. mesh: the
+    mesh activations are constrained to (`parallel.activation_mesh`). The state is not donated:
+    the recipes start several SFT phases from the same initial params."""
 
-    @functools.partial(jax.jit, donate_argnums=0)
+    @jax.jit
     def step(state, batch):
         def loss_fn(params):
             return sft_loss(nnx.merge(graphdef, params), batch)

@@ -1,7 +1,7 @@
 """The real GRPO update, the SFT step and the greedy sampler on three mesh shapes give the
 single-device results (fp32, within 1e-5): sharding changes where the work runs, not the answer.
-On the meshes the model's activations are constrained by their logical axes, the steps donate
-their state, and the sampler copies the params into its own layout (docs/scaling.md)."""
+On the meshes the model's activations are constrained by their logical axes, the RL update
+donates its state, and the sampler copies the params into its own layout (docs/scaling.md)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -59,7 +59,7 @@ def setup():
         model's activations constrained to it and the sampler's params in the sampling layout."""
         fns = {"rl": make_rl_update(graphdef, optimizer, rl, mesh), "sft": make_sft_step(graphdef, optimizer, mesh),
                "sample": make_sampler(graphdef, sampling, mesh)}
-        fresh = lambda state: shard_state(jax.tree.map(jnp.copy, state), mesh)  # the steps donate their state
+        fresh = lambda state: shard_state(jax.tree.map(jnp.copy, state), mesh)  # the RL update donates its state
         rl_state, rl_metrics = fns["rl"](fresh(states["rl"]), shard_batch(rl_batch, mesh), key)
         sft_state, sft_metrics = fns["sft"](fresh(states["sft"]), shard_batch(sft_batch, mesh))
         prompts = shard_batch({k: sft_batch[k] for k in ("prompt_tokens", "prompt_mask")}, mesh)
