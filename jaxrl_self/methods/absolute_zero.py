@@ -46,10 +46,10 @@ from jaxrl_self.config import ConfigError
 from jaxrl_self.methods import absolute_zero_tasks as azt
 from jaxrl_self.metrics import MetricsWriter, write_report
 from jaxrl_self.models.pretrained import load_pretrained
+from jaxrl_self.models.transformer import model_graphdef
 from jaxrl_self.rewards.code_sandbox import SandboxLimits
 from jaxrl_self.rewards.learnability import format_aware_reward, learnability_reward
 from jaxrl_self.sampling.sampler import SamplingConfig, make_sampler
-from jaxrl_self.models.transformer import model_graphdef
 from jaxrl_self.train.loop import model_config_from, with_execution_options
 from jaxrl_self.train.rl_step import make_rl_update
 from jaxrl_self.train.sft import encode_pairs, encode_prompts, make_sft_step

@@ -175,7 +175,7 @@ class DecoderLayer(nnx.Module):
         attn_out, kv = self.self_attn(rms_norm(x, self.input_layernorm[...], eps), positions, kv_mask, cache_kv, cache_index)
         x = x + attn_out
         x = x + self.mlp(rms_norm(x, self.post_attention_layernorm[...], eps))
-        return x, kv
+        return constrain(x, ACTIVATION), kv
 
 
 class Transformer(nnx.Module):
@@ -198,7 +198,7 @@ class Transformer(nnx.Module):
         """
         x = constrain(self.embed_tokens[...].astype(self.config.compute_dtype)[tokens], ACTIVATION)
         if cache is None:  # a training pass: each layer rematerialised per config.remat
-            run_layer = lambda layer, x: constrain(layer(x, positions, kv_mask, None, 0)[0], ACTIVATION)
+            run_layer = lambda layer, x: layer(x, positions, kv_mask, None, 0)[0]
             if self.config.remat != "none":
                 run_layer = nnx.remat(run_layer, policy=REMAT_POLICIES[self.config.remat])
             for layer in self.layers:
@@ -207,7 +207,6 @@ class Transformer(nnx.Module):
         new_keys, new_values = [], []
         for i, layer in enumerate(self.layers):
             x, (k, v) = layer(x, positions, kv_mask, (cache.keys[i], cache.values[i]), cache_index)
-            x = constrain(x, ACTIVATION)
             new_keys.append(k)
             new_values.append(v)
         x = rms_norm(x, self.norm[...], self.config.rms_norm_eps)

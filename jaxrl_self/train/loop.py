@@ -91,7 +91,7 @@ class Run:
         self.sft_optimizer = make_optimizer(config.sft.learning_rate, config.sft.steps, config.sft.warmup_steps)
         self.rl_optimizer = make_optimizer(rl.learning_rate, rl.steps * rl.epochs * rl.minibatches, rl.warmup_steps,
                                            weight_decay=rl.weight_decay, max_grad_norm=rl.max_grad_norm,
-                                           moments_dtype=None if rl.moments_dtype == "float32" else rl.moments_dtype)
+                                           moments_dtype=rl.moments_dtype)
         sampling = dict(max_new_tokens=self.new_tokens, eos_id=self.tokenizer.eos_id, pad_id=self.tokenizer.pad_id,
                         vocab_size=self.tokenizer.vocab_size)
         self.eval_sampler = make_sampler(self.graphdef, SamplingConfig(group_size=1, temperature=0.0, **sampling), self.mesh)

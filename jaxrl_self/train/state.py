@@ -33,8 +33,8 @@ def make_optimizer(learning_rate: float, total_steps: int, warmup_steps: int = 0
                    max_grad_norm: float = 1.0, moments_dtype: Optional[str] = None) -> optax.GradientTransformation:
     """AdamW with linear warmup + cosine decay to 10% and global-norm clipping.
 
-    moments_dtype: dtype of Adam's first moment (e.g. "bfloat16": 2 bytes per parameter instead
-    of 4); None keeps the parameters' dtype. The second moment stays in the parameters' dtype.
+    moments_dtype: dtype of Adam's first moment ("float32", or "bfloat16": 2 bytes per parameter
+    instead of 4); None keeps the parameters' dtype. The second moment stays in the parameters' dtype.
     """
     schedule = optax.warmup_cosine_decay_schedule(
         init_value=0.0 if warmup_steps else learning_rate, peak_value=learning_rate,
