@@ -41,7 +41,7 @@ Figures (per chip unless named global):
   flops (analytic; XLA's cost_analysis counts a loop body -- lax.scan over micro-batches, the
     sampler's while_loop -- once, so its "flops" figure is reported only for reference as
     xla_cost_analysis_flops):
-    matmul_params = layers * (E*H*D + 2*E*K*D + H*D*E + 3*E*F)   (q, k, v, o, gate, up, down)
+    matmul_params = ModelConfig.layer_matmul_params = layers * (E*H*D + 2*E*K*D + H*D*E + 3*E*F)   (q, k, v, o, gate, up, down)
     forward(rows, S) = 2 * matmul_params * rows * S + 2 * E * V * rows * S_head
                        + 4 * layers * H * D * S^2 * rows
       S = prompt_len + new_tokens, S_head = new_tokens: the output projection runs at completion
@@ -350,11 +350,6 @@ def _shard_bytes(tree) -> int:
     return total
 
 
-def matmul_params(mc) -> int:
-    e, h, k, d, f = mc.hidden_size, mc.num_heads, mc.num_kv_heads, mc.head_dim, mc.intermediate_size
-    return mc.num_layers * (e * h * d + 2 * e * k * d + h * d * e + 3 * e * f)
-
-
 # ----------------------------------------------------------------------------------------------
 # the update
 
@@ -382,7 +377,7 @@ def compile_update(config, model_config, mesh, hardware, compiler_options=None) 
     n, p, t = rl.prompts_per_step * rl.group_size, config.task.max_prompt_len, rl.max_new_tokens
     s = p + t
     s_head = t  # the output projection runs at completion positions only (train.policy)
-    layers_fwd = 2 * matmul_params(mc) * n * s
+    layers_fwd = 2 * mc.layer_matmul_params * n * s
     attention_fwd = 4 * mc.num_layers * mc.num_heads * mc.head_dim * s * s * n
     head_fwd = 2 * mc.hidden_size * mc.vocab_size * n * s_head
     forward = layers_fwd + attention_fwd + head_fwd
@@ -410,7 +405,7 @@ def compile_update(config, model_config, mesh, hardware, compiler_options=None) 
         "rows": n, "sequence_len": s, "micro_batches_per_minibatch": rl.micro_batches, "optimizer_steps": optimizer_steps,
         "rows_per_chip_per_micro_batch": n // rl.minibatches // rl.micro_batches // (mesh.shape["data"] * mesh.shape["fsdp"]),
         "params": sum(math.prod(x.shape) for x in jax.tree.leaves(params)),
-        "matmul_params": matmul_params(mc),
+        "matmul_params": mc.layer_matmul_params,
         "flops": {"global": flops, "per_chip": flops_chip, "forward": forward, "remat_extra": extra,
                   "output_head_positions": s_head,
                   "counted": "epochs * (3 * forward + remat extra) of the policy on the train batch; old-logp/reference "
@@ -483,7 +478,7 @@ def compile_sampler(config, model_config, mesh, hardware, compiler_options=None)
     kv_heads_chip = mc.num_kv_heads / tensor if mc.num_kv_heads % tensor == 0 else mc.num_kv_heads
     kv_bytes = 2 * mc.num_layers * rows_chip * slots * kv_heads_chip * mc.head_dim * itemsize
     step_bytes = weights / tensor + kv_bytes
-    step_flops = (2 * (matmul_params(mc) + mc.hidden_size * mc.vocab_size) * rows_chip
+    step_flops = (2 * (mc.layer_matmul_params + mc.hidden_size * mc.vocab_size) * rows_chip
                   + 4 * mc.num_layers * mc.num_heads * mc.head_dim * slots * rows_chip) / tensor
     compute_s, memory_s = step_flops / hardware["peak_flops"], step_bytes / hardware["hbm_bandwidth"]
     step_s = max(compute_s, memory_s)

@@ -35,9 +35,10 @@ Figures:
   grpo_update: `make_rl_update` on one train batch of rows = train_prompts * group rows of
     prompt_len + new_tokens tokens (all valid), in `micro_batches` micro-batches, one AdamW step;
     seconds = the best of `repeats` calls after a compile call. Analytic FLOPs:
-      6 * matmul_params * rows * S + 12 * layers * rows * heads * S^2 * head_dim,  S = prompt_len + new_tokens
-    with matmul_params = layers * (E*H*D + 2*E*K*D + H*D*E + 3*E*F) + E*V (the output head; the
-    forward computes logits at every position). The attention term counts QK^T and PV
+      6 * (layer_matmul_params * S + E*V * T) * rows + 12 * layers * rows * heads * S^2 * head_dim,
+    S = prompt_len + new_tokens, T = new_tokens, with layer_matmul_params = layers * (E*H*D +
+    2*E*K*D + H*D*E + 3*E*F) (`ModelConfig.layer_matmul_params`; the output head runs at completion
+    positions only). The attention term counts QK^T and PV
     (2 * 2 * S^2 * D per head and row forward, x3 for forward + backward) over the full S x S
     square the implementation computes (masked, not skipped). MFU = FLOPs / seconds / peak, with
     peak the nominal and the measured matmul FLOP/s.
@@ -143,12 +144,6 @@ def rl_config(sizes: Sizes):
     return build_config(DEFAULT_CONFIG, [f"--config.{key}={value}" for key, value in overrides.items()])
 
 
-def matmul_params(mc) -> int:
-    """Parameters that enter a matmul once per token: the layers' projections and the output head."""
-    e, h, k, d, f = mc.hidden_size, mc.num_heads, mc.num_kv_heads, mc.head_dim, mc.intermediate_size
-    return mc.num_layers * (e * h * d + 2 * e * k * d + h * d * e + 3 * e * f) + e * mc.vocab_size
-
-
 def roofline(rows, bytes_per_step, bandwidth):
     return None if bandwidth is None else rows / (bytes_per_step / bandwidth)
 
@@ -212,13 +207,14 @@ def update_check(sizes: Sizes, config, mc, graphdef, params, limits):
     key = jax.random.key(0)
     metrics = None
 
-    def call():
-        nonlocal metrics
-        _, metrics = jax.block_until_ready(update(state, batch, key))
+    def call():  # the update donates its state: each call takes the previous call's
+        nonlocal state, metrics
+        state, metrics = jax.block_until_ready(update(state, batch, key))
 
     first_s, best_s = first_and_best(call, sizes.repeats)
     seq = prompt_len + steps
-    matmul_flops = 6 * matmul_params(mc) * rows * seq
+    # the output head forms logits at completion positions only (train.policy)
+    matmul_flops = 6 * (mc.layer_matmul_params * seq + mc.hidden_size * mc.vocab_size * steps) * rows
     attention_flops = 12 * mc.num_layers * rows * mc.num_heads * seq**2 * mc.head_dim
     flops_per_s = (matmul_flops + attention_flops) / best_s
     nominal_peak = (limits["nominal"] or {}).get("bf16_flops_per_s")
@@ -226,7 +222,7 @@ def update_check(sizes: Sizes, config, mc, graphdef, params, limits):
         "rows": rows, "tokens_per_row": seq, "micro_batches": rl.micro_batches, "algorithm": rl.algorithm,
         "seconds": best_s, "compile_s": first_s - best_s, "compilations": update._cache_size(),
         "loss": float(metrics["loss"]), "grad_norm": float(metrics["grad_norm"]),
-        "matmul_params": matmul_params(mc), "matmul_flops": matmul_flops, "attention_flops": attention_flops,
+        "layer_matmul_params": mc.layer_matmul_params, "matmul_flops": matmul_flops, "attention_flops": attention_flops,
         "flops_per_s": flops_per_s, "train_tokens_per_s": rows * seq / best_s,
         "mfu": {"nominal": None if nominal_peak is None else flops_per_s / nominal_peak,
                 "measured_matmul": flops_per_s / limits["matmul_flops_per_s"]},

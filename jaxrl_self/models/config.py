@@ -71,6 +71,14 @@ class ModelConfig:
             raise ValueError(f"logprob_chunk must be >= 0, got {self.logprob_chunk}")
 
     @property
+    def layer_matmul_params(self) -> int:
+        """Parameters of the layers' projections (q, k, v, o, gate, up, down): each enters one
+        multiply-add per token, so a forward costs `2 * layer_matmul_params` FLOPs per token plus
+        attention and the output head (`2 * hidden * vocab` per position that forms logits)."""
+        e, h, k, d, f = self.hidden_size, self.num_heads, self.num_kv_heads, self.head_dim, self.intermediate_size
+        return self.num_layers * (e * h * d + 2 * e * k * d + h * d * e + 3 * e * f)
+
+    @property
     def compute_dtype(self):
         return jnp.dtype(self.dtype)
 
