@@ -15,7 +15,7 @@ benchmark process itself runs on JAX_PLATFORMS=cpu (set here unless already set)
 The project's own path builds everything: `configs/default.py` through `jaxrl_self.config`
 (arguments set rl/task/model/mesh keys, then `--set key=value` overrides, then `validate` and
 `validate_devices`), `model_config_from_hf` for the shape plus the run's execution options
-(`train.loop.with_execution_options`), `make_optimizer` as `train.loop.Run` calls
+(`train.loop.with_execution_options`), the RL optimizer as `train.loop.Run` builds
 it, `init_train_state` (reference when `needs_reference`), `abstract_state` / `batch_sharding` for
 the shardings, `make_rl_update` and `make_sampler`, both given the mesh their activations are
 constrained to, as the training loop builds them.
@@ -46,8 +46,8 @@ Figures (per chip unless named global):
                        + 4 * layers * H * D * S^2 * rows
       S = prompt_len + new_tokens, S_head = new_tokens: the output projection runs at completion
       positions only (`train.policy`); the attention term counts QK^T and
-      PV over the full S x S square (the XLA implementation computes masked scores, it does not
-      skip them; half of it is causally useful).
+      PV over the full S x S square with the einsum kernel (it computes masked scores, it does not
+      skip them), and over the causal half with splash attention (it skips blocks above the diagonal).
     update = epochs * (3 * forward(N, S) + remat extra): backward = 2x forward; model.remat=full
       adds the layers' forward again, save_dots adds the attention term, model.logprob_chunk > 0
       adds the output projection again (each chunk is recomputed in the backward pass). The
@@ -110,12 +110,13 @@ from jax.sharding import PartitionSpec as P  # noqa: E402
 
 from jaxrl_self.config import apply_override, load_config_file, validate, validate_devices  # noqa: E402
 from jaxrl_self.models.hf_config import model_config_from_hf  # noqa: E402
-from jaxrl_self.models.transformer import Transformer  # noqa: E402
+from jaxrl_self.models.transformer import Transformer, attention_implementation  # noqa: E402
 from jaxrl_self.parallel import SAMPLING_AXIS_RULES, abstract_state, batch_sharding, make_mesh  # noqa: E402
+from jaxrl_self.parallel.rules import activation_mesh  # noqa: E402
 from jaxrl_self.sampling.sampler import SamplingConfig, knobs_from, make_sampler  # noqa: E402
-from jaxrl_self.train.loop import with_execution_options  # noqa: E402
+from jaxrl_self.train.loop import rl_optimizer, with_execution_options  # noqa: E402
 from jaxrl_self.train.rl_step import make_rl_update, needs_old_logp, needs_reference  # noqa: E402
-from jaxrl_self.train.state import init_train_state, make_optimizer  # noqa: E402
+from jaxrl_self.train.state import init_train_state  # noqa: E402
 from jaxrl_self.train.value_head import init_value_head  # noqa: E402
 
 DEFAULT_CONFIG = REPO / "configs" / "default.py"
@@ -238,13 +239,6 @@ def abstract_model(model_config):
     return nnx.split(nnx.eval_shape(lambda: Transformer(model_config, rngs=nnx.Rngs(0))))
 
 
-def rl_optimizer(config):
-    """The RL optimizer exactly as `train.loop.Run` builds it."""
-    rl = config.rl
-    return make_optimizer(rl.learning_rate, rl.steps * rl.epochs * rl.minibatches, rl.warmup_steps,
-                          weight_decay=rl.weight_decay, max_grad_norm=rl.max_grad_norm)
-
-
 def _replicated(mesh, shape, dtype):
     return jax.ShapeDtypeStruct(shape, dtype, sharding=NamedSharding(mesh, P()))
 
@@ -362,7 +356,8 @@ def compile_update(config, model_config, mesh, hardware, compiler_options=None) 
     value_params = init_value_head(model_config.hidden_size) if rl.algorithm == "ppo" else None
     state = jax.eval_shape(lambda p: init_train_state(p, optimizer, config.seed, with_reference=needs_reference(rl),
                                                       value_params=value_params,
-                                                      reference_dtype=model_config.compute_dtype), params)
+                                                      reference_dtype=model_config.compute_dtype,
+                                                      param_dtype=config.model.param_dtype), params)
     state = abstract_state(state, mesh)
     batch = abstract_train_batch(config, mesh)
     key = _replicated(mesh, (), jax.random.key(0).dtype)
@@ -379,6 +374,10 @@ def compile_update(config, model_config, mesh, hardware, compiler_options=None) 
     s_head = t  # the output projection runs at completion positions only (train.policy)
     layers_fwd = 2 * mc.layer_matmul_params * n * s
     attention_fwd = 4 * mc.num_layers * mc.num_heads * mc.head_dim * s * s * n
+    with activation_mesh(mesh):
+        kernel = attention_implementation(mc, training_tokens=s)
+    if kernel == "splash":
+        attention_fwd //= 2
     head_fwd = 2 * mc.hidden_size * mc.vocab_size * n * s_head
     forward = layers_fwd + attention_fwd + head_fwd
     remat = mc.remat
@@ -406,7 +405,9 @@ def compile_update(config, model_config, mesh, hardware, compiler_options=None) 
         "rows_per_chip_per_micro_batch": n // rl.minibatches // rl.micro_batches // (mesh.shape["data"] * mesh.shape["fsdp"]),
         "params": sum(math.prod(x.shape) for x in jax.tree.leaves(params)),
         "matmul_params": mc.layer_matmul_params,
+        "attention_kernel": kernel,
         "flops": {"global": flops, "per_chip": flops_chip, "forward": forward, "remat_extra": extra,
+                  "remat_ratio": flops / (rl.epochs * 3 * forward),
                   "output_head_positions": s_head,
                   "counted": "epochs * (3 * forward + remat extra) of the policy on the train batch; old-logp/reference "
                              "forwards (batch builder) and sampling not counted",

@@ -44,12 +44,17 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.rope_theta = 10000.0
     config.model.max_position_embeddings = 128
     config.model.dtype = "float32"
+    # Storage of the params' matrices (what the forward, the sampler and evaluation read): "bfloat16"
+    # keeps float32 master weights in the optimizer state (memory per parameter: docs/scaling.md)
+    config.model.param_dtype = "float32"
     # How the model runs at scale (docs/scaling.md): per-layer rematerialisation ("none" | "full" |
-    # "save_dots"), the attention kernel ("auto" | "xla" | "dot_product"), and completion positions
-    # per chunk of the output projection in log-prob passes (0 = all at once).
+    # "save_dots"), the attention kernel ("auto" | "xla" | "dot_product" | "splash"), and completion positions
+    # per chunk of the output projection in log-prob passes (0 = all at once); scan_layers runs the
+    # layers as one `lax.scan` over stacked parameters (compile time independent of depth).
     config.model.remat = "none"
     config.model.attention = "auto"
     config.model.logprob_chunk = 0
+    config.model.scan_layers = False
 
     config.sft = ml_collections.ConfigDict()
     config.sft.steps = 300

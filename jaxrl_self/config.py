@@ -116,8 +116,8 @@ KEY_TYPES = {
     "task.name": str, "task.seed": int, "task.test_size": int, "task.max_prompt_len": int, "task.max_reference_len": int,
     "model.hidden_size": int, "model.num_layers": int, "model.num_heads": int, "model.num_kv_heads": int,
     "model.head_dim": int, "model.intermediate_size": int, "model.rope_theta": float,
-    "model.max_position_embeddings": int, "model.dtype": str, "model.remat": str, "model.attention": str,
-    "model.logprob_chunk": int,
+    "model.max_position_embeddings": int, "model.dtype": str, "model.param_dtype": str, "model.remat": str, "model.attention": str,
+    "model.logprob_chunk": int, "model.scan_layers": bool,
     "sft.steps": int, "sft.batch_size": int, "sft.learning_rate": float, "sft.warmup_steps": int,
     "rl.algorithm": str, "rl.reward": str, "rl.steps": int, "rl.prompts_per_step": int, "rl.group_size": int,
     "rl.max_new_tokens": int, "rl.temperature": float, "rl.top_k": int, "rl.top_p": float, "rl.learning_rate": float, "rl.moments_dtype": str,
@@ -178,6 +178,12 @@ def validate(config: ml_collections.ConfigDict) -> None:
         _require(model[key] >= 1, f"model.{key}", f"must be >= 1, got {model[key]}")
     _require(model.num_heads % model.num_kv_heads == 0, "model.num_kv_heads", f"must divide model.num_heads ({model.num_heads}), got {model.num_kv_heads}")
     _require(model.dtype in ("float32", "bfloat16"), "model.dtype", f"must be 'float32' or 'bfloat16', got {model.dtype!r}")
+    _require(model.param_dtype in ("float32", "bfloat16"), "model.param_dtype",
+             f"must be 'float32' or 'bfloat16', got {model.param_dtype!r}")
+    if config.get("method") and config.method.get("loop"):
+        _require(model.param_dtype == "float32", "model.param_dtype",
+                 f"the iterative recipes (method.loop = {config.method.loop!r}) store float32 params; 'bfloat16' is "
+                 "for the RL loop of jaxrl_self/train/loop.py")
     _require(model.remat in REMAT_MODES, "model.remat", f"must be one of {REMAT_MODES}, got {model.remat!r}")
     _require(model.attention in ATTENTION_IMPLEMENTATIONS, "model.attention",
              f"must be one of {ATTENTION_IMPLEMENTATIONS}, got {model.attention!r}")

@@ -67,7 +67,8 @@ class SelfPlay:
     def __init__(self, config):
         self.config, method, rl = config, config.method, config.rl
         if config.model.get("init_from"):  # a pretrained model brings its own tokenizer
-            model_config, _, self.init_params, self.tokenizer = load_pretrained(config.model.init_from, config.model.dtype)
+            model_config, _, self.init_params, self.tokenizer = load_pretrained(config.model.init_from, config.model.dtype,
+                                                                                scan_layers=config.model.scan_layers)
             self.graphdef = model_graphdef(with_execution_options(model_config, config))
         else:
             self.tokenizer = azt.make_tokenizer()

@@ -5,6 +5,12 @@ parameters one tensor at a time: read (safetensors' numpy API, bf16 included, no
 float32, transpose HF's `[out, in]` linear weights, split heads, `jax.device_put` onto the target
 sharding. The full model never exists twice in host memory.
 
+With `scan_layers=True` the parameters are placed in the stacked layout (`ModelConfig.scan_layers`,
+`models/transformer.py`): the L per-layer HF tensors of one parameter are read, stacked on host
+into `[L, ...]` and placed with one `device_put` before the next parameter is read, so the host
+holds one parameter's L tensors and their stack at a time. Export slices each stacked parameter
+back into the L per-layer HF tensors. `relayout_params` converts a loaded model between layouts.
+
 Export (`export_hf_checkpoint`) writes `config.json`, `model.safetensors` (or size-bounded
 `model-0000i-of-0000n.safetensors` shards plus `model.safetensors.index.json`) and optionally the
 tokenizer files, in the layout `transformers.AutoModelForCausalLM.from_pretrained` reads.
@@ -19,11 +25,13 @@ Layout per tensor (HF name -> state path, our shape):
   model.layers.i.mlp.down_proj.weight [E, F]            -> layers.i.mlp.down_proj [F, E]
   model.layers.i.{input,post_attention}_layernorm.weight, model.norm.weight [E] -> same names
   lm_head.weight [V, E]                                 -> lm_head [E, V] (absent when tied)
-(H is the kv head count K for k/v.)
+(H is the kv head count K for k/v.) Stacked layout: `layers.i.<name> [...]` above is slice i of
+`layers.<name> [L, ...]`.
 """
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import re
@@ -72,7 +80,8 @@ class TensorMapping(NamedTuple):
     """How one HF tensor becomes one state leaf (and back).
 
     hf_shape: the shape in the HF file; to_ours: `np.ndarray` HF layout -> our layout;
-    to_hf: the inverse.
+    to_hf: the inverse. layer: in the stacked layout, the layer i whose tensor is slice i of the
+    `[L, ...]` leaf at `path`; None when the tensor is the whole leaf.
     """
 
     hf_name: str
@@ -80,6 +89,7 @@ class TensorMapping(NamedTuple):
     hf_shape: tuple
     to_ours: Callable[[np.ndarray], np.ndarray]
     to_hf: Callable[[np.ndarray], np.ndarray]
+    layer: Optional[int] = None
 
 
 def _linear_in_heads(heads: int, head_dim: int):
@@ -103,23 +113,24 @@ def tensor_mappings(config: ModelConfig) -> list[TensorMapping]:
     h, k, d = config.num_heads, config.num_kv_heads, config.head_dim
     maps = [TensorMapping("model.embed_tokens.weight", ("embed_tokens",), (v, e), _identity, _identity)]
     for i in range(config.num_layers):
-        hf, ours = f"model.layers.{i}.", ("layers", i)
+        hf = f"model.layers.{i}."
+        ours, layer = (("layers",), i) if config.scan_layers else (("layers", i), None)
         attn = ours + ("self_attn",)
         for name, heads in (("q", h), ("k", k), ("v", k)):
             maps.append(TensorMapping(f"{hf}self_attn.{name}_proj.weight", attn + (f"{name}_proj",), (heads * d, e),
-                                      *_linear_in_heads(heads, d)))
+                                      *_linear_in_heads(heads, d), layer))
             if config.attention_bias:
                 maps.append(TensorMapping(f"{hf}self_attn.{name}_proj.bias", attn + (f"{name}_bias",), (heads * d,),
-                                          lambda b, heads=heads: b.reshape(heads, d), lambda b: b.reshape(-1)))
+                                          lambda b, heads=heads: b.reshape(heads, d), lambda b: b.reshape(-1), layer))
         maps.append(TensorMapping(f"{hf}self_attn.o_proj.weight", attn + ("o_proj",), (e, h * d),
-                                  lambda w: w.T.reshape(h, d, e), lambda w: w.reshape(h * d, e).T))
+                                  lambda w: w.T.reshape(h, d, e), lambda w: w.reshape(h * d, e).T, layer))
         if config.qk_norm:
-            maps.append(TensorMapping(f"{hf}self_attn.q_norm.weight", attn + ("q_norm",), (d,), _identity, _identity))
-            maps.append(TensorMapping(f"{hf}self_attn.k_norm.weight", attn + ("k_norm",), (d,), _identity, _identity))
+            maps.append(TensorMapping(f"{hf}self_attn.q_norm.weight", attn + ("q_norm",), (d,), _identity, _identity, layer))
+            maps.append(TensorMapping(f"{hf}self_attn.k_norm.weight", attn + ("k_norm",), (d,), _identity, _identity, layer))
         for name, shape in (("gate_proj", (f, e)), ("up_proj", (f, e)), ("down_proj", (e, f))):
-            maps.append(TensorMapping(f"{hf}mlp.{name}.weight", ours + ("mlp", name), shape, _transpose, _transpose))
+            maps.append(TensorMapping(f"{hf}mlp.{name}.weight", ours + ("mlp", name), shape, _transpose, _transpose, layer))
         for name in ("input_layernorm", "post_attention_layernorm"):
-            maps.append(TensorMapping(f"{hf}{name}.weight", ours + (name,), (e,), _identity, _identity))
+            maps.append(TensorMapping(f"{hf}{name}.weight", ours + (name,), (e,), _identity, _identity, layer))
     maps.append(TensorMapping("model.norm.weight", ("norm",), (e,), _identity, _identity))
     if not config.tie_word_embeddings:
         maps.append(TensorMapping("lm_head.weight", ("lm_head",), (v, e), _transpose, _transpose))
@@ -182,17 +193,20 @@ def _read_tensor(handle, mapping: TensorMapping, file_name: str) -> np.ndarray:
 
 
 def load_hf_checkpoint(
-    checkpoint_dir: str, *, dtype: str = "float32", sharding_for: Optional[ShardingFor] = None
+    checkpoint_dir: str, *, dtype: str = "float32", sharding_for: Optional[ShardingFor] = None,
+    scan_layers: bool = False,
 ) -> tuple[ModelConfig, nnx.GraphDef, nnx.State]:
     """Loads a Llama / Mistral / Qwen2 / Qwen3 HF checkpoint directory.
 
     dtype: the compute dtype written into the ModelConfig (params are float32 regardless).
     sharding_for: `(logical_axes, shape) -> jax.sharding.Sharding` for each parameter; default
-      the first device. Returns `(config, graphdef, params)` as `nnx.split(Transformer(config))`
+      the first device. scan_layers: the ModelConfig's, and so the parameters' layout (stacked
+      `[L, ...]` when True). Returns `(config, graphdef, params)` as `nnx.split(Transformer(config))`
       would, with parameters from the checkpoint. Raises CheckpointError naming the file/tensor.
     """
     config = model_config_from_hf(read_hf_config(checkpoint_dir), dtype=dtype,
                                   source=os.path.join(checkpoint_dir, "config.json"))
+    config = dataclasses.replace(config, scan_layers=scan_layers)
     mappings = tensor_mappings(config)
     weight_map = _weight_map(checkpoint_dir)
     _check_names(weight_map, mappings, config, checkpoint_dir)
@@ -220,23 +234,48 @@ def place_params(config: ModelConfig, read: Callable[[TensorMapping], np.ndarray
 
     read: `TensorMapping -> np.ndarray`, the tensor in our layout (`mapping.to_ours` applied),
     float32. sharding_for: `(logical_axes, shape) -> Sharding` per parameter; default the first
-    device. The model is built abstractly, so the parameters never exist twice in host memory.
+    device. The model is built abstractly, so the parameters never exist twice in host memory:
+    a stacked parameter (`config.scan_layers`) is read as its L tensors, `np.stack`ed and placed
+    before the next one is read.
     """
-    mappings = tensor_mappings(config)
+    groups = {}  # state path -> its tensors: one, or one per layer (in order) for a stacked parameter
+    for mapping in tensor_mappings(config):
+        groups.setdefault(mapping.path, []).append(mapping)
     graphdef, abstract = nnx.split(nnx.eval_shape(lambda: Transformer(config, rngs=nnx.Rngs(0))))
     variables = dict(nnx.to_flat_state(abstract))
-    if set(variables) != {m.path for m in mappings}:
+    if set(variables) != set(groups):
         raise AssertionError("tensor_mappings() is out of sync with the Transformer's parameters")
     default_sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
     filled = []
-    for mapping in mappings:
-        array = read(mapping)
-        variable = variables[mapping.path]
+    for path, group in groups.items():
+        array = read(group[0]) if group[0].layer is None else np.stack([read(mapping) for mapping in group])
+        variable = variables[path]
         axes = variable.get_metadata().get("logical_axes")
         sharding = sharding_for(axes, array.shape) if sharding_for else default_sharding
-        filled.append((mapping.path, variable.replace(jax.device_put(array, sharding))))
+        filled.append((path, variable.replace(jax.device_put(array, sharding))))
         del array
     return graphdef, nnx.from_flat_state(filled)
+
+
+def relayout_params(config: ModelConfig, params: nnx.State, scan_layers: bool,
+                    sharding_for: Optional[ShardingFor] = None) -> tuple[ModelConfig, nnx.GraphDef, nnx.State]:
+    """`(config, graphdef, params)` of the model `(config, params)` with its layers stacked
+    (`scan_layers=True`) or one entry per layer, copied one parameter at a time through host memory
+    (`place_params`; sharding_for as there).
+
+    `params` stay where they are while the copy is made: restore them into host memory (e.g. onto
+    the CPU device) when the accelerators cannot hold the model twice.
+    """
+    source = {mapping.hf_name: mapping for mapping in tensor_mappings(config)}
+    variables = dict(nnx.to_flat_state(params))
+
+    def read(mapping: TensorMapping) -> np.ndarray:
+        where = source[mapping.hf_name]
+        value = variables[where.path][...]
+        return np.asarray(jax.device_get(value if where.layer is None else value[where.layer]))
+
+    config = dataclasses.replace(config, scan_layers=scan_layers)
+    return (config, *place_params(config, read, sharding_for))
 
 
 def _shard_plan(sizes: list[int], max_shard_bytes: int) -> list[list[int]]:
@@ -265,7 +304,8 @@ def export_hf_checkpoint(
 ) -> list[str]:
     """Writes an HF checkpoint directory that `AutoModelForCausalLM.from_pretrained(out_dir)` loads.
 
-    params: the model's `nnx.State` (as from `nnx.split`), possibly sharded; gathered per tensor.
+    params: the model's `nnx.State` (as from `nnx.split`), possibly sharded, in the layout
+    `config.scan_layers` gives; gathered per tensor (per layer slice when stacked).
     dtype: "float32" or "bfloat16" for the stored tensors. max_shard_bytes bounds each weight
     file; more than one file comes with `model.safetensors.index.json`. tokenizer_dir: copy the
     tokenizer files found there. extra_config: merged into config.json (e.g. eos_token_id).
@@ -296,7 +336,10 @@ def export_hf_checkpoint(
         tensors = {}
         for i in indices:
             mapping = mappings[i]
-            array = mapping.to_hf(np.asarray(jax.device_get(variables[mapping.path][...]), np.float32))
+            value = variables[mapping.path][...]
+            if mapping.layer is not None:  # the layer's slice of a stacked parameter
+                value = value[mapping.layer]
+            array = mapping.to_hf(np.asarray(jax.device_get(value), np.float32))
             if array.shape != mapping.hf_shape:
                 raise CheckpointError(f"params entry {mapping.path} gives {mapping.hf_name!r} of shape {array.shape}, "
                                       f"expected {mapping.hf_shape} from the ModelConfig")

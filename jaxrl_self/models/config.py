@@ -8,8 +8,8 @@ import jax.numpy as jnp
 
 
 REMAT_MODES = ("none", "full", "save_dots")
-ATTENTION_IMPLEMENTATIONS = ("auto", "xla", "dot_product")
-EXECUTION_FIELDS = ("remat", "attention", "logprob_chunk")  # how the model runs; a run's config sets them
+ATTENTION_IMPLEMENTATIONS = ("auto", "xla", "dot_product", "splash")
+EXECUTION_FIELDS = ("remat", "attention", "logprob_chunk", "scan_layers")  # how the model runs; a run's config sets them
 
 
 @dataclasses.dataclass(frozen=True)
@@ -22,7 +22,9 @@ class ModelConfig:
     qk_norm: RMSNorm on each head of q and k before RoPE (Qwen3).
     sliding_window: None, or W: a query attends only to the W most recent key slots, itself included
       (Mistral; HF's `kv_idx > q_idx - W` over cache slots, which equals positions for real tokens).
-    dtype: compute dtype ("float32" or "bfloat16"); parameters are always stored in float32.
+    dtype: compute dtype ("float32" or "bfloat16"); parameters are created and loaded in float32
+      (a run's `model.param_dtype` may store the train state's matrices in bfloat16:
+      `train.state.init_train_state`).
 
     How the model runs, not what it computes (none of these is saved into an exported checkpoint's
     architecture; docs/scaling.md gives their memory effects):
@@ -30,11 +32,17 @@ class ModelConfig:
       layer's input and recomputes the layer (one extra forward); "save_dots" keeps the matmul
       outputs without a batch dimension (the projections) and recomputes the rest.
     attention: "xla" (einsum attention, float32 scores), "dot_product" (`jax.nn.dot_product_attention`:
-      cuDNN's fused kernel on GPU where shapes allow, XLA elsewhere), or "auto": dot_product on
-      GPU, xla elsewhere.
+      cuDNN's fused kernel on GPU where shapes allow, XLA elsewhere), "splash" (the Pallas TPU
+      flash-attention kernel in training passes over multiples of 128 tokens, xla elsewhere;
+      interpreted, slowly, off TPU), or "auto": splash on TPU, dot_product on GPU, xla elsewhere.
     logprob_chunk: completion positions per chunk of the output projection when computing
       log-probs (0: all at once); each chunk's `[rows, chunk, vocab]` logits are recomputed in the
       backward pass instead of kept, so no `[rows, T, vocab]` float32 array exists.
+    scan_layers: the layers are one `DecoderLayer` whose parameters are stacked `[L, ...]` (logical
+      axis "layers", never sharded), run by `jax.lax.scan`: a program holds one layer's code
+      whatever the depth, so compile time and executable size do not grow with L. Also sets the
+      layout of the parameters (and of the KV cache: `[L, B, S, K, D]` arrays), so it is given when
+      a model is built or loaded (`models.pretrained.load_pretrained(..., scan_layers=True)`).
     """
 
     vocab_size: int
@@ -57,6 +65,7 @@ class ModelConfig:
     remat: str = "none"
     attention: str = "auto"
     logprob_chunk: int = 0
+    scan_layers: bool = False
 
     def __post_init__(self):
         if self.num_heads % self.num_kv_heads:

@@ -10,7 +10,7 @@ quantized) tensors. Import:
      `attn_q` / `attn_k` the rows are put back in HF order (llama.cpp interleaves the two rotary
      halves of every head, `unpermute_rotary_rows`);
   3. the HF-layout arrays go through `checkpoint_io.tensor_mappings` / `place_params`, the same
-     layout conversion and placement as `load_hf_checkpoint`.
+     layout conversion and placement as `load_hf_checkpoint` (the stacked layout included).
 
 Supported: `general.architecture == "llama"` (Llama / Mistral / SmolLM files) without rope
 scaling. Both logits and greedy generations match `transformers` loading the same file (which
@@ -19,6 +19,7 @@ file by `jaxrl_self.models.gguf_tokenizer`.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 from typing import Optional
@@ -147,17 +148,17 @@ def dequantize(tensor, source: str) -> np.ndarray:
     return gguf.quants.dequantize(tensor.data, tensor.tensor_type).astype(np.float32).reshape(shape)  # a copy, not the memmap
 
 
-def load_gguf_weights(reader, path: str, *, dtype: str = "float32", sharding_for: Optional[ShardingFor] = None
-                      ) -> tuple[ModelConfig, nnx.GraphDef, nnx.State, dict]:
+def load_gguf_weights(reader, path: str, *, dtype: str = "float32", sharding_for: Optional[ShardingFor] = None,
+                      scan_layers: bool = False) -> tuple[ModelConfig, nnx.GraphDef, nnx.State, dict]:
     """(config, graphdef, params, hf_config) of the model in a GGUF file, parameters in float32.
 
     reader: `open_gguf(path)`. dtype: the compute dtype written into the ModelConfig.
-    sharding_for: as in `checkpoint_io.load_hf_checkpoint`. hf_config is the `config.json` dict
-    the file corresponds to (token ids included), kept for export. Raises CheckpointError naming
-    the file and tensor.
+    sharding_for, scan_layers: as in `checkpoint_io.load_hf_checkpoint`. hf_config is the
+    `config.json` dict the file corresponds to (token ids included), kept for export. Raises
+    CheckpointError naming the file and tensor.
     """
     hf_config = gguf_hf_config(reader, path)
-    config = model_config_from_hf(hf_config, dtype=dtype, source=path)
+    config = dataclasses.replace(model_config_from_hf(hf_config, dtype=dtype, source=path), scan_layers=scan_layers)
     tensors = {}
     for tensor in reader.tensors:
         name = hf_name(tensor.name)

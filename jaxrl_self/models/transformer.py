@@ -7,8 +7,20 @@ Every parameter carries `logical_axes` metadata (vocab, embed, heads, kv_heads, 
 a no-op outside a mesh context); the model itself never mentions devices. `ModelConfig.remat`
 rematerialises each layer in training passes, `ModelConfig.attention` picks the attention kernel.
 
+Two layouts of the layers, one layer computation (`DecoderLayer`, run by `Transformer.apply_layers`):
+  unrolled (default)   `layers` is a list of L `DecoderLayer`s (state paths `layers.i.<name>`), run
+                       by a Python loop: the program holds L copies of the layer;
+  stacked              (`ModelConfig.scan_layers`) `layers` is one `DecoderLayer` whose every
+                       parameter has a leading layer axis, `[L, ...]` with logical axes
+                       ("layers",) + the layer's (state paths `layers.<name>`), run by one
+                       `jax.lax.scan` whose step gets layer i's slice: compile time and executable
+                       size stay those of one layer. The KV cache is then stacked as well
+                       (`KVCache`: `[L, B, S, K, D]` arrays), and the scan carries it and
+                       updates layer i's slice in place.
+Both build the same initial parameters from the same `nnx.Rngs` (`stack_layers`).
+
 Shapes: B batch, Q query tokens in this call, S key/value slots (= Q without a cache, the cache
-length with one), H query heads, K kv heads, D head_dim, E hidden, F mlp, V vocab.
+length with one), H query heads, K kv heads, D head_dim, E hidden, F mlp, V vocab, L layers.
 """
 from __future__ import annotations
 
@@ -21,7 +33,8 @@ from flax import nnx
 
 from jaxrl_self.models.config import ModelConfig
 from jaxrl_self.models.rope import apply_rope, inverse_frequencies
-from jaxrl_self.parallel.rules import constrain
+from jaxrl_self.models.splash import splash_attention, splash_supported
+from jaxrl_self.parallel.rules import LOGICAL_AXIS_RULES, constrain, constrain_parameter, target_platform
 
 _MASKED = -1e30
 ACTIVATION = ("batch", "length", "activation_embed")  # logical axes of a `[B, Q, E]` hidden state
@@ -32,21 +45,41 @@ REMAT_POLICIES = {  # ModelConfig.remat -> what the backward pass may keep of a 
 
 
 class KVCache(NamedTuple):
-    """Static-shape key/value cache: one `[B, S, K, D]` array per layer for keys and for values."""
+    """Static-shape key/value cache, for keys and for values: a tuple of L `[B, S, K, D]` arrays (one
+    per layer), or with `ModelConfig.scan_layers` one stacked `[L, B, S, K, D]` array."""
 
-    keys: tuple
-    values: tuple
+    keys: tuple | jax.Array
+    values: tuple | jax.Array
 
     @staticmethod
     def zeros(config: ModelConfig, batch: int, length: int) -> "KVCache":
         shape = (batch, length, config.num_kv_heads, config.head_dim)
-        zeros = tuple(jnp.zeros(shape, config.compute_dtype) for _ in range(config.num_layers))
+        if config.scan_layers:
+            zeros = jnp.zeros((config.num_layers,) + shape, config.compute_dtype)
+        else:
+            zeros = tuple(jnp.zeros(shape, config.compute_dtype) for _ in range(config.num_layers))
         return KVCache(zeros, zeros)
+
+    @property
+    def stacked(self) -> bool:
+        return not isinstance(self.keys, tuple)
 
     def repeat(self, times: int) -> "KVCache":
         """Each row repeated `times` times consecutively ([B,...] -> [B*times,...]): group sampling."""
-        rep = lambda x: jnp.repeat(x, times, axis=0)
-        return KVCache(tuple(map(rep, self.keys)), tuple(map(rep, self.values)))
+        rows = 1 if self.stacked else 0
+        return jax.tree.map(lambda x: jnp.repeat(x, times, axis=rows), self)
+
+    def layer(self, i) -> tuple:
+        """Layer i's (keys, values), each `[B, S, K, D]`; i may be traced when stacked."""
+        if self.stacked:
+            return tuple(jax.lax.dynamic_index_in_dim(x, i, keepdims=False) for x in self)
+        return self.keys[i], self.values[i]
+
+    def update_layer(self, i, kv: tuple) -> "KVCache":
+        """This cache with layer i's (keys, values) replaced by `kv` (in place when stacked)."""
+        if self.stacked:
+            return KVCache(*(jax.lax.dynamic_update_index_in_dim(x, new, i, 0) for x, new in zip(self, kv)))
+        return KVCache(*(xs[:i] + (new,) + xs[i + 1:] for xs, new in zip(self, kv)))
 
 
 def _param(rngs: nnx.Rngs, shape, axes, scale: float) -> nnx.Param:
@@ -60,6 +93,19 @@ def _ones(shape, axes) -> nnx.Param:
 
 def _zeros(shape, axes) -> nnx.Param:
     return nnx.Param(jnp.zeros(shape, jnp.float32), logical_axes=axes)
+
+
+def _is_variable(x) -> bool:
+    return isinstance(x, nnx.Variable)
+
+
+def weight(param: nnx.Param, dtype) -> jax.Array:
+    """A matrix parameter's value in `dtype`, held in its stored layout where the layer uses it
+    (`parallel.rules.constrain_parameter`; a stacked parameter's slice inside the layer scan drops
+    the leading "layers" name)."""
+    value = param[...]
+    axes = param.get_metadata()["logical_axes"]
+    return constrain_parameter(value, axes[len(axes) - value.ndim:]).astype(dtype)
 
 
 def rms_norm(x: jnp.ndarray, weight: jnp.ndarray, eps: float) -> jnp.ndarray:
@@ -91,9 +137,9 @@ class Attention(nnx.Module):
         Returns (out `[B, Q, E]`, (k, v) of this layer — the updated cache, or this call's keys).
         """
         cfg, dtype = self.config, x.dtype
-        q = constrain(jnp.einsum("bqe,ehd->bqhd", x, self.q_proj[...].astype(dtype)), ("batch", "length", "heads", "head_dim"))
-        k = constrain(jnp.einsum("bqe,ekd->bqkd", x, self.k_proj[...].astype(dtype)), ("batch", "length", "kv_heads", "head_dim"))
-        v = constrain(jnp.einsum("bqe,ekd->bqkd", x, self.v_proj[...].astype(dtype)), ("batch", "length", "kv_heads", "head_dim"))
+        q = constrain(jnp.einsum("bqe,ehd->bqhd", x, weight(self.q_proj, dtype)), ("batch", "length", "heads", "head_dim"))
+        k = constrain(jnp.einsum("bqe,ekd->bqkd", x, weight(self.k_proj, dtype)), ("batch", "length", "kv_heads", "head_dim"))
+        v = constrain(jnp.einsum("bqe,ekd->bqkd", x, weight(self.v_proj, dtype)), ("batch", "length", "kv_heads", "head_dim"))
         if cfg.attention_bias:
             q, k, v = q + self.q_bias[...].astype(dtype), k + self.k_bias[...].astype(dtype), v + self.v_bias[...].astype(dtype)
         if cfg.qk_norm:
@@ -113,16 +159,29 @@ class Attention(nnx.Module):
         if cfg.sliding_window is not None:
             causal &= key_slots[None, :] > query_slots[:, None] - cfg.sliding_window
         mask = causal[None] & kv_mask[:, None, :]  # [B, Q, S]
-        attend = fused_attention if attention_implementation(cfg) == "dot_product" else grouped_attention
-        out = constrain(attend(q, k.astype(dtype), v.astype(dtype), mask), ("batch", "length", "heads", "head_dim"))
-        return constrain(jnp.einsum("bqhd,hde->bqe", out, self.o_proj[...].astype(dtype)), ACTIVATION), (k, v)
+        kernel = attention_implementation(cfg, training_tokens=num_queries if cache_kv is None else None)
+        if kernel == "splash":
+            out = splash_attention(q, k.astype(dtype), v.astype(dtype), kv_mask, cfg.sliding_window)
+        else:
+            attend = fused_attention if kernel == "dot_product" else grouped_attention
+            out = attend(q, k.astype(dtype), v.astype(dtype), mask)
+        out = constrain(out, ("batch", "length", "heads", "head_dim"))
+        return constrain(jnp.einsum("bqhd,hde->bqe", out, weight(self.o_proj, dtype)), ACTIVATION), (k, v)
 
 
-def attention_implementation(config: ModelConfig) -> str:
-    """`config.attention` with "auto" resolved for the default backend: dot_product on GPU, else xla."""
-    if config.attention != "auto":
-        return config.attention
-    return "dot_product" if jax.default_backend() == "gpu" else "xla"
+def attention_implementation(config: ModelConfig, training_tokens: Optional[int] = None) -> str:
+    """The kernel a call uses: `config.attention`, with "auto" resolved for the platform compiled for.
+
+    training_tokens: T of a training pass (no KV cache), None for a cached step. Splash runs only
+    in training passes over whole blocks (`splash_supported`); elsewhere it falls back to xla.
+    "auto": splash on TPU where it can run, dot_product on GPU, xla otherwise.
+    """
+    platform, choice = target_platform(), config.attention
+    if choice == "auto":
+        choice = {"tpu": "splash", "gpu": "dot_product"}.get(platform, "xla")
+    if choice == "splash" and (training_tokens is None or not splash_supported(training_tokens)):
+        return "xla"
+    return choice
 
 
 def fused_attention(q, k, v, mask):
@@ -157,9 +216,9 @@ class MLP(nnx.Module):
 
     def __call__(self, x):
         dtype, columns = x.dtype, ("batch", "length", "mlp")
-        gate = jax.nn.silu(constrain(x @ self.gate_proj[...].astype(dtype), columns))
-        hidden = constrain(gate * (x @ self.up_proj[...].astype(dtype)), columns)
-        return constrain(hidden @ self.down_proj[...].astype(dtype), ACTIVATION)
+        gate = jax.nn.silu(constrain(x @ weight(self.gate_proj, dtype), columns))
+        hidden = constrain(gate * (x @ weight(self.up_proj, dtype)), columns)
+        return constrain(hidden @ weight(self.down_proj, dtype), ACTIVATION)
 
 
 class DecoderLayer(nnx.Module):
@@ -178,16 +237,29 @@ class DecoderLayer(nnx.Module):
         return constrain(x, ACTIVATION), kv
 
 
+def stack_layers(layers: list[DecoderLayer]) -> DecoderLayer:
+    """One `DecoderLayer` holding the parameters of `layers` stacked: each `[L, ...]`, its logical
+    axes ("layers",) + the layer's (the `ModelConfig.scan_layers` layout)."""
+    def stack(*params: nnx.Param) -> nnx.Param:
+        axes = ("layers",) + params[0].get_metadata()["logical_axes"]
+        return params[0].replace(jnp.stack([p[...] for p in params]), logical_axes=axes)
+
+    states = [nnx.state(layer) for layer in layers]
+    return nnx.merge(nnx.graphdef(layers[0]), jax.tree.map(stack, *states, is_leaf=_is_variable))
+
+
 class Transformer(nnx.Module):
     """Decoder-only language model. `__call__` runs a full (training) forward or a cached step."""
 
     def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
         self.config = config
         self.embed_tokens = _param(rngs, (config.vocab_size, config.hidden_size), ("vocab", "embed"), 0.02)
-        self.layers = nnx.List([DecoderLayer(config, rngs) for _ in range(config.num_layers)])
+        layers = [DecoderLayer(config, rngs) for _ in range(config.num_layers)]
+        self.layers = stack_layers(layers) if config.scan_layers else nnx.List(layers)
         self.norm = _ones((config.hidden_size,), ("embed",))
         if not config.tie_word_embeddings:
-            self.lm_head = _param(rngs, (config.hidden_size, config.vocab_size), ("embed", "vocab"), 1 / math.sqrt(config.hidden_size))
+            # split over the vocabulary only (not embed): the layout the learner's head computes in
+            self.lm_head = _param(rngs, (config.hidden_size, config.vocab_size), (None, "vocab"), 1 / math.sqrt(config.hidden_size))
 
     def hidden_states(self, tokens, positions, kv_mask, cache: Optional[KVCache] = None, cache_index=0):
         """Final normed hidden states `[B, Q, E]` and the updated cache (None without a cache).
@@ -196,21 +268,37 @@ class Transformer(nnx.Module):
         (False for padding); causality is added here. With a cache, this call's keys are written at
         slots `cache_index .. cache_index+Q-1` and S is the cache length; without one, S == Q.
         """
-        x = constrain(self.embed_tokens[...].astype(self.config.compute_dtype)[tokens], ACTIVATION)
+        cfg = self.config
+        x = constrain(self.embed_tokens[...].astype(cfg.compute_dtype)[tokens], ACTIVATION)
         if cache is None:  # a training pass: each layer rematerialised per config.remat
             run_layer = lambda layer, x: layer(x, positions, kv_mask, None, 0)[0]
-            if self.config.remat != "none":
-                run_layer = nnx.remat(run_layer, policy=REMAT_POLICIES[self.config.remat])
-            for layer in self.layers:
-                x = run_layer(layer, x)
-            return rms_norm(x, self.norm[...], self.config.rms_norm_eps), None
-        new_keys, new_values = [], []
-        for i, layer in enumerate(self.layers):
-            x, (k, v) = layer(x, positions, kv_mask, (cache.keys[i], cache.values[i]), cache_index)
-            new_keys.append(k)
-            new_values.append(v)
-        x = rms_norm(x, self.norm[...], self.config.rms_norm_eps)
-        return x, KVCache(tuple(new_keys), tuple(new_values))
+            if cfg.remat != "none":  # inside a scan, CSE cannot undo the recomputation: no barrier needed
+                run_layer = nnx.remat(run_layer, policy=REMAT_POLICIES[cfg.remat], prevent_cse=not cfg.scan_layers)
+            x = self.apply_layers(lambda layer, x, i: run_layer(layer, x), x)
+            return rms_norm(x, self.norm[...], cfg.rms_norm_eps), None
+
+        def cached_step(layer, carry, i):
+            x, cache = carry
+            x, kv = layer(x, positions, kv_mask, cache.layer(i), cache_index)
+            return x, cache.update_layer(i, kv)
+
+        x, cache = self.apply_layers(cached_step, (x, cache))
+        return rms_norm(x, self.norm[...], cfg.rms_norm_eps), cache
+
+    def apply_layers(self, step, carry):
+        """`carry` passed through `step(layer, carry, i)` for the layers i = 0 .. L-1 in order.
+
+        Unrolled: a Python loop over `self.layers`. Stacked (`config.scan_layers`): one
+        `jax.lax.scan` over the stacked parameters, step i getting a `DecoderLayer` that holds
+        their slice i and i as a traced int32.
+        """
+        if not self.config.scan_layers:
+            for i, layer in enumerate(self.layers):
+                carry = step(layer, carry, i)
+            return carry
+        graphdef, stacked = nnx.split(self.layers)
+        body = lambda carry, xs: (step(nnx.merge(graphdef, xs[0]), carry, xs[1]), None)
+        return jax.lax.scan(body, carry, (stacked, jnp.arange(self.config.num_layers)))[0]
 
     def output_head(self):
         """The output projection `[E, V]` (the transposed embedding when tied)."""
@@ -227,13 +315,18 @@ class Transformer(nnx.Module):
 
 
 def cast_matrices(params, dtype):
-    """A copy of `params` with every floating array of rank >= 2 in `dtype` (norm scales keep theirs).
+    """A copy of `params` (an `nnx.State`) with every floating matrix in `dtype`: each parameter of
+    rank >= 2 besides a leading "layers" axis (norm scales keep theirs, stacked `[L, E]` ones too).
 
     The layers cast each matrix to the compute dtype where they use it, so a model whose matrices
     are stored in the compute dtype computes bit-identical results with half the memory in bf16.
     """
-    cast = lambda x: jnp.array(x, dtype=dtype if jnp.issubdtype(x.dtype, jnp.floating) and x.ndim >= 2 else x.dtype, copy=True)
-    return jax.tree.map(cast, params)
+    def cast(param: nnx.Variable) -> nnx.Variable:
+        x = param[...]
+        rank = x.ndim - ((param.get_metadata().get("logical_axes") or ())[:1] == ("layers",))
+        return param.replace(jnp.array(x, dtype=dtype if jnp.issubdtype(x.dtype, jnp.floating) and rank >= 2 else x.dtype, copy=True))
+
+    return jax.tree.map(cast, params, is_leaf=_is_variable)
 
 
 def model_graphdef(config: ModelConfig) -> nnx.GraphDef:
@@ -241,11 +334,11 @@ def model_graphdef(config: ModelConfig) -> nnx.GraphDef:
     return nnx.graphdef(nnx.eval_shape(lambda: Transformer(config, rngs=nnx.Rngs(0))))
 
 
-def output_logits(hidden, head):
+def output_logits(hidden, head, rules=LOGICAL_AXIS_RULES):
     """hidden `[B, ..., E]` times the output projection head `[E, V]` -> float32 logits `[B, ..., V]`,
-    rows over the batch axes and the vocabulary over tensor."""
+    placed by `rules` (by default rows over the batch axes and the vocabulary over tensor)."""
     logits = jnp.einsum("...e,ev->...v", hidden, head.astype(hidden.dtype), preferred_element_type=jnp.float32)
-    return constrain(logits, ("batch",) + ("length",) * (logits.ndim - 2) + ("vocab",))
+    return constrain(logits, ("batch",) + ("length",) * (logits.ndim - 2) + ("vocab",), rules)
 
 
 def positions_from_mask(mask: jnp.ndarray) -> jnp.ndarray:

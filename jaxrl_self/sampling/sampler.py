@@ -183,7 +183,7 @@ def make_sampler(model_graphdef, config: SamplingConfig, mesh=None):
     @jax.jit
     def sample(state, prompt_tokens, prompt_mask, key, prompt_ids, knobs):
         model = nnx.merge(model_graphdef, state)
-        with activation_mesh(mesh):
+        with activation_mesh(mesh, SAMPLING_AXIS_RULES):
             return sample_from_model(model, prompt_tokens, prompt_mask, key, config, prompt_ids, knobs)
 
     def run(state, prompt_tokens, prompt_mask, key, prompt_ids=None, **knob_overrides):

@@ -57,7 +57,8 @@ def make_dpo_step(graphdef, optimizer, beta: float):
     `state.ref_params` (must be set). `batch` comes from `encode_preference_pairs`, optionally with
     `pair_mask [N] bool` for padding rows. Metrics (scalars): dpo/loss, dpo/reward_margin (mean u),
     dpo/accuracy, dpo/chosen_reward, dpo/rejected_reward, dpo/chosen_logp, dpo/rejected_logp
-    (policy sequence log-probs before the update), grad_norm, skipped_nonfinite."""
+    (policy sequence log-probs before the update), grad_norm, skipped_nonfinite. The gradient has
+    the params' dtype, as in `sft.make_sft_step`."""
 
     @jax.jit
     def step(state, batch):

@@ -64,8 +64,17 @@ def model_config_from(config, vocab_size: int) -> ModelConfig:
 
 def with_execution_options(model_config: ModelConfig, config) -> ModelConfig:
     """`model_config` (from scratch or a pretrained checkpoint) running as `config.model` says:
-    remat, attention kernel, log-prob chunk (`models.config.EXECUTION_FIELDS`)."""
+    remat, attention kernel, log-prob chunk, scanned layers (`models.config.EXECUTION_FIELDS`; a
+    pretrained model's parameters are loaded in the layout `scan_layers` asks for)."""
     return dataclasses.replace(model_config, **{name: config.model[name] for name in EXECUTION_FIELDS})
+
+
+def rl_optimizer(config):
+    """The RL phase's optimizer as `config.rl` and `config.model.param_dtype` set it."""
+    rl = config.rl
+    return make_optimizer(rl.learning_rate, rl.steps * rl.epochs * rl.minibatches, rl.warmup_steps,
+                          weight_decay=rl.weight_decay, max_grad_norm=rl.max_grad_norm,
+                          moments_dtype=rl.moments_dtype, param_dtype=config.model.param_dtype)
 
 
 class Run:
@@ -77,7 +86,8 @@ class Run:
         self.mesh = make_mesh(config.mesh)
         if config.model.get("init_from"):  # a pretrained model (.gguf, HF or orbax dir) brings its own tokenizer
             model_config, _, self.init_params, tokenizer = load_pretrained(
-                config.model.init_from, config.model.dtype, sharding_for=sharding_for(self.mesh))
+                config.model.init_from, config.model.dtype, sharding_for=sharding_for(self.mesh),
+                scan_layers=config.model.scan_layers)
             self.model_config = with_execution_options(model_config, config)
             self.graphdef = model_graphdef(self.model_config)
             self.task = build_task(config.task, tokenizer)
@@ -88,10 +98,10 @@ class Run:
         self.tokenizer = self.task.tokenizer
         self.prompt_len, self.new_tokens = config.task.max_prompt_len, config.rl.max_new_tokens
         rl = config.rl
-        self.sft_optimizer = make_optimizer(config.sft.learning_rate, config.sft.steps, config.sft.warmup_steps)
-        self.rl_optimizer = make_optimizer(rl.learning_rate, rl.steps * rl.epochs * rl.minibatches, rl.warmup_steps,
-                                           weight_decay=rl.weight_decay, max_grad_norm=rl.max_grad_norm,
-                                           moments_dtype=rl.moments_dtype)
+        self.param_dtype = config.model.param_dtype
+        self.sft_optimizer = make_optimizer(config.sft.learning_rate, config.sft.steps, config.sft.warmup_steps,
+                                            param_dtype=self.param_dtype)
+        self.rl_optimizer = rl_optimizer(config)
         sampling = dict(max_new_tokens=self.new_tokens, eos_id=self.tokenizer.eos_id, pad_id=self.tokenizer.pad_id,
                         vocab_size=self.tokenizer.vocab_size)
         self.eval_sampler = make_sampler(self.graphdef, SamplingConfig(group_size=1, temperature=0.0, **sampling), self.mesh)
@@ -113,14 +123,17 @@ class Run:
         return self.test_examples if self.config.method.test_time else self.train_examples
 
     def fresh_state(self, phase: str, params=None):
-        """The phase's initial TrainState, sharded over `self.mesh` (also the target a checkpoint restores into)."""
+        """The phase's initial TrainState, sharded over `self.mesh` (also the target a checkpoint restores
+        into); its params in `model.param_dtype`, with the optimizer's master weights starting from `params`."""
         params = self.init_params if params is None else params
         if phase == "sft":
-            return shard_state(init_train_state(params, self.sft_optimizer, self.config.seed, with_reference=False), self.mesh)
+            return shard_state(init_train_state(params, self.sft_optimizer, self.config.seed, with_reference=False,
+                                                param_dtype=self.param_dtype), self.mesh)
         rl = self.config.rl
         value_params = init_value_head(self.model_config.hidden_size) if rl.algorithm == "ppo" else None
         return shard_state(init_train_state(params, self.rl_optimizer, self.config.seed, with_reference=needs_reference(rl),
-                                            value_params=value_params, reference_dtype=self.model_config.compute_dtype), self.mesh)
+                                            value_params=value_params, reference_dtype=self.model_config.compute_dtype,
+                                            param_dtype=self.param_dtype), self.mesh)
 
     def evaluate(self, params) -> dict:
         """Greedy results on the held-out examples, the same on every process (each evaluates all of them)."""

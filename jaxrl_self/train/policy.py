@@ -12,6 +12,7 @@ import jax.numpy as jnp
 
 from jaxrl_self.algorithms.losses import token_entropy, token_logprobs
 from jaxrl_self.models.transformer import output_logits, positions_from_mask
+from jaxrl_self.parallel.rules import OUTPUT_HEAD_AXIS_RULES, constrain
 from jaxrl_self.sampling.processors import scale_by_temperature
 
 
@@ -35,8 +36,11 @@ def token_statistics(hidden, head, tokens, temperature=1.0, with_entropy=False, 
     hidden `[N, T, E]`, head `[E, V]`. chunk > 0: the logits are formed `chunk` positions at a time
     (T padded up to a multiple of it), each chunk rematerialised in the backward pass.
     """
+    head = constrain(head, ("embed", "vocab"), OUTPUT_HEAD_AXIS_RULES)  # vocabulary split over every chip
+
     def statistics(h, tok):
-        logits = scale_by_temperature(output_logits(h, head), temperature)
+        h = constrain(h, ("batch", "length", "activation_embed"), OUTPUT_HEAD_AXIS_RULES)  # all rows on each chip
+        logits = scale_by_temperature(output_logits(h, head, OUTPUT_HEAD_AXIS_RULES), temperature)
         logp = token_logprobs(logits, tok)
         return logp, (token_entropy(logits) if with_entropy else jnp.zeros_like(logp))
 

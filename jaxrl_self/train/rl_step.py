@@ -183,7 +183,9 @@ def make_rl_update(graphdef, optimizer, rl, mesh=None):
     For each of `rl.epochs` passes the N rows are shuffled (when there is more than one minibatch)
     and cut into `rl.minibatches` minibatches; each minibatch is one optimizer step whose gradient
     is summed over `rl.micro_batches` micro-batches (a `lax.scan`), with the minibatch's global
-    denominators. Metrics are averaged over optimizer steps (min/max statistics: min/max).
+    denominators, in float32 whatever the params' dtype (a micro-batch's gradient has the params'
+    dtype, bfloat16 with `model.param_dtype = "bfloat16"`). Metrics are averaged over optimizer
+    steps (min/max statistics: min/max).
     mesh: the mesh whose axes the model's activations are constrained to (`parallel.activation_mesh`).
     """
     with_value_head = rl.algorithm == "ppo"
@@ -202,7 +204,8 @@ def make_rl_update(graphdef, optimizer, rl, mesh=None):
             (_, metrics), micro_grads = jax.value_and_grad(loss_fn, has_aux=True)(params, micro_batch, num_sequences, num_tokens)
             return jax.tree.map(jnp.add, grads, micro_grads), metrics
 
-        grads, metrics = jax.lax.scan(accumulate, jax.tree.map(jnp.zeros_like, params), micro_batches)
+        zeros = jax.tree.map(lambda p: jnp.zeros_like(p, dtype=jnp.float32), params)
+        grads, metrics = jax.lax.scan(accumulate, zeros, micro_batches)
         return grads, _reduce_metrics(metrics, jnp.sum)
 
     @functools.partial(jax.jit, donate_argnums=0)

@@ -48,7 +48,9 @@ def sft_loss(model, batch):
 def make_sft_step(graphdef, optimizer, mesh=None):
     """Jitted `step(state, batch) -> (state, metrics)` over a batch from `encode_pairs`. mesh: the
     mesh activations are constrained to (`parallel.activation_mesh`). The state is not donated:
-    the recipes start several SFT phases from the same initial params."""
+    the recipes start several SFT phases from the same initial params. The gradient has the
+    params' dtype (bf16 with `model.param_dtype = "bfloat16"`: the optimizer's float32 master
+    weights take it in float32)."""
 
     @jax.jit
     def step(state, batch):

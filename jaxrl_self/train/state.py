@@ -1,7 +1,7 @@
 """The train state pytree and the optimizer: everything a checkpoint must hold about the learner."""
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, NamedTuple, Optional
 
 import flax.struct
 import jax
@@ -16,7 +16,9 @@ from jaxrl_self.models.transformer import Transformer, cast_matrices
 @flax.struct.dataclass
 class TrainState:
     """params/ref_params: `nnx.State` of the model (ref_params None when no reference is used);
-    opt_state: optax state; step: int32 scalar (optimizer steps taken in this phase);
+    params hold their matrices in `model.param_dtype` (float32, or bfloat16 with float32 master
+    weights in opt_state, `with_master_weights`); opt_state: optax state; step: int32 scalar
+    (optimizer steps taken in this phase);
     key: `[2] uint32` raw PRNG key of the run; value_params: PPO's value head
     (`train.value_head`), None otherwise — the optimizer then covers
     `{"policy": params, "value_head": value_params}`."""
@@ -29,18 +31,71 @@ class TrainState:
     value_params: Optional[Any] = None
 
 
+class MasterWeightsState(NamedTuple):
+    """State of `with_master_weights`: `master`, a float32 copy of the params (the same tree of
+    Variables, so it is sharded like them), and `inner`, the wrapped optimizer's state over it."""
+
+    master: Any
+    inner: Any
+
+
+def with_master_weights(inner: optax.GradientTransformation) -> optax.GradientTransformation:
+    """`inner` run on float32 master weights, for params stored in a narrower dtype (bfloat16).
+
+    init(params): the master is a float32 copy of `params` (a copy also of float32 leaves: a
+      train state must not hold one buffer twice, the update donates it) — pass the params before
+      they are rounded to their storage dtype, so that the master starts exact.
+    update(grads, state, params): grads of any float dtype are cast to float32; `inner` updates
+      the master with the master as its params (AdamW's weight decay reads them); the master
+      advances by `inner`'s updates. The returned updates are float32, and
+      `optax.apply_updates(params, updates)` (which adds in float32, then casts to each param's
+      dtype) gives `new_master.astype(param.dtype)` exactly: for a float32 leaf, which equals its
+      master, they are `inner`'s updates; for a narrower leaf, the float32 difference between its
+      rounded new master and the param. That difference of two bfloat16 numbers is exact in float32
+      unless an entry shrinks, in one step, to a nonzero value below 2^-16 of its old magnitude: no
+      float32 sum `param + u` reaches such a value, and the param then differs from it by less than
+      2^-23 of the old magnitude (the next step starts from the master again).
+    """
+
+    def init(params):
+        master = jax.tree.map(lambda p: jnp.array(p, dtype=jnp.float32, copy=True), params)
+        return MasterWeightsState(master=master, inner=inner.init(master))
+
+    def update(grads, state, params=None):
+        if params is None:
+            raise ValueError("with_master_weights needs the params in update(): the updates take them to the new master")
+        grads = jax.tree.map(lambda g: g.astype(jnp.float32), grads)
+        updates, inner_state = inner.update(grads, state.inner, state.master)
+        master = optax.apply_updates(state.master, updates)
+        return jax.tree.map(_to_master, master, params, updates), MasterWeightsState(master=master, inner=inner_state)
+
+    return optax.GradientTransformation(init, update)
+
+
+def _to_master(master, param, update):
+    """The float32 update taking `param` to `master` in the param's dtype (`with_master_weights`)."""
+    if param.dtype == master.dtype:
+        return update
+    return master.astype(param.dtype).astype(jnp.float32) - param.astype(jnp.float32)
+
+
 def make_optimizer(learning_rate: float, total_steps: int, warmup_steps: int = 0, weight_decay: float = 0.0,
-                   max_grad_norm: float = 1.0, moments_dtype: Optional[str] = None) -> optax.GradientTransformation:
+                   max_grad_norm: float = 1.0, moments_dtype: Optional[str] = None,
+                   param_dtype: str = "float32") -> optax.GradientTransformation:
     """AdamW with linear warmup + cosine decay to 10% and global-norm clipping.
 
     moments_dtype: dtype of Adam's first moment ("float32", or "bfloat16": 2 bytes per parameter
     instead of 4); None keeps the parameters' dtype. The second moment stays in the parameters' dtype.
+    param_dtype: the dtype the train state stores matrices in (`init_train_state`); "bfloat16"
+    wraps the optimizer in `with_master_weights`, so Adam's parameters (and its moments with
+    moments_dtype None) are the float32 master.
     """
     schedule = optax.warmup_cosine_decay_schedule(
         init_value=0.0 if warmup_steps else learning_rate, peak_value=learning_rate,
         warmup_steps=warmup_steps, decay_steps=max(total_steps, warmup_steps + 1), end_value=0.1 * learning_rate)
-    return optax.chain(optax.clip_by_global_norm(max_grad_norm), optax.adamw(schedule, weight_decay=weight_decay,
-                                                                           mu_dtype=moments_dtype))
+    optimizer = optax.chain(optax.clip_by_global_norm(max_grad_norm), optax.adamw(schedule, weight_decay=weight_decay,
+                                                                                mu_dtype=moments_dtype))
+    return optimizer if jnp.dtype(param_dtype) == jnp.float32 else with_master_weights(optimizer)
 
 
 def init_model(config: ModelConfig, seed: int):
@@ -49,13 +104,28 @@ def init_model(config: ModelConfig, seed: int):
 
 
 def init_train_state(params, optimizer: optax.GradientTransformation, seed: int, with_reference: bool,
-                     value_params=None, reference_dtype=jnp.float32) -> TrainState:
-    """The phase's first state; the frozen reference (when `with_reference`) holds its matrices in
-    `reference_dtype` — the compute dtype, so reference log-probs are unchanged (`cast_matrices`)."""
+                     value_params=None, reference_dtype=jnp.float32, param_dtype="float32") -> TrainState:
+    """The phase's first state.
+
+    params: the model params, float32 (or already in param_dtype: the previous phase's); the state
+      stores their matrices (floating, rank >= 2, `cast_matrices`) in `param_dtype`. A param_dtype
+      other than float32 needs an optimizer from `make_optimizer(..., param_dtype)`: its master
+      weights are initialised from `params` before the rounding.
+    reference_dtype: the dtype of the frozen reference's matrices (when `with_reference`), the
+      compute dtype, so reference log-probs are unchanged (`cast_matrices`); with narrower params
+      the reference is a copy of them in param_dtype (the layers cast matrices to the compute
+      dtype where they use them, so a wider copy would compute the same log-probs).
+    """
     trainable = params if value_params is None else {"policy": params, "value_head": value_params}
+    opt_state = optimizer.init(trainable)
+    if jnp.dtype(param_dtype) != jnp.float32:
+        if not isinstance(opt_state, MasterWeightsState):
+            raise ValueError(f"params stored in {param_dtype} need an optimizer with float32 master weights: "
+                             "make_optimizer(..., param_dtype=...) or with_master_weights(optimizer)")
+        params, reference_dtype = cast_matrices(params, param_dtype), param_dtype
     return TrainState(
         params=params,
-        opt_state=optimizer.init(trainable),
+        opt_state=opt_state,
         ref_params=cast_matrices(params, reference_dtype) if with_reference else None,
         step=jnp.int32(0),
         key=jax.random.key_data(jax.random.key(seed)),
@@ -66,9 +136,11 @@ def init_train_state(params, optimizer: optax.GradientTransformation, seed: int,
 def apply_gradients(state: TrainState, grads, optimizer: optax.GradientTransformation, loss):
     """One optimizer step, skipped when the loss or any gradient is not finite (NaN/Inf guard).
 
-    Returns (new_state, metrics) with metrics["grad_norm"] and metrics["skipped_nonfinite"] (0/1).
+    grads: the tree of `state.params` (float32, or the params' dtype); the norm is taken in float32.
+    Returns (new_state, metrics) with metrics["grad_norm"] and metrics["skipped_nonfinite"] (0/1);
+    a skipped step keeps params and optimizer state (master weights included) as they were.
     """
-    grad_norm = optax.global_norm(grads)
+    grad_norm = optax.global_norm(jax.tree.map(lambda g: g.astype(jnp.float32), grads))
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
     safe_grads = jax.tree.map(lambda g: jnp.where(finite, g, 0.0), grads)
     updates, new_opt_state = optimizer.update(safe_grads, state.opt_state, state.params)

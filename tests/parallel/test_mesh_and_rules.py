@@ -53,7 +53,8 @@ def test_make_mesh_axes_and_device_count():
 
 def test_rules_map_parameters_and_fall_back_to_replication():
     mesh = mesh_of((2, 2, 2))
-    assert logical_to_spec(("vocab", "embed"), (64, 32), mesh) == P("tensor", "fsdp")
+    assert logical_to_spec(("vocab", "embed"), (64, 32), mesh) == P(("fsdp", "tensor"))  # fsdp used: embed unsplit
+    assert logical_to_spec(("vocab", "embed"), (6, 32), mesh) == P(None, "fsdp")  # 6 rows do not split 4 ways
     assert logical_to_spec(("embed", "heads", "head_dim"), (32, 4, 16), mesh) == P("fsdp", "tensor")
     assert logical_to_spec(("embed", "kv_heads", "head_dim"), (32, 1, 16), mesh) == P("fsdp")  # 1 kv head: replicated
     assert logical_to_spec(("head_dim",), (16,), mesh) == P()
