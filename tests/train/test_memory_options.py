@@ -1,7 +1,8 @@
 """The memory options of docs/scaling.md change how the learner runs, not what it computes.
 
 Per-layer remat ("full", "save_dots"), log-probs from the output projection in chunks (a chunk
-that does not divide T, so padding is exercised), the fused attention call, and a bf16-stored
+that does not divide T, so padding is exercised), the fused attention call, layers stacked and
+scanned (gradients compared after unstacking), and a bf16-stored
 frozen reference give the same fp32 GRPO loss, metrics and gradients as the plain path (1e-5),
 and the chunked path never builds a `[rows, T, vocab]` array.
 """
@@ -16,6 +17,7 @@ import pytest
 from flax import nnx
 
 from jaxrl_self.config import load_config_file
+from jaxrl_self.models.checkpoint_io import relayout_params
 from jaxrl_self.models.config import ModelConfig
 from jaxrl_self.models.transformer import cast_matrices, model_graphdef
 from jaxrl_self.train.policy import completion_logprobs
@@ -31,7 +33,8 @@ OPTIONS = {
     "remat save_dots": dict(remat="save_dots"),
     "chunked log-probs (3 of 7)": dict(logprob_chunk=3),
     "fused attention": dict(attention="dot_product"),
-    "all together": dict(remat="full", logprob_chunk=4, attention="dot_product"),
+    "scanned layers": dict(scan_layers=True),
+    "all together": dict(remat="full", logprob_chunk=4, attention="dot_product", scan_layers=True),
 }
 
 
@@ -56,9 +59,15 @@ def setup():
     denominators = (jnp.sum(jnp.any(mask > 0, -1).astype(jnp.float32)), jnp.sum(mask))
 
     def loss_and_grads(model_config):
+        """Loss, metrics and gradients; with scanned layers the params are stacked for the pass and
+        the gradients unstacked for the comparison."""
         def loss_fn(p):
             return policy_loss(nnx.merge(model_graphdef(model_config), p), batch, rl, *denominators)
-        return jax.jit(jax.value_and_grad(loss_fn, has_aux=True))(params)
+        own = relayout_params(BASE, params, True)[2] if model_config.scan_layers else params
+        (loss, metrics), grads = jax.jit(jax.value_and_grad(loss_fn, has_aux=True))(own)
+        if model_config.scan_layers:
+            grads = relayout_params(model_config, grads, False)[2]
+        return (loss, metrics), grads
 
     return params, batch, loss_and_grads, loss_and_grads(BASE)
 
