@@ -26,7 +26,6 @@ def get_config():
     config.model.init_from = "/path/to/Qwen2.5-0.5B-Instruct"  # local HF checkpoint directory
     config.model.dtype = "bfloat16"  # compute dtype; parameters stay float32
     config.model.max_position_embeddings = 32768  # Qwen2.5's context (the checkpoint's value is authoritative)
-    config.model.use_chat_template = True  # wrap each prompt with the tokenizer's chat template
 
     config.task.name = "jsonl"
     config.task.train_file = "/path/to/gsm8k_train.jsonl"  # {"question": ..., "answer": "... #### 42"} per line

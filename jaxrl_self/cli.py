@@ -20,16 +20,14 @@ import shlex
 import sys
 from pathlib import Path
 
-from jaxrl_self.config import ConfigError
+from jaxrl_self.config import DEFAULT_CONFIG_FILE, ConfigError
 from jaxrl_self.models.hf_config import CheckpointError as ModelFileError
 from jaxrl_self.tasks.errors import DataError
-
-DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "default.py"
 
 
 def _default_config_path() -> Path:
     local = Path("configs/default.py")
-    return local if local.is_file() else DEFAULT_CONFIG
+    return local if local.is_file() else DEFAULT_CONFIG_FILE
 
 
 class _ArgumentParser(argparse.ArgumentParser):

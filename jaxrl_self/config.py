@@ -3,10 +3,15 @@
 A config is an `ml_collections.ConfigDict` returned by `get_config()` in a Python file. Overrides
 come as `--config.a.b=value`; the value is parsed as a Python literal when it looks like one and
 must match the type of the existing field. Anything wrong raises `ConfigError` naming the key.
+
+Every config goes through `validate`, however it is built (`load_config_file`, `build_config`, or
+changed in Python and then validated): its keys must be those of `configs/default.py` plus the
+`RECIPE_KEYS` that recipes add, so that a typo is an error rather than a silently unused field.
 """
 from __future__ import annotations
 
 import ast
+import difflib
 import importlib.util
 import json
 from pathlib import Path
@@ -25,7 +30,28 @@ class ConfigError(ValueError):
     """A config problem a person must fix; the CLI prints it and exits with code 2."""
 
 
-def load_config_file(path: str | Path) -> ml_collections.ConfigDict:
+DEFAULT_CONFIG_FILE = Path(__file__).resolve().parent.parent / "configs" / "default.py"
+
+# Keys a config may add to those of configs/default.py: options of the tasks, models and iterative
+# recipes (`method.loop`) that the default job does not use. Any other key is a typo.
+RECIPE_KEYS = {
+    "model": ("init_from",),  # a pretrained model: .gguf file, HF or orbax directory (train/loop.py)
+    # word_arithmetic, jsonl and tfds tasks (tasks/registry.py)
+    "task": ("answer_format", "train_file", "test_file", "dataset", "data_dir", "prompt_field", "answer_field", "template"),
+    "method": (
+        "loop", "iterations", "num_problems", "samples_per_prompt", "temperature", "train_steps", "train_batch_size",
+        "learning_rate", "batch_size", "beta",  # shared by the iterative recipes (methods/*.py)
+        "max_per_problem", "rationalize", "hint_template", "hint_prompt_len", "steps_growth",  # star, rest_em
+        "judge_fraction", "judge_prompt_len", "judge_new_tokens", "judge_samples", "judge_temperature",
+        "max_score",  # self_rewarding
+        "stage1_steps", "alpha", "beta1", "beta2", "retry_demos", "eval_samples",  # score
+        "proposals_per_kind", "buffer_size", "sandbox_timeout_s", "eval_tasks_per_kind", "few_shot",  # absolute_zero
+    ),
+}
+
+
+def _run_config_file(path: str | Path) -> ml_collections.ConfigDict:
+    """`get_config()` of the file at `path`, as written (not validated)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
@@ -43,6 +69,14 @@ def load_config_file(path: str | Path) -> ml_collections.ConfigDict:
         raise ConfigError(f"get_config() in {path} failed: {type(error).__name__}: {error}") from error
     if not isinstance(config, ml_collections.ConfigDict):
         raise ConfigError(f"get_config() in {path} must return an ml_collections.ConfigDict, got {type(config).__name__}")
+    return config
+
+
+def load_config_file(path: str | Path) -> ml_collections.ConfigDict:
+    """The validated config of the file at `path`: raises ConfigError for an unknown key (naming the
+    file) or a bad value, as the CLI does. A caller may change the config and `validate` it again."""
+    config = _run_config_file(path)
+    validate(config, source=path)
     return config
 
 
@@ -97,11 +131,43 @@ def parse_overrides(args: Sequence[str]) -> list[tuple[str, str]]:
 
 
 def build_config(path: str | Path, overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:
-    config = load_config_file(path)
+    """The config of the file at `path` with the command-line `overrides` applied, validated once
+    (the file as written may rely on an override to be valid)."""
+    config = _run_config_file(path)
     for key, text in parse_overrides(overrides):
         apply_override(config, key, text)
-    validate(config)
+    validate(config, source=path)
     return config
+
+
+def _dotted_keys(config: ml_collections.ConfigDict, prefix: str = "") -> set[str]:
+    """Every section and field of `config` as a dotted key: {"rl", "rl.steps", ...}."""
+    keys = set()
+    for name, value in config.items():
+        keys.add(prefix + name)
+        if isinstance(value, ml_collections.ConfigDict):
+            keys |= _dotted_keys(value, f"{prefix}{name}.")
+    return keys
+
+
+def _check_known_keys(config: ml_collections.ConfigDict, source: str | Path | None = None) -> None:
+    """Raises ConfigError listing every key of `config` that is neither in configs/default.py nor in
+    RECIPE_KEYS, each with the nearest valid key; `source` is the config file, named in the message."""
+    known = _dotted_keys(_run_config_file(DEFAULT_CONFIG_FILE))
+    known |= {f"{section}.{name}" for section, names in RECIPE_KEYS.items() for name in names}
+    unknown = _dotted_keys(config) - known
+    problems = []
+    for key in sorted(unknown):
+        section = key.rpartition(".")[0]
+        if section in unknown:
+            continue  # inside an unknown section: the section is reported
+        match = (difflib.get_close_matches(key, [k for k in known if k.rpartition(".")[0] == section], n=1)
+                 or difflib.get_close_matches(key, known, n=1))  # a typo in the field's name first, else anywhere
+        hint = f"did you mean 'config.{match[0]}'?" if match else "configs/default.py lists every key with its default"
+        problems.append(f"unknown config key 'config.{key}' ({hint})")
+    if problems:
+        where = f"config file {source}: " if source is not None else ""
+        raise ConfigError(where + "; ".join(problems))
 
 
 def _require(condition: bool, key: str, message: str) -> None:
@@ -162,8 +228,10 @@ def _check_type(config: ml_collections.ConfigDict, dotted_key: str, expected: ty
     _require(ok, dotted_key, f"must be {what}, got {value!r} ({type(value).__name__})")
 
 
-def validate(config: ml_collections.ConfigDict) -> None:
-    """Checks types, ranges and cross-field rules once, at start-up."""
+def validate(config: ml_collections.ConfigDict, source: str | Path | None = None) -> None:
+    """Checks keys, types, ranges and cross-field rules once, at start-up; `source` is the config
+    file the config came from, named in the message about unknown keys."""
+    _check_known_keys(config, source)
     _check_type(config, "task.name", str)
     _require(config.task.name in TASKS, "task.name", f"must be one of {TASKS}, got {config.task.name!r}")
     for key, expected in {**KEY_TYPES, **TASK_KEY_TYPES.get(config.task.name, {})}.items():
