@@ -7,7 +7,7 @@ import pytest
 
 from jaxrl_self import cli
 from jaxrl_self.config import build_config
-from jaxrl_self.train.workdir import prepare_workdir
+from jaxrl_self.train.workdir import claim_workdir, prepare_workdir
 from jaxrl_self.tasks.jsonl import JsonlTask
 from tiny_job import REPO, TINY, reference_run
 
@@ -101,7 +101,7 @@ def test_workdir_holding_a_different_config(capsys, tmp_path):
     assert not workdir.exists()
     capsys.readouterr()
     config = build_config(DEFAULT, [*TINY, "--config.seed=1"])
-    prepare_workdir(config, workdir)  # the workdir of a run with seed 1
+    claim_workdir(config, prepare_workdir(config, workdir))  # the workdir of a run with seed 1
     _fails(capsys, _train(workdir, *TINY), "holds a run made with a different config (differs at: config.seed)")
 
 
@@ -123,6 +123,21 @@ def test_bad_jsonl_data_file(capsys, tmp_path, monkeypatch, line, expected):
     data.write_text(line)
     monkeypatch.setattr("jaxrl_self.train.loop.build_task", lambda task_config: JsonlTask("t", {"train": data}))
     _fails(capsys, _train(tmp_path / "run", *TINY), str(data), *expected)
+    assert not (tmp_path / "run" / "config.json").exists()  # the workdir stays free for the fixed command
+
+
+def test_a_failed_start_leaves_the_workdir_free_for_the_fixed_command(capsys, tmp_path):
+    """A bad model path fails after the workdir check and records no config: the corrected command
+    (here: without the bad path) is accepted on the same workdir rather than refused as another run's."""
+    workdir, config_file = tmp_path / "run", tmp_path / "pretrained.py"
+    config_file.write_text("from jaxrl_self.config import load_config_file\n\n\ndef get_config():\n"
+                           f"    config = load_config_file({DEFAULT!r})\n"
+                           f"    config.model.init_from = {str(tmp_path / 'no_such_model.gguf')!r}\n    return config\n")
+    _fails(capsys, ["train", "--config", str(config_file), "--workdir", str(workdir), *TINY], "no_such_model.gguf")
+    assert workdir.is_dir() and not (workdir / "config.json").exists()
+    fixed = build_config(DEFAULT, TINY)
+    claim_workdir(fixed, prepare_workdir(fixed, workdir))  # what the fixed command's start does before training
+    assert (workdir / "config.json").exists()
 
 
 def test_checkpoint_from_another_model_names_the_tensor(capsys, tmp_path, tmp_path_factory):

@@ -54,7 +54,7 @@ from jaxrl_self.train.loop import model_config_from, with_execution_options
 from jaxrl_self.train.rl_step import make_rl_update
 from jaxrl_self.train.sft import encode_pairs, encode_prompts, make_sft_step
 from jaxrl_self.train.state import init_model, init_train_state, make_optimizer
-from jaxrl_self.train.workdir import prepare_workdir
+from jaxrl_self.train.workdir import claim_workdir, prepare_workdir
 
 log = logging.getLogger(__name__)
 
@@ -306,6 +306,7 @@ def run_method(config, workdir) -> dict:
     """
     workdir = prepare_workdir(config, Path(workdir))
     play = SelfPlay(config)
+    claim_workdir(config, workdir)
     ckpt = Checkpointer(workdir / CHECKPOINT_DIR, config.checkpoint.max_to_keep)
     eval_key = jax.random.fold_in(play.root_key, 2**31)  # apart from every step key
     try:

@@ -30,7 +30,7 @@ from jaxrl_self.train.dpo import make_dpo_step
 from jaxrl_self.train.loop import CHECKPOINT_DIR, model_config_from
 from jaxrl_self.train.sft import encode_pairs, make_sft_step
 from jaxrl_self.train.state import init_model, init_train_state, make_optimizer
-from jaxrl_self.train.workdir import prepare_workdir
+from jaxrl_self.train.workdir import claim_workdir, prepare_workdir
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +163,8 @@ def run_iterations(config, workdir, ws: Workspace, iterate: Iterate, *, warm_sta
     """Warm start (skipped when `base_params` is given), then `method.iterations` rounds of
     `iterate`; evaluates after each, logs, checkpoints, writes the report. Returns the summary:
     every evaluation metric after the warm start and after each round."""
-    workdir = prepare_workdir(config, workdir)
+    workdir = prepare_workdir(config, workdir)  # `ws` (model and data) is built by now
+    claim_workdir(config, workdir)
     ckpt = Checkpointer(workdir / CHECKPOINT_DIR, config.checkpoint.max_to_keep)
     if ckpt.steps():
         ckpt.close()

@@ -53,7 +53,7 @@ from jaxrl_self.train.loop import model_config_from
 from jaxrl_self.train.policy import completion_logprobs
 from jaxrl_self.train.sft import encode_pairs, make_sft_step
 from jaxrl_self.train.state import apply_gradients, init_model, init_train_state, make_optimizer
-from jaxrl_self.train.workdir import prepare_workdir
+from jaxrl_self.train.workdir import claim_workdir, prepare_workdir
 
 log = logging.getLogger(__name__)
 
@@ -313,6 +313,7 @@ def run_method(config, workdir) -> dict:
     """
     workdir = prepare_workdir(config, Path(workdir))
     sc = SelfCorrection(config)
+    claim_workdir(config, workdir)
     method, base = config.method, config.sft.steps
     total = config.rl.steps
     ckpt = Checkpointer(workdir / CHECKPOINT_DIR, config.checkpoint.max_to_keep)

@@ -45,7 +45,7 @@ from jaxrl_self.train.rl_step import make_batch_builder, make_reward_scorer, mak
 from jaxrl_self.train.sft import encode_prompts, make_sft_step, sft_batch
 from jaxrl_self.train.state import init_model, init_train_state, make_optimizer
 from jaxrl_self.train.value_head import init_value_head
-from jaxrl_self.train.workdir import prepare_workdir
+from jaxrl_self.train.workdir import claim_workdir, prepare_workdir
 
 log = logging.getLogger(__name__)
 
@@ -272,6 +272,7 @@ def train_and_evaluate(config, workdir) -> dict:
         validate_devices(config, jax.device_count(), jax.process_count())
         workdir = prepare_workdir(config, workdir)
         run = Run(config, workdir)
+        claim_workdir(config, workdir)
         ckpt = Checkpointer(workdir / CHECKPOINT_DIR, config.checkpoint.max_to_keep)
         best = Checkpointer(workdir / BEST_CHECKPOINT_DIR, max_to_keep=1, best_metric="accuracy")
         try:

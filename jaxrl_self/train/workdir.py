@@ -1,7 +1,10 @@
 """The run directory: created if needed, checked for writability and for a config from another run.
 
 `<workdir>/config.json` holds the resolved config of the run (written atomically); starting the
-same workdir again with the same config resumes it, with another config is refused.
+same workdir again with the same config resumes it, with another config is refused. A start checks
+the workdir first (`prepare_workdir`) and records its config only once the model and data have
+loaded (`claim_workdir`), so a start that fails on a bad model path or data file leaves the
+workdir free for the fixed command.
 """
 from __future__ import annotations
 
@@ -18,7 +21,8 @@ PER_PROCESS_KEYS = frozenset({"config.distributed.process_id"})
 
 
 def prepare_workdir(config, workdir) -> Path:
-    """Creates `workdir` and writes the resolved config; refuses a workdir made with another config.
+    """Creates `workdir` and checks it; refuses a workdir made with another config. Writes no file:
+    `claim_workdir` records the config once the run's model and data have loaded.
 
     Raises ConfigError when the directory cannot be created or written, when its config.json
     cannot be read, or when that config differs from `config` (naming the differing keys) other
@@ -42,9 +46,14 @@ def prepare_workdir(config, workdir) -> Path:
         if changed:
             raise ConfigError(f"the workdir {workdir} holds a run made with a different config (differs at: "
                               f"{', '.join(changed[:8])}); use a new --workdir, or the same config to resume")
-    else:
-        _write_atomically(path, resolved)
     return workdir
+
+
+def claim_workdir(config, workdir: Path) -> None:
+    """Records `config` as the run of `workdir` (checked by `prepare_workdir`), unless it already is."""
+    path = Path(workdir) / CONFIG_FILE
+    if not path.exists():
+        _write_atomically(path, config_to_json(config))
 
 
 def _write_atomically(path: Path, text: str) -> None:
