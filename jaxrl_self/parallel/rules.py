@@ -56,8 +56,8 @@ def logical_to_spec(logical_axes: Sequence[str | None], shape: Sequence[int], me
 
     A mesh axis that already shards an earlier dimension is left out of a later one's axes; a
     dimension stays replicated (None) when its name has no rule, or when its size is not divisible
-    by the product of its remaining mesh axes' sizes (e.g. 2 kv heads on tensor=4). Trailing replicated dimensions are dropped from the
-    spec. Raises ValueError for a name missing from `rules`.
+    by the product of its remaining mesh axes' sizes (e.g. 2 kv heads on tensor=4). Trailing
+    replicated dimensions are dropped from the spec. Raises ValueError for a name missing from `rules`.
     """
     table = dict(rules)
     if len(logical_axes) != len(shape):
