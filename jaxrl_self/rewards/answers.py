@@ -1,4 +1,4 @@
-"""Answer extraction from completion text (ALGORITHMS.md 4.3).
+"""Answer extraction from completion text (``docs/math_answers.md``).
 
 Order: the last ``\\boxed{..}`` / ``\\fbox{..}`` (brace matched; ``\\boxed 5`` takes the next token),
 then the last ``<answer>...</answer>``, then GSM8K ``#### x``, then "the answer is X", then (only
@@ -9,29 +9,36 @@ from __future__ import annotations
 import re
 
 _BOX_COMMAND = re.compile(r"\\(?:boxed|fbox)(?![A-Za-z])")
+_BARE_TOKEN = re.compile(r"[^\s$]+")
 _GSM8K_ANSWER = re.compile(r"####[ \t]*([^\n]*)")
 _ANSWER_IS = re.compile(r"answer is\b[ \t]*:?[ \t]*([^\n]*)", re.IGNORECASE)
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
 _INTEGER = re.compile(r"[+-]?\d+")
 
 
-def _matching_brace_end(text: str, open_index: int) -> int | None:
-    """Index just past the ``}`` matching the ``{`` at ``open_index``, or None if unbalanced."""
-    depth = 0
-    for index in range(open_index, len(text)):
-        if text[index] == "{":
-            depth += 1
-        elif text[index] == "}":
-            depth -= 1
-            if depth == 0:
-                return index + 1
-    return None
+def _matching_braces(text: str) -> dict[int, int]:
+    """For every balanced ``{`` in ``text``: its index -> the index just past its matching ``}``.
+
+    One pass with a stack, so a completion full of unclosed braces costs O(len(text)).
+    """
+    matches, open_indices = {}, []
+    for index, char in enumerate(text):
+        if char == "{":
+            open_indices.append(index)
+        elif char == "}" and open_indices:
+            matches[open_indices.pop()] = index + 1
+    return matches
 
 
 def extract_boxed(text: str) -> str | None:
-    """Content of the last top-level ``\\boxed{..}``/``\\fbox{..}`` (or ``\\boxed 5``), or None."""
+    """Content of the last top-level ``\\boxed{..}``/``\\fbox{..}`` (or ``\\boxed 5``), or None.
+
+    Only the last box counts (``docs/math_answers.md``); a box nested in an earlier one is skipped,
+    and a box whose ``{`` is never closed is ignored.
+    """
     last_content = None
     scan_from = 0
+    braces: dict[int, int] | None = None  # computed at the first box with a brace
     for match in _BOX_COMMAND.finditer(text):
         if match.start() < scan_from:  # nested inside the previous box
             continue
@@ -39,14 +46,15 @@ def extract_boxed(text: str) -> str | None:
         while position < len(text) and text[position] in " \t":
             position += 1
         if position < len(text) and text[position] == "{":
-            end = _matching_brace_end(text, position)
+            braces = _matching_braces(text) if braces is None else braces
+            end = braces.get(position)
             if end is None:
                 continue
             last_content, scan_from = text[position + 1:end - 1].strip(), end
         elif position > match.end():  # "\boxed 5": the next whitespace/`$`-delimited token
-            token = re.match(r"[^\s$]+", text[position:])
+            token = _BARE_TOKEN.match(text, position)
             if token is not None:
-                last_content, scan_from = token.group(0), position + token.end()
+                last_content, scan_from = token.group(0), token.end()
     return last_content
 
 
@@ -88,7 +96,7 @@ def extract_last_number(text: str) -> str | None:
 
 
 def extract_answer(text: str, *, fallback_last_number: bool = False) -> str | None:
-    """Extract the final answer string from a completion (ALGORITHMS.md 4.3 order).
+    """Extract the final answer string from a completion (order in ``docs/math_answers.md``).
 
     Args:
       text: the decoded completion.

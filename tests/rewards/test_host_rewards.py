@@ -116,7 +116,7 @@ def test_sharded_over_8_devices_matches_direct_calls():
     ref_bytes = jnp.asarray(encode_references(refs, 8))
     rows = NamedSharding(Mesh(np.array(jax.devices()), ("data",)), PartitionSpec("data"))
     tokens, mask, ref_bytes = (jax.device_put(x, rows) for x in (tokens, mask, ref_bytes))
-    direct = [math_score(a, r) for a, r in zip(answers, refs)]  # also starts the sympy worker
+    direct = [math_score(a, r) for a, r in zip(answers, refs)]  # also starts the math-verify worker
     reward_fn = jax.jit(make_host_reward_fn(math_score, decode_chars, num_workers=2, timeout_s=60.0))
     out = reward_fn(tokens, mask, ref_bytes)
     for name in ("reward", "correct", "format_ok"):
