@@ -15,7 +15,7 @@ benchmark process itself runs on JAX_PLATFORMS=cpu (set here unless already set)
 The project's own path builds everything: `configs/default.py` through `jaxrl_self.config`
 (arguments set rl/task/model/mesh keys, then `--set key=value` overrides, then `validate` and
 `validate_devices`), `model_config_from_hf` for the shape plus the run's execution options
-(`train.loop.with_execution_options`), the RL optimizer as `train.loop.Run` builds
+(`models.config.with_execution_options`), the RL optimizer as `train.context.RunContext` builds
 it, `init_train_state` (reference when `needs_reference`), `abstract_state` / `batch_sharding` for
 the shardings, `make_rl_update` and `make_sampler`, both given the mesh their activations are
 constrained to, as the training loop builds them.
@@ -114,7 +114,9 @@ from jaxrl_self.models.transformer import Transformer, attention_implementation 
 from jaxrl_self.parallel import SAMPLING_AXIS_RULES, abstract_state, batch_sharding, make_mesh  # noqa: E402
 from jaxrl_self.parallel.rules import activation_mesh  # noqa: E402
 from jaxrl_self.sampling.sampler import SamplingConfig, knobs_from, make_sampler  # noqa: E402
-from jaxrl_self.train.loop import rl_optimizer, with_execution_options  # noqa: E402
+from jaxrl_self.algorithms.registry import algorithm_of  # noqa: E402
+from jaxrl_self.models.config import with_execution_options  # noqa: E402
+from jaxrl_self.train.context import rl_optimizer  # noqa: E402
 from jaxrl_self.train.rl_step import make_rl_update, needs_old_logp, needs_reference  # noqa: E402
 from jaxrl_self.train.state import init_train_state  # noqa: E402
 from jaxrl_self.train.value_head import init_value_head  # noqa: E402
@@ -249,12 +251,12 @@ def abstract_train_batch(config, mesh):
     n, p, t = rl.prompts_per_step * rl.group_size, config.task.max_prompt_len, rl.max_new_tokens
     shapes = {"prompt_tokens": ((n, p), jnp.int32), "prompt_mask": ((n, p), jnp.bool_),
               "completion_tokens": ((n, t), jnp.int32), "completion_mask": ((n, t), jnp.bool_),
-              "advantages": ((n, t) if rl.algorithm in ("reinforce_pp", "ppo") else (n,), jnp.float32)}
+              "advantages": ((n, t) if algorithm_of(rl).token_advantages else (n,), jnp.float32)}
     if needs_old_logp(rl):
         shapes["old_logp"] = ((n, t), jnp.float32)
     if needs_reference(rl):
         shapes["ref_logp"] = ((n, t), jnp.float32)
-    if rl.algorithm == "ppo":
+    if algorithm_of(rl).value_head:
         shapes.update(old_values=((n, t), jnp.float32), returns=((n, t), jnp.float32))
     return {k: jax.ShapeDtypeStruct(s, d, sharding=batch_sharding(mesh, s)) for k, (s, d) in shapes.items()}
 
@@ -353,7 +355,7 @@ def compile_update(config, model_config, mesh, hardware, compiler_options=None) 
     rl = config.rl
     graphdef, params = abstract_model(model_config)
     optimizer = rl_optimizer(config)
-    value_params = init_value_head(model_config.hidden_size) if rl.algorithm == "ppo" else None
+    value_params = init_value_head(model_config.hidden_size) if algorithm_of(rl).value_head else None
     state = jax.eval_shape(lambda p: init_train_state(p, optimizer, config.seed, with_reference=needs_reference(rl),
                                                       value_params=value_params,
                                                       reference_dtype=model_config.compute_dtype,

@@ -26,7 +26,7 @@ from transformers import AutoModelForCausalLM
 from jaxrl_self.models.pretrained import SMOLLM2_GGUF, load_gguf, smollm2_gguf_path
 from jaxrl_self.sampling.sampler import SamplingConfig, make_sampler
 from jaxrl_self.tasks.word_arithmetic import WordArithmeticTask
-from jaxrl_self.train.sft import encode_prompts
+from jaxrl_self.tasks.encoding import encode_prompts
 
 
 def parse_args():

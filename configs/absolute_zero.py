@@ -34,7 +34,7 @@ def get_config():
     ))
     config.eval.every = 20
     config.method.update(dict(
-        loop="absolute_zero",  # jaxrl_self/methods/loops.py
+        loop="absolute_zero",  # jaxrl_self/recipes/__init__.py
         proposals_per_kind=8,  # B: proposer prompts (and solver tasks) per task kind per step
         buffer_size=256,  # valid tasks kept per kind (oldest dropped)
         sandbox_timeout_s=10.0,  # wall-clock limit of one sandboxed batch of executions

@@ -101,8 +101,11 @@ def get_config() -> ml_collections.ConfigDict:
     config.rl.overlong_cache_len = 0  # L_cache: the penalty ramps from 0 to -1 over the last L_cache tokens
     config.rl.filter_zero_advantage_groups = False  # mask groups whose rewards are all equal out of the loss
 
-    # label-free recipes (rl.reward = ttrl | intuitor | rent | co_reward; jaxrl_self/methods/label_free.py)
     config.method = ml_collections.ConfigDict()
+    # the recipe (jaxrl_self/recipes, docs/recipes.md): "" = RL with rl.reward; star | rest_em | spin |
+    # self_rewarding | score | absolute_zero; or a recipe of your own as "module:Class"
+    config.method.loop = ""
+    # label-free rewards (rl.reward = ttrl | intuitor | rent | co_reward; jaxrl_self/methods/label_free.py)
     config.method.answer_max_tokens = 8  # answers compared for voting are cut to this many tokens
     config.method.ttrl_train_samples = 0  # TTRL: completions per prompt trained on, of the G voted (0 = all G)
     # test-time training: RL on the unlabeled held-out prompts themselves (the first eval.num_examples

@@ -16,7 +16,7 @@ from jaxrl_self.config import load_config_file
 def get_config():
     config = load_config_file(Path(__file__).with_name("star.py"))
     config.method.update(dict(
-        loop="rest_em",  # jaxrl_self/methods/loops.py
+        loop="rest_em",  # jaxrl_self/recipes/__init__.py
         iterations=2,
         num_problems=256,  # the fixed pool of training problems sampled every iteration
         samples_per_prompt=8,

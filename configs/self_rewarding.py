@@ -4,7 +4,7 @@ demonstrations drop the final carry digit half of the time.
 The warm start mixes the worked solutions with judged seed examples ("<judge>" + prompt + response
 -> "Score: 5" if the verifier accepts the response, "Score: 0" otherwise); afterwards the model
 scores its own samples (4 per prompt), and DPO trains on its (highest, lowest) pairs with the
-previous iterate as reference. See jaxrl_self/methods/self_rewarding.py.
+previous iterate as reference. See jaxrl_self/recipes/self_rewarding.py.
 
     jaxrl-self train --config configs/self_rewarding.py
 """
@@ -23,7 +23,7 @@ def get_config():
     config.rl.max_new_tokens = 32  # the longest 2-digit worked solution is 23 tokens + EOS
     config.sft.steps = 200
     config.method.update(dict(
-        loop="self_rewarding",  # jaxrl_self/methods/loops.py
+        loop="self_rewarding",  # jaxrl_self/recipes/__init__.py
         iterations=2,  # M1 -> M2 -> M3
         num_problems=256,  # fresh training prompts per iteration
         samples_per_prompt=4,

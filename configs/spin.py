@@ -24,7 +24,7 @@ def get_config():
     config.rl.max_new_tokens = 32  # the longest 2-digit worked solution is 23 tokens + EOS
     config.sft.steps = 100  # brief: the model lags behind its data
     config.method.update(dict(
-        loop="spin",  # jaxrl_self/methods/loops.py
+        loop="spin",  # jaxrl_self/recipes/__init__.py
         iterations=2,
         num_problems=512,  # SFT prompts (with their worked solutions) used every iteration
         samples_per_prompt=1,  # self-generated (rejected) completions per prompt

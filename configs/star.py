@@ -23,7 +23,7 @@ def get_config():
     config.rl.max_new_tokens = 32  # the longest 2-digit worked solution is 23 tokens + EOS
     config.sft.steps = 200
     config.method.update(dict(
-        loop="star",  # jaxrl_self/methods/loops.py
+        loop="star",  # jaxrl_self/recipes/__init__.py
         iterations=3,
         num_problems=1024,  # the fixed pool of training problems
         samples_per_prompt=1,  # one rationale per problem

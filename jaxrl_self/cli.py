@@ -71,16 +71,15 @@ def _parser() -> argparse.ArgumentParser:
 def _train(args, overrides) -> int:
     from jaxrl_self.config import build_config
     from jaxrl_self.train.faults import EXIT_NONFINITE, EXIT_PREEMPTED, NonFiniteStop, Preempted
-    from jaxrl_self.train.loop import train_and_evaluate
+    from jaxrl_self.recipes import build_recipe
+    from jaxrl_self.train.loop import train
 
     config_path = args.config or _default_config_path()
     config = build_config(config_path, overrides)
     workdir = args.workdir or Path("runs") / config_path.stem
-    run = train_and_evaluate
-    if config.get("method") and config.method.get("loop"):  # an iterative recipe with its own outer loop
-        from jaxrl_self.methods.loops import run_method as run
+    recipe = build_recipe(config)
     try:
-        summary = run(config, workdir)
+        summary = train(config, workdir, recipe)
     except Preempted as stop:
         resume = shlex.join(["jaxrl-self", "train", "--config", str(config_path.resolve()), "--workdir", str(workdir.resolve()),
                              *overrides])
@@ -95,7 +94,7 @@ def _train(args, overrides) -> int:
 
 
 def _eval(args) -> int:
-    from jaxrl_self.eval.runs import evaluate_run
+    from jaxrl_self.recipes.runs import evaluate_run
     from jaxrl_self.eval.passk import to_markdown
 
     results = evaluate_run(args.workdir, num_samples=args.num_samples, ks=args.k, temperature=args.temperature,
@@ -108,7 +107,7 @@ def _eval(args) -> int:
 
 
 def _sample(args) -> int:
-    from jaxrl_self.eval.runs import sample_run
+    from jaxrl_self.recipes.runs import sample_run
 
     completions = sample_run(args.workdir, args.prompt, args.num_samples, args.temperature, args.seed, args.checkpoint)
     for prompt, outputs in zip(args.prompt, completions):

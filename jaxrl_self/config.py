@@ -19,10 +19,10 @@ from typing import Sequence
 
 import ml_collections
 
+from jaxrl_self.algorithms.registry import ALGORITHMS
 from jaxrl_self.models.config import ATTENTION_IMPLEMENTATIONS, REMAT_MODES
 
-RL_ALGORITHMS = ("grpo", "dr_grpo", "dapo", "gspo", "rloo", "reinforce_pp", "ppo")
-GROUP_ALGORITHMS = ("grpo", "dr_grpo", "dapo", "gspo", "rloo")
+RL_ALGORITHMS = tuple(ALGORITHMS)
 TASKS = ("arithmetic", "countdown", "word_arithmetic", "jsonl", "tfds")
 
 
@@ -32,15 +32,15 @@ class ConfigError(ValueError):
 
 DEFAULT_CONFIG_FILE = Path(__file__).resolve().parent.parent / "configs" / "default.py"
 
-# Keys a config may add to those of configs/default.py: options of the tasks, models and iterative
-# recipes (`method.loop`) that the default job does not use. Any other key is a typo.
+# Keys a config may add to those of configs/default.py: options of the tasks, models and recipes
+# (`method.loop`) that the default job does not use. Any other key is a typo.
 RECIPE_KEYS = {
-    "model": ("init_from",),  # a pretrained model: .gguf file, HF or orbax directory (train/loop.py)
+    "model": ("init_from",),  # a pretrained model: .gguf file, HF or orbax directory (train/context.py)
     # word_arithmetic, jsonl and tfds tasks (tasks/registry.py)
     "task": ("answer_format", "train_file", "test_file", "dataset", "data_dir", "prompt_field", "answer_field", "template"),
     "method": (
-        "loop", "iterations", "num_problems", "samples_per_prompt", "temperature", "train_steps", "train_batch_size",
-        "learning_rate", "batch_size", "beta",  # shared by the iterative recipes (methods/*.py)
+        "iterations", "num_problems", "samples_per_prompt", "temperature", "train_steps", "train_batch_size",
+        "learning_rate", "batch_size", "beta",  # shared by the iterative recipes (recipes/*.py)
         "max_per_problem", "rationalize", "hint_template", "hint_prompt_len", "steps_growth",  # star, rest_em
         "judge_fraction", "judge_prompt_len", "judge_new_tokens", "judge_samples", "judge_temperature",
         "max_score",  # self_rewarding
@@ -195,7 +195,7 @@ KEY_TYPES = {
     "rl.overlong_cache_len": int, "rl.filter_zero_advantage_groups": bool,
     "eval.num_examples": int, "eval.batch_size": int, "eval.every": int,
     "checkpoint.every": int, "checkpoint.max_to_keep": int,
-    "train.max_consecutive_nonfinite": int, "train.debug_inject_nan_at_steps": tuple,
+    "train.max_consecutive_nonfinite": int, "train.debug_inject_nan_at_steps": tuple, "method.loop": str,
 }
 TASK_KEY_TYPES = {
     "arithmetic": {"task.digits": int, "task.ops": str, "task.demo_error_rate": float, "task.show_work": bool, "task.self_check": bool,
@@ -262,8 +262,9 @@ def validate(config: ml_collections.ConfigDict, source: str | Path | None = None
     _require(sft.batch_size >= 1, "sft.batch_size", f"must be >= 1, got {sft.batch_size}")
     _require(rl.algorithm in RL_ALGORITHMS, "rl.algorithm", f"must be one of {RL_ALGORITHMS}, got {rl.algorithm!r}")
     _require(rl.prompts_per_step >= 1, "rl.prompts_per_step", f"must be >= 1, got {rl.prompts_per_step}")
-    if rl.algorithm in GROUP_ALGORITHMS:
-        _require(rl.group_size >= 2, "rl.group_size", f"group methods ({rl.algorithm}) need a group of >= 2 completions per prompt, got {rl.group_size}")
+    if ALGORITHMS[rl.algorithm].min_group_size > 1:
+        _require(rl.group_size >= ALGORITHMS[rl.algorithm].min_group_size, "rl.group_size",
+                 f"group methods ({rl.algorithm}) need a group of >= 2 completions per prompt, got {rl.group_size}")
     _require(rl.max_new_tokens >= 1, "rl.max_new_tokens", f"must be >= 1, got {rl.max_new_tokens}")
     _require(rl.temperature >= 0, "rl.temperature", f"must be >= 0, got {rl.temperature}")
     _require(0 < rl.top_p <= 1, "rl.top_p", f"must be in (0, 1], got {rl.top_p}")

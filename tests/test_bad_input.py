@@ -121,7 +121,7 @@ def test_bad_jsonl_data_file(capsys, tmp_path, monkeypatch, line, expected):
     """The default job's task is procedural; a JSONL task's DataError reaches the CLI the same way."""
     data = tmp_path / "train.jsonl"
     data.write_text(line)
-    monkeypatch.setattr("jaxrl_self.train.loop.build_task", lambda task_config: JsonlTask("t", {"train": data}))
+    monkeypatch.setattr("jaxrl_self.train.context.build_task", lambda task_config, tokenizer=None: JsonlTask("t", {"train": data}))
     _fails(capsys, _train(tmp_path / "run", *TINY), str(data), *expected)
     assert not (tmp_path / "run" / "config.json").exists()  # the workdir stays free for the fixed command
 

@@ -25,7 +25,7 @@ from flax import nnx
 from jaxrl_self.models.pretrained import SMOLLM2_GGUF, load_gguf, smollm2_gguf_path
 from jaxrl_self.models.transformer import positions_from_mask
 from jaxrl_self.sampling.sampler import SamplingConfig, make_sampler
-from jaxrl_self.train.sft import encode_prompts
+from jaxrl_self.tasks.encoding import encode_prompts
 
 LOGIT_ATOL = 2e-3
 CHATS = [
@@ -141,7 +141,7 @@ def test_greedy_generations_match_transformers(ours, reference):
 def test_grpo_steps_on_the_real_model(gguf_path, tmp_path):
     """One GRPO step of configs/smollm2_grpo.py, shrunk: loss, rewards and a checkpoint come out."""
     from jaxrl_self.config import build_config
-    from jaxrl_self.train.loop import train_and_evaluate
+    from jaxrl_self.recipes import train_and_evaluate
 
     overrides = ["--config.rl.steps=1", "--config.rl.prompts_per_step=2", "--config.rl.group_size=2",
                  "--config.rl.max_new_tokens=10", "--config.eval.num_examples=2", "--config.eval.batch_size=2",
@@ -163,17 +163,17 @@ def test_absolute_zero_few_shot_prompts_on_the_real_model(gguf_path):
     answer in the task format (deduction and abduction answers parse as integers) and propose some
     programs that the sandbox validates (probe on 16 tasks per kind: no format errors, 46% valid)."""
     from jaxrl_self.config import load_config_file, validate
-    from jaxrl_self.methods import absolute_zero as az
-    from jaxrl_self.methods import absolute_zero_tasks as azt
+    from jaxrl_self.recipes import absolute_zero_tasks as azt
+    from recipe_helpers import built
 
     config = load_config_file(os.path.join(os.path.dirname(__file__), "..", "configs", "absolute_zero_smollm2.py"))
     config.method.eval_tasks_per_kind = 4
     validate(config)
     assert config.model.init_from == gguf_path
-    play = az.SelfPlay(config)
+    play, ctx = built(config)
     numeric = [task for task in play.eval_tasks if task.kind != "ind"]
-    _, answers, grades = play.solve(play.init_params, numeric, jax.random.key(0), greedy=True)
+    _, answers, grades = play.solve(ctx.init_params, numeric, jax.random.key(0), greedy=True)
     assert all(azt.parse_int(answer) is not None for answer in answers), answers
     assert azt.FORMAT_ERROR not in grades
-    _, proposals, statuses, _ = play.propose(play.init_params, play.eval_references, np.random.default_rng(0), jax.random.key(1))
+    _, proposals, statuses, _ = play.propose(ctx.init_params, play.eval_references, np.random.default_rng(0), jax.random.key(1))
     assert statuses.count(azt.OK) >= 2, list(zip(proposals, statuses))

@@ -16,7 +16,7 @@ from jax.experimental.multihost_utils import process_allgather
 
 from jaxrl_self.eval.passk import summarize
 from jaxrl_self.rewards.answers import extract_answer
-from jaxrl_self.train.sft import encode_prompts
+from jaxrl_self.tasks.encoding import encode_prompts
 
 
 def generate(sampler, params, tokenizer, prompts: Sequence[str], prompt_len: int, key, batch_size: int, **knobs) -> list[list[str]]:

@@ -113,3 +113,19 @@ class ModelConfig:
         else:
             fields["rope_scaling"] = None
         return cls(**fields)
+
+
+def with_execution_options(model_config: ModelConfig, config) -> ModelConfig:
+    """`model_config` (from scratch or a pretrained checkpoint) running as the run's `config.model`
+    says: remat, attention kernel, log-prob chunk, scanned layers (`EXECUTION_FIELDS`; a pretrained
+    model's parameters are loaded in the layout `scan_layers` asks for)."""
+    return dataclasses.replace(model_config, **{name: config.model[name] for name in EXECUTION_FIELDS})
+
+
+def model_config_from(config, vocab_size: int) -> ModelConfig:
+    """The ModelConfig of a model trained from scratch, as the run's `config.model` describes it."""
+    m = config.model
+    return with_execution_options(
+        ModelConfig(vocab_size=vocab_size, hidden_size=m.hidden_size, num_layers=m.num_layers, num_heads=m.num_heads,
+                    num_kv_heads=m.num_kv_heads, head_dim=m.head_dim, intermediate_size=m.intermediate_size,
+                    rope_theta=m.rope_theta, max_position_embeddings=m.max_position_embeddings, dtype=m.dtype), config)

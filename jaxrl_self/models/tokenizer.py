@@ -68,3 +68,36 @@ class CharTokenizer:
         """`[N, length] int32` ids and `[N, length] bool` mask (left padding for prompts)."""
         seqs = [self.encode(t) + ([self.eos_id] if add_eos else []) for t in texts]
         return pad_batch(seqs, length, self.pad_id, side)
+
+
+class ExtendedTokenizer:
+    """`base` with `extra_tokens` appended after its vocabulary (ids base.vocab_size, +1, ...), so
+    base token ids are unchanged. Extra tokens are matched in the text before the base encoder."""
+
+    def __init__(self, base, extra_tokens: Sequence[str]):
+        self.base, self.extra_tokens = base, tuple(extra_tokens)
+        self.pad_id, self.bos_id, self.eos_id = base.pad_id, base.bos_id, base.eos_id
+        self.vocab_size = base.vocab_size + len(self.extra_tokens)
+        self._ids = {token: base.vocab_size + i for i, token in enumerate(self.extra_tokens)}
+        self._split = re.compile("(" + "|".join(re.escape(t) for t in sorted(self.extra_tokens, key=len, reverse=True)) + ")")
+
+    def encode(self, text: str) -> list[int]:
+        ids = []
+        for piece in self._split.split(text):
+            if piece in self._ids:
+                ids.append(self._ids[piece])
+            elif piece:
+                ids += self.base.encode(piece)
+        return ids
+
+    def decode(self, ids: Sequence[int], skip_special_tokens: bool = True) -> str:
+        text, run = [], []
+        for i in map(int, ids):
+            if i < self.base.vocab_size:
+                run.append(i)
+                continue
+            text.append(self.base.decode(run, skip_special_tokens))
+            run = []
+            if i < self.vocab_size:
+                text.append(self.extra_tokens[i - self.base.vocab_size])
+        return "".join(text) + self.base.decode(run, skip_special_tokens)

@@ -16,8 +16,9 @@ from flax import nnx
 
 from jaxrl_self.algorithms.aggregation import masked_mean
 from jaxrl_self.algorithms.losses import dpo_loss, sequence_logprob
+from jaxrl_self.parallel.rules import activation_mesh
 from jaxrl_self.train.policy import completion_logprobs
-from jaxrl_self.train.sft import encode_pairs
+from jaxrl_self.tasks.encoding import encode_pairs
 from jaxrl_self.train.state import apply_gradients
 
 
@@ -52,16 +53,20 @@ def make_pair_scorer(graphdef):
     return jax.jit(lambda params, batch: pair_logprobs(nnx.merge(graphdef, params), batch))
 
 
-def make_dpo_step(graphdef, optimizer, beta: float):
+def make_dpo_step(graphdef, optimizer, beta: float, mesh=None):
     """Jitted `step(state, batch) -> (state, metrics)` minimising the DPO loss with reference
     `state.ref_params` (must be set). `batch` comes from `encode_preference_pairs`, optionally with
     `pair_mask [N] bool` for padding rows. Metrics (scalars): dpo/loss, dpo/reward_margin (mean u),
     dpo/accuracy, dpo/chosen_reward, dpo/rejected_reward, dpo/chosen_logp, dpo/rejected_logp
     (policy sequence log-probs before the update), grad_norm, skipped_nonfinite. The gradient has
-    the params' dtype, as in `sft.make_sft_step`."""
+    the params' dtype, as in `sft.make_sft_step`. mesh: the mesh activations are constrained to."""
 
     @jax.jit
     def step(state, batch):
+        with activation_mesh(mesh):
+            return _step(state, batch)
+
+    def _step(state, batch):
         ref_chosen, ref_rejected = jax.lax.stop_gradient(pair_logprobs(nnx.merge(graphdef, state.ref_params), batch))
 
         def loss_fn(params):

@@ -12,7 +12,8 @@ PPO's critic is a value head on the policy's hidden states (`train.value_head`).
 A rollout batch is a dict of arrays over N = B*G rows (row b*G+g is completion g of prompt b):
 prompt_tokens/prompt_mask `[N, P]`, completion_tokens/completion_mask `[N, T]`; the train batch
 adds advantages `[N]` or `[N, T]`, and when needed old_logp / ref_logp `[N, T]` and, for PPO,
-old_values / returns `[N, T]`. Groups masked out (DAPO dynamic sampling,
+old_values / returns `[N, T]`; a recipe may add per-row KL coefficients kl_coef `[N]` (then the
+KL term is `agg(kl_coef * k3)` whatever the algorithm). Groups masked out (DAPO dynamic sampling,
 `filter_zero_advantage_groups`) have their completion_mask rows zeroed: they carry no loss and
 do not count in any denominator.
 """
@@ -29,34 +30,27 @@ from jaxrl_self.algorithms.aggregation import aggregate, masked_mean, masked_sum
 from jaxrl_self.algorithms.filtering import group_has_signal, overlong_penalty
 from jaxrl_self.algorithms.kl import kl_penalty
 from jaxrl_self.algorithms.losses import clipped_surrogate, gspo_loss, value_loss
+from jaxrl_self.algorithms.registry import algorithm_of
 from jaxrl_self.parallel.rules import activation_mesh
 from jaxrl_self.rewards.host import FAILURE_REASONS
 from jaxrl_self.train.policy import completion_logprobs
 from jaxrl_self.train.state import apply_gradients
 from jaxrl_self.train.value_head import completion_logprobs_and_values, trainable, with_trainable
 
-DEFAULT_AGGREGATION = {
-    "grpo": "seq_mean_token_mean", "dr_grpo": "seq_mean_token_sum_norm", "dapo": "token_mean",
-    "gspo": "seq_mean_token_mean", "rloo": "seq_mean_token_sum", "reinforce_pp": "token_mean", "ppo": "token_mean",
-}
-KL_IN_LOSS = ("grpo", "dr_grpo", "gspo")
-KL_IN_REWARD = ("rloo", "reinforce_pp", "ppo")
-
-
 def aggregation_mode(rl) -> str:
-    return rl.loss_aggregation or DEFAULT_AGGREGATION[rl.algorithm]
+    return rl.loss_aggregation or algorithm_of(rl).aggregation
 
 
 def needs_reference(rl) -> bool:
     """Whether the algorithm uses a frozen reference policy (a KL term with kl_coef > 0)."""
-    return rl.kl_coef > 0 and rl.algorithm in KL_IN_LOSS + KL_IN_REWARD
+    return rl.kl_coef > 0 and algorithm_of(rl).kl != "none"
 
 
 def needs_old_logp(rl) -> bool:
     """Whether old log-probs must be recomputed at rollout time: several optimizer steps per
-    rollout (rho != 1), a KL penalty in the reward, or PPO."""
+    rollout (rho != 1), a KL penalty in the reward, or a value head (PPO)."""
     multi_step = rl.epochs * rl.minibatches > 1
-    return multi_step or rl.algorithm == "ppo" or (needs_reference(rl) and rl.algorithm in KL_IN_REWARD)
+    return multi_step or algorithm_of(rl).value_head or (needs_reference(rl) and algorithm_of(rl).kl == "reward")
 
 
 def compute_advantages(rl, rewards, mask, old_logp=None, ref_logp=None, old_values=None):
@@ -74,27 +68,27 @@ def compute_advantages(rl, rewards, mask, old_logp=None, ref_logp=None, old_valu
       `[N, T]` for PPO. Constants.
     """
     grouped = rewards.reshape(-1, rl.group_size)
-    algorithm = rl.algorithm
-    if algorithm in ("grpo", "dapo", "gspo"):
+    estimator = algorithm_of(rl).advantages
+    if estimator == "group":
         return {"advantages": adv.group_advantages(grouped, std_ddof=rl.std_ddof, eps=rl.advantage_eps).reshape(-1)}
-    if algorithm == "dr_grpo":
+    if estimator == "group_no_std":
         return {"advantages": adv.group_advantages(grouped, normalize_std=False).reshape(-1)}
     if ref_logp is None:  # no reference: no KL penalty in the reward
         kl_coef, old_logp, ref_logp = 0.0, jnp.zeros_like(mask), jnp.zeros_like(mask)
     else:
         kl_coef = rl.kl_coef
-    if algorithm == "rloo":
+    if estimator == "rloo":
         if kl_coef > 0:
             rewards = rewards - kl_coef * masked_sum(old_logp - ref_logp, mask, axis=-1)
         return {"advantages": adv.rloo_advantages(rewards.reshape(-1, rl.group_size)).reshape(-1)}
-    if algorithm == "reinforce_pp":
+    if estimator == "reinforce_pp":
         return {"advantages": adv.reinforce_pp_advantages(rewards, mask, old_logp, ref_logp, kl_coef=kl_coef,
                                                           group_baseline=rl.group_baseline, group_size=rl.group_size)}
-    if algorithm == "ppo":
+    if estimator == "gae":
         token_rewards = adv.outcome_token_rewards(rewards, mask, old_logp, ref_logp, kl_coef)
         advantages, returns = adv.gae_advantages(token_rewards, old_values, mask, gamma=rl.gamma, lam=rl.gae_lambda)
         return {"advantages": adv.whiten(advantages, mask), "returns": returns}
-    raise NotImplementedError(f"advantages for rl.algorithm={algorithm!r}")
+    raise NotImplementedError(f"advantage estimator {estimator!r} (rl.algorithm={rl.algorithm!r})")
 
 
 def _masked_extremes(x, mask):
@@ -132,7 +126,7 @@ def policy_loss(model, batch, rl, num_sequences, num_tokens, value_params=None):
     agg = lambda per_token: aggregate(per_token, mask, mode, t_const=rl.max_new_tokens, num_sequences=num_sequences,
                                       num_tokens=num_tokens)
     share = jnp.sum(jnp.any(mask > 0, axis=-1)) / jnp.maximum(num_sequences, 1.0)  # metrics sum to batch means
-    if rl.algorithm == "gspo":
+    if algorithm_of(rl).loss == "gspo":
         per_sequence, stats = gspo_loss(logp, old_logp, batch["advantages"], mask, eps_low=rl.eps_low, eps_high=rl.eps_high)
         loss = jnp.sum(per_sequence) / jnp.maximum(num_sequences, 1.0)
         stats = {k: jnp.broadcast_to(v[:, None], mask.shape) for k, v in stats.items()}
@@ -151,7 +145,9 @@ def policy_loss(model, batch, rl, num_sequences, num_tokens, value_params=None):
     }
     if "ref_logp" in batch:
         kl = kl_penalty(logp, batch["ref_logp"], "k3")
-        if rl.algorithm in KL_IN_LOSS:
+        if "kl_coef" in batch:  # a recipe's per-row coefficients `[n]` (SCoRe's two attempts)
+            loss = loss + agg(batch["kl_coef"][:, None] * kl)
+        elif algorithm_of(rl).kl == "loss":
             loss = loss + rl.kl_coef * agg(kl)
         metrics["kl"] = masked_mean(kl, mask) * share
     if rl.entropy_coef > 0:
@@ -188,7 +184,7 @@ def make_rl_update(graphdef, optimizer, rl, mesh=None):
     steps (min/max statistics: min/max).
     mesh: the mesh whose axes the model's activations are constrained to (`parallel.activation_mesh`).
     """
-    with_value_head = rl.algorithm == "ppo"
+    with_value_head = algorithm_of(rl).value_head
 
     def loss_fn(params, micro_batch, num_sequences, num_tokens):
         policy_params, value_params = (params["policy"], params["value_head"]) if with_value_head else (params, None)
@@ -289,7 +285,7 @@ def make_batch_builder(graphdef, rl, method, mesh=None):
         if with_old_logp:
             batch["old_logp"] = jax.lax.stop_gradient(old_logp)
         if state.ref_params is not None:
-            batch["ref_logp"] = jax.lax.stop_gradient(completion_logprobs(nnx.merge(graphdef, state.ref_params), *args)[0])
+            batch["ref_logp"] = reference_logprobs(graphdef, state, batch, rl)
         batch.update(compute_advantages(rl, rewards["reward"], mask, batch.get("old_logp"), batch.get("ref_logp"),
                                         batch.get("old_values")))
         row_valid = jnp.repeat(group_valid, rl.group_size)
@@ -300,6 +296,24 @@ def make_batch_builder(graphdef, rl, method, mesh=None):
         return method.select_rows(batch, rewards, key), metrics
 
     return build
+
+
+def reference_logprobs(graphdef, state, batch, rl):
+    """Log-probs `[N, T]` of the batch's completions under the frozen reference `state.ref_params` (constant)."""
+    args = (batch["prompt_tokens"], batch["prompt_mask"], batch["completion_tokens"], batch["completion_mask"], rl.temperature)
+    return jax.lax.stop_gradient(completion_logprobs(nnx.merge(graphdef, state.ref_params), *args)[0])
+
+
+def make_reference_scorer(graphdef, rl, mesh=None):
+    """Jitted `(state, batch) -> batch with ref_logp [N, T]`, for recipes that build their own train
+    batches (advantages and, for a per-row KL, `kl_coef [N]`) for `make_rl_update`."""
+
+    @jax.jit
+    def with_reference(state, batch):
+        with activation_mesh(mesh):
+            return {**batch, "ref_logp": reference_logprobs(graphdef, state, batch, rl)}
+
+    return with_reference
 
 
 def refresh_reference(state, rl, rl_step: int):

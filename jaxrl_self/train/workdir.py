@@ -16,6 +16,8 @@ from pathlib import Path
 from jaxrl_self.config import ConfigError, config_to_json
 
 CONFIG_FILE = "config.json"
+CHECKPOINT_DIR = "checkpoints"  # the last checkpoint.max_to_keep steps
+BEST_CHECKPOINT_DIR = "best_checkpoint"  # the step with the best held-out accuracy
 # every process of a multi-process run passes its own process id; the rest of the config must match
 PER_PROCESS_KEYS = frozenset({"config.distributed.process_id"})
 

@@ -25,8 +25,12 @@ import pytest
 from jaxrl_self.algorithms.advantages import task_relative_advantages
 from jaxrl_self.checkpoint import Checkpointer
 from jaxrl_self.config import load_config_file, validate
-from jaxrl_self.methods import absolute_zero as az
-from jaxrl_self.methods import absolute_zero_tasks as azt
+from jaxrl_self.recipes import absolute_zero as az
+from jaxrl_self.recipes import absolute_zero_tasks as azt
+from jaxrl_self.recipes import train_and_evaluate
+from jaxrl_self.train.context import RunContext
+from jaxrl_self.train.loop import fresh_state
+from jaxrl_self.train.workdir import CHECKPOINT_DIR
 from jaxrl_self.rewards.learnability import format_aware_reward, learnability_reward
 
 CONFIG = Path(__file__).resolve().parents[2] / "configs" / "absolute_zero.py"
@@ -140,7 +144,7 @@ def self_play_run(tmp_path_factory):
     jax.config.update("jax_compilation_cache_dir", str(tmp_path_factory.mktemp("xla_cache")))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
     workdir = tmp_path_factory.mktemp("absolute_zero")
-    summary = az.run_method(tiny_config(), workdir)
+    summary = train_and_evaluate(tiny_config(), workdir)
     yield workdir, summary
     jax.config.update("jax_compilation_cache_dir", None)
 
@@ -165,14 +169,16 @@ def test_resume_restores_the_task_buffer(self_play_run):
     final_step = config.sft.steps + config.rl.steps
 
     def newest_meta():
-        ckpt = Checkpointer(workdir / az.CHECKPOINT_DIR)
-        step, _, meta = ckpt.restore_latest(lambda meta: az.SelfPlay(config).rl_state())
+        recipe = az.AbsoluteZero(config)
+        ctx = RunContext(config, scratch_tokenizer=recipe.scratch_tokenizer(config))
+        ckpt = Checkpointer(workdir / CHECKPOINT_DIR)
+        step, _, meta = ckpt.restore_latest(lambda meta: fresh_state(ctx, recipe, meta["phase"]))
         ckpt.close()
         return step, meta
 
     step, meta = newest_meta()
-    assert step == final_step and sum(len(v) for v in meta["buffers"]["tasks"].values()) > 3
-    shutil.rmtree(workdir / az.CHECKPOINT_DIR / str(final_step))  # lose the last 4 steps
-    resumed = az.run_method(config, workdir)  # continues from the checkpoint at RL step 20 with its buffer
-    assert newest_meta()[1]["buffers"] == meta["buffers"]
+    assert step == final_step and sum(len(v) for v in meta["extra"]["buffers"]["tasks"].values()) > 3
+    shutil.rmtree(workdir / CHECKPOINT_DIR / str(final_step))  # lose the last 4 steps
+    resumed = train_and_evaluate(config, workdir)  # continues from the checkpoint at RL step 20 with its buffer
+    assert newest_meta()[1]["extra"]["buffers"] == meta["extra"]["buffers"]
     assert resumed == summary

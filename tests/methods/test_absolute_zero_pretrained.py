@@ -15,8 +15,10 @@ import transformers
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from jaxrl_self.config import ConfigError, load_config_file, validate
-from jaxrl_self.methods import absolute_zero as az
-from jaxrl_self.methods import absolute_zero_tasks as azt
+from jaxrl_self.recipes import absolute_zero as az
+from jaxrl_self.recipes import absolute_zero_tasks as azt
+from jaxrl_self.recipes import train_and_evaluate
+from recipe_helpers import built
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 FEW_SHOT = 2
@@ -68,7 +70,7 @@ def _solved(line: str) -> bool:
 
 
 def test_worked_examples_start_every_prompt_and_are_not_held_out(hf_dir):
-    play = az.SelfPlay(pretrained_config(hf_dir))
+    play, _ = built(pretrained_config(hf_dir))
     task = play.eval_tasks[0]
     for role, prompt in (("solve", play.solver_prompt(task)), ("propose", play.proposer_prompt(task))):
         *examples, own = prompt.split("\n")
@@ -85,7 +87,7 @@ def test_worked_examples_start_every_prompt_and_are_not_held_out(hf_dir):
 
 
 def test_newline_stops_few_shot_completions(hf_dir):
-    play = az.SelfPlay(pretrained_config(hf_dir))
+    play, _ = built(pretrained_config(hf_dir))
     stops = az.line_end_ids(play.tokenizer)
     assert play.tokenizer.encode("\n")[0] in stops and all(len(play.tokenizer.decode([i]).strip("\n")) == 0 for i in stops)
     with pytest.raises(ConfigError, match="method.few_shot"):
@@ -96,12 +98,12 @@ def test_batch_must_split_into_micro_batches():
     config = load_config_file(CONFIGS / "absolute_zero.py")
     config.rl.micro_batches = 5  # 3*8*(1+8) = 216 rows
     with pytest.raises(ConfigError, match=r"rl.micro_batches.*216"):
-        az.SelfPlay(config)
+        az.AbsoluteZero(config)
 
 
 def test_self_play_from_a_pretrained_checkpoint(hf_dir, tmp_path):
     config = pretrained_config(hf_dir)
-    summary = az.run_method(config, tmp_path)
+    summary = train_and_evaluate(config, tmp_path)
     assert {"eval/valid_rate", "eval/solver_accuracy", "eval/solver_sampled_accuracy"} <= set(summary)
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     steps = [row for row in rows if "propose/valid_rate" in row]

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from jaxrl_self.config import load_config_file, validate
-from jaxrl_self.methods import absolute_zero as az
+from jaxrl_self.recipes import train_and_evaluate
 
 CONFIG = Path(__file__).resolve().parents[2] / "configs" / "absolute_zero_smollm2.py"
 
@@ -31,7 +31,7 @@ def test_self_play_from_smollm2_raises_held_out_solver_accuracy(tmp_path):
     config = load_config_file(CONFIG)  # a missing GGUF file is a ConfigError naming the install command
     config.mesh.num_devices = 1  # as the CLI on a CPU machine (tests/conftest.py)
     validate(config)
-    summary = az.run_method(config, tmp_path)
+    summary = train_and_evaluate(config, tmp_path)
     valid, greedy, sampled = (summary[f"eval/{name}"] for name in ("valid_rate", "solver_accuracy", "solver_sampled_accuracy"))
     assert valid["after RL"] > valid["before RL"] + 0.2, valid  # measured 0.479 -> 0.917
     assert greedy["after RL"] > greedy["before RL"], greedy  # measured 0.062 -> 0.167 (3 -> 8 of 48 tasks)

@@ -1,4 +1,4 @@
-"""INTUITOR and RENT end to end, through `train.loop.run_rl`, on the self-check task: the confidence
+"""INTUITOR and RENT end to end, through the RL recipe on the shared loop, on the self-check task: the confidence
 rewards raise held-out accuracy that they never see.
 
 Why this task: a token's entropy (or self-certainty) depends only on the tokens before it, so a
@@ -28,7 +28,8 @@ from __future__ import annotations
 import pytest
 
 from jaxrl_self.config import load_config_file, validate
-from test_label_free_training import CONFIGS, train_rl, warm_start, with_config
+from recipe_helpers import train_from_params, warm_start_params
+from test_label_free_training import CONFIGS, with_reward
 
 
 def self_check_config():
@@ -41,11 +42,10 @@ def self_check_config():
 
 
 @pytest.fixture(scope="module")
-def confident_warm(tmp_path_factory):
-    """(run, SFT params, held-out {"greedy", "pass@1", "maj@8"} of the warm start, measure)."""
-    run, params = warm_start(self_check_config(), tmp_path_factory.mktemp("sft"))
-    measure = lambda p: {"greedy": run.evaluate(p)["accuracy"], **run.evaluate_votes(p)}  # as the run's report
-    return run, params, measure(params), measure
+def confident_warm():
+    """(config, SFT params), made once for the module."""
+    config = self_check_config()
+    return config, warm_start_params(config)
 
 
 @pytest.mark.parametrize("reward, test_time", [("intuitor", False), ("rent", True)],
@@ -55,8 +55,11 @@ def test_confidence_rewards_raise_held_out_accuracy(confident_warm, tmp_path, re
 
     Each reward and each mode runs once (the other two pairings gave the same figures, module
     docstring; they cost ~45 s of the suite's budget and are the README's CLI rows)."""
-    run, params, before, measure = confident_warm
-    after = measure(train_rl(with_config(run, reward, test_time=test_time), params, tmp_path))
+    config, params = confident_warm
+    summary = train_from_params(with_reward(config, reward, test_time=test_time), tmp_path, params)
+    votes = next(value for key, value in summary.items() if key.startswith("held-out pass@1"))  # as the run's report
+    greedy = summary["held-out greedy accuracy"]
+    before, after = ({"greedy": greedy[a], **votes[b]} for a, b in (("after SFT", "before"), ("after RL", "after")))
     print(reward, "test-time" if test_time else "train prompts", before, after)
     # smallest rises measured (module docstring): +0.053 on the training prompts, +0.136 at test time
     assert after["pass@1"] >= before["pass@1"] + (0.08 if test_time else 0.02), (reward, before, after)

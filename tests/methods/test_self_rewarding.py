@@ -1,4 +1,4 @@
-"""Self-rewarding (methods/self_rewarding.py): the judge prompt and its tokens, score parsing
+"""Self-rewarding (recipes/self_rewarding.py): the judge prompt and its tokens, score parsing
 (malformed judgements -> None), pair construction (ties and unscored responses skipped), the
 evaluation-only verifier metrics of the pairs, the judge seed examples, and the judge step end to
 end with a stub sampler."""
@@ -7,13 +7,14 @@ from types import SimpleNamespace
 import jax
 import pytest
 
-from jaxrl_self.methods import self_rewarding as sr
+from jaxrl_self.models.tokenizer import ExtendedTokenizer
+from jaxrl_self.recipes import self_rewarding as sr
 from jaxrl_self.tasks.arithmetic import ArithmeticTask, make_tokenizer
 
 
 def test_judge_prompt_and_extended_tokenizer_round_trip():
     base = make_tokenizer()
-    tok = sr.ExtendedTokenizer(base, (sr.JUDGE_TOKEN, sr.SCORE_TOKEN))
+    tok = ExtendedTokenizer(base, (sr.JUDGE_TOKEN, sr.SCORE_TOKEN))
     prompt = sr.judge_prompt("347+285=", "<think>7+5=12</think><answer>632</answer>")
     assert prompt == "<judge>347+285=<think>7+5=12</think><answer>632</answer>"
     text = prompt + sr.judgement_text(5)
@@ -70,11 +71,12 @@ def test_judge_scores_parse_and_discard(monkeypatch):
     answers = {"<answer>7</answer>": ["Score: 5", "Score: 4"], "<answer>8</answer>": ["Score: 9", "Score: 0"],
                "<answer>9</answer>": ["oops", "Score:"]}
 
-    def generate(sampler, params, prompts, key, prompt_len=None):
+    def generate(sampler, params, prompts, key, batch_size, prompt_len=None):
         assert prompt_len == 20
         return [answers[p[len("<judge>3+4="):]] for p in prompts]
 
-    ws = SimpleNamespace(generate=generate, fits=lambda text, length: len(text) < 40)
+    ctx = SimpleNamespace(generate=generate, fits=lambda text, length: len(text) < 40,
+                          config=SimpleNamespace(method=SimpleNamespace(batch_size=8)))
     responses = ["<answer>7</answer>", "<answer>8</answer>", "<answer>9</answer>", "<answer>" + "1" * 30 + "</answer>"]
-    scores, malformed, too_long = recipe.judge(ws, None, ["3+4="] * 4, responses, jax.random.key(0))
+    scores, malformed, too_long = recipe.judge(ctx, None, ["3+4="] * 4, responses, jax.random.key(0))
     assert scores == [4.5, 0.0, None, None] and malformed == 3 and too_long == 1

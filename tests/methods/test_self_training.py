@@ -1,4 +1,4 @@
-"""STaR / ReST-EM (methods/self_training.py): filtering, rationalization without the hint, and a
+"""STaR / ReST-EM (recipes/self_training.py): filtering, rationalization without the hint, and a
 fixed-seed run on 1-digit addition with flawed demonstrations where one round raises held-out
 greedy accuracy."""
 from pathlib import Path
@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from jaxrl_self.config import load_config_file, validate
-from jaxrl_self.methods import self_training
-from jaxrl_self.methods.iterative import Workspace, run_iterations, sft_warm_start
+from jaxrl_self.recipes import self_training
+from recipe_helpers import train_from_params, warm_start_params
 from jaxrl_self.tasks.arithmetic import ArithmeticTask
 from jaxrl_self.tasks.base import Example
 
@@ -45,8 +45,7 @@ def compilation_cache(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def warm_params():
-    params, _ = sft_warm_start(Workspace(tiny_config("rest_em.py")))
-    return params
+    return warm_start_params(tiny_config("rest_em.py"))
 
 
 def test_keep_verified_dedupes_caps_and_filters():
@@ -64,7 +63,7 @@ def test_rationalization_keeps_hinted_rationales_without_the_hint(monkeypatch):
     problems = [Example("3+9=", "12", "", 0), Example("5+8=", "13", "", 1)]
     seen_prompts = []
 
-    def generate(sampler, params, prompts, key, prompt_len=None):
+    def generate(sampler, params, prompts, key, batch_size, prompt_len=None):
         seen_prompts.append(list(prompts))
         # unhinted: both wrong; hinted: only the first problem reaches its gold answer
         return [["<answer>2</answer>"] * 2 if not p.startswith("<answer>") else
@@ -72,14 +71,14 @@ def test_rationalization_keeps_hinted_rationales_without_the_hint(monkeypatch):
 
     captured = {}
 
-    def fine_tune(ws, params, prompts, completions, **kwargs):
+    def fine_tune(ctx, params, prompts, completions, **kwargs):
         captured.update(prompts=prompts, completions=completions, steps=kwargs["steps"])
         return params, {}
 
-    monkeypatch.setattr(self_training, "fine_tune", fine_tune)
-    ws = SimpleNamespace(config=config, train_examples=problems, root_key=jax.random.key(0), task=ArithmeticTask(digits=1),
-                         train_sampler=None, generate=generate, fits=lambda text: True)
-    _, metrics = self_training.self_training_round(ws, 2, None, None)
+    recipe = SimpleNamespace(fine_tune=fine_tune)
+    ctx = SimpleNamespace(config=config, train_examples=problems, root_key=jax.random.key(0), task=ArithmeticTask(digits=1),
+                          sampler=lambda *args, **kwargs: None, generate=generate, fits=lambda text: True)
+    _, metrics = self_training.self_training_round(recipe, ctx, 2, None, None)
     assert seen_prompts[1] == ["<answer>12</answer>3+9=", "<answer>13</answer>5+8="]  # the gold answer as a hint
     assert captured["prompts"] == ["3+9="] and captured["completions"] == ["<answer>12</answer>"]  # stored without the hint
     assert captured["steps"] == round(config.method.train_steps * 1.2)  # STaR: steps grow 20% per outer loop
@@ -89,10 +88,9 @@ def test_rationalization_keeps_hinted_rationales_without_the_hint(monkeypatch):
 @pytest.mark.parametrize("config_file,method", [("rest_em.py", {}), ("star.py", dict(max_per_problem=1))])
 def test_one_round_raises_heldout_accuracy(warm_params, tmp_path, config_file, method):
     config = tiny_config(config_file, **method)
-    ws = Workspace(config)
-    summary = run_iterations(config, tmp_path / "run", ws, self_training.self_training_round, base_params=warm_params)
+    summary = train_from_params(config, tmp_path / "run", warm_params)
     before, after = summary["eval/accuracy"]["after SFT"], summary["eval/accuracy"]["iteration 1"]
     assert after >= before + 0.1, summary
     rows = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
-    assert len(rows) == 2 and (tmp_path / "run" / "report.md").exists()
+    assert len(rows) == 1 and (tmp_path / "run" / "report.md").exists()  # the round's (the warm start was given)
     assert np.isfinite(summary["eval/format_ok"]["iteration 1"])

@@ -1,4 +1,4 @@
-"""SPIN (methods/spin.py): pair construction, and a fixed-seed round on 1-digit addition from a
+"""SPIN (recipes/spin.py): pair construction, and a fixed-seed round on 1-digit addition from a
 briefly SFT-trained tiny model that raises the held-out margin of the worked solutions over the
 model's own generations without lowering held-out accuracy."""
 from pathlib import Path
@@ -6,8 +6,7 @@ from types import SimpleNamespace
 
 
 from jaxrl_self.config import load_config_file, validate
-from jaxrl_self.methods import spin
-from jaxrl_self.methods.iterative import Workspace, run_iterations
+from jaxrl_self.recipes import spin, train_and_evaluate
 from jaxrl_self.tasks.base import Example
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
@@ -37,7 +36,7 @@ def test_self_play_pairs_drop_identical_and_too_long():
 
 def test_one_round_raises_the_heldout_margin_without_losing_accuracy(tmp_path):
     config = tiny_config()
-    summary = run_iterations(config, tmp_path / "run", Workspace(config), spin.spin_round, extra_eval=spin.HeldOutMargin())
+    summary = train_and_evaluate(config, tmp_path / "run")
     margin, accuracy = summary["spin/heldout_margin"], summary["eval/accuracy"]
     assert margin["iteration 1"] > margin["after SFT"] + 0.5, summary
     assert accuracy["iteration 1"] >= accuracy["after SFT"], summary

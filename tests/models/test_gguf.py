@@ -8,7 +8,6 @@ import argparse
 import numpy as np
 import pytest
 
-import gguf  # test extra: pip install -e ".[test]"; missing means a failure, not a skip
 import torch  # test extra: pip install -e ".[test]"; missing means a failure, not a skip
 import transformers  # test extra: pip install -e ".[test]"; missing means a failure, not a skip
 
@@ -17,79 +16,11 @@ from flax import nnx  # noqa: E402
 
 from jaxrl_self.models.checkpoint_io import load_hf_checkpoint  # noqa: E402
 from jaxrl_self.models.convert import add_convert_arguments, run_convert  # noqa: E402
-from jaxrl_self.models.gguf import GGUF_TO_HF, hf_name, unpermute_rotary_rows  # noqa: E402
-from jaxrl_self.models.gguf_tokenizer import _bytes_to_unicode  # noqa: E402
+from jaxrl_self.models.gguf import hf_name, unpermute_rotary_rows  # noqa: E402
 from jaxrl_self.models.hf_config import CheckpointError  # noqa: E402
 from jaxrl_self.models.pretrained import load_gguf, load_pretrained  # noqa: E402
 from jaxrl_self.models.transformer import positions_from_mask  # noqa: E402
-
-T = gguf.GGMLQuantizationType
-FILE = "tiny.gguf"
-SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-MERGES = ["h e", "l l", "Ġ w", "o r", "Ġw or", "ll o", "he llo", "Ġ t", "Ġt he", "1 2"]
-USER_DEFINED = "<answer>"
-CHAT_TEMPLATE = ("{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}"
-                 "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
-# (quantization type of each GGUF tensor kind); norms are F32
-QUANT = {"token_embd": T.Q8_0, "attn_q": T.Q4_0, "attn_k": T.Q4_0, "attn_v": T.Q4_1, "attn_output": T.Q4_1,
-         "ffn_gate": T.Q8_0, "ffn_up": T.Q8_0, "ffn_down": T.F16, "output": T.Q4_1}
-TEXTS = ["hello world", " the world12", "<|im_start|>user\nhello<|im_end|>", "Ünïcödé 🙂\n\t x", "<answer>12</answer>"]
-
-
-def tokenizer_tokens() -> tuple[list[str], list[int]]:
-    """Tokens (byte-level spelling) and their GGUF types: control specials, 256 bytes, merges, one user-defined."""
-    tokens = SPECIALS + list(_bytes_to_unicode().values()) + [m.replace(" ", "") for m in MERGES] + [USER_DEFINED]
-    types = [3] * len(SPECIALS) + [1] * (len(tokens) - len(SPECIALS) - 1) + [4]
-    return tokens, types
-
-
-def llama_cpp_permute(weight: np.ndarray, heads: int) -> np.ndarray:
-    """llama.cpp's convert_hf_to_gguf permutation of q/k rows (HF -> GGUF)."""
-    return weight.reshape(heads, 2, weight.shape[0] // heads // 2, *weight.shape[1:]).swapaxes(1, 2).reshape(weight.shape)
-
-
-def write_tiny_gguf(path: str, hf_model, tensor_types: dict = QUANT):
-    """Writes `hf_model` (a tiny LlamaForCausalLM) as llama.cpp would, quantized per `tensor_types`."""
-    cfg = hf_model.config
-    writer = gguf.GGUFWriter(path, "llama")
-    writer.add_block_count(cfg.num_hidden_layers)
-    writer.add_context_length(cfg.max_position_embeddings)
-    writer.add_embedding_length(cfg.hidden_size)
-    writer.add_feed_forward_length(cfg.intermediate_size)
-    writer.add_head_count(cfg.num_attention_heads)
-    writer.add_head_count_kv(cfg.num_key_value_heads)
-    writer.add_rope_freq_base(float(cfg.rope_parameters["rope_theta"]))
-    writer.add_layer_norm_rms_eps(cfg.rms_norm_eps)
-    writer.add_rope_dimension_count(cfg.hidden_size // cfg.num_attention_heads)
-    writer.add_vocab_size(cfg.vocab_size)
-    tokens, types = tokenizer_tokens()
-    writer.add_tokenizer_model("gpt2")
-    writer.add_tokenizer_pre("smollm")
-    writer.add_token_list(tokens)
-    writer.add_token_types(types)
-    writer.add_token_merges(MERGES)
-    writer.add_bos_token_id(1)
-    writer.add_eos_token_id(2)
-    writer.add_pad_token_id(2)
-    writer.add_add_bos_token(False)
-    writer.add_chat_template(CHAT_TEMPLATE)
-    to_gguf = {hf.format(i=i): name.format(i=i) for name, hf in GGUF_TO_HF.items() for i in range(cfg.num_hidden_layers)}
-    for name, param in hf_model.state_dict().items():
-        gguf_name = to_gguf[name]
-        weight = param.detach().numpy().astype(np.float32)
-        kind = gguf_name.split(".")[-2]
-        if kind == "attn_q":
-            weight = llama_cpp_permute(weight, cfg.num_attention_heads)
-        if kind == "attn_k":
-            weight = llama_cpp_permute(weight, cfg.num_key_value_heads)
-        qtype = tensor_types.get(kind, T.F32) if weight.ndim == 2 else T.F32
-        data = weight if qtype == T.F32 else gguf.quants.quantize(weight, qtype)
-        writer.add_tensor(gguf_name, data, raw_dtype=qtype)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-
+from tiny_models import FILE, QUANT, TEXTS, USER_DEFINED, T, llama_cpp_permute, tokenizer_tokens, write_tiny_gguf  # noqa: E402
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory, make_hf_model):

@@ -20,7 +20,8 @@ import numpy as np
 from jaxrl_self.config import load_config_file, validate
 from jaxrl_self.metrics import MetricsWriter
 from jaxrl_self.tasks.iterator import PromptIterator
-from jaxrl_self.train import loop
+from jaxrl_self.recipes import train_and_evaluate
+from jaxrl_self.train import context, loop
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 SFT_STEPS, RL_STEPS = 2, 3
@@ -60,8 +61,8 @@ def tiny_config(process_id: int, num_processes: int, port: int):
 
 
 def main(process_id: int, num_processes: int, port: int, workdir: str, out_path: str) -> None:
-    loop.PromptIterator, loop.MetricsWriter = RecordingIterator, RecordingWriter
-    summary = loop.train_and_evaluate(tiny_config(process_id, num_processes, port), workdir)
+    loop.PromptIterator, context.PromptIterator, loop.MetricsWriter = RecordingIterator, RecordingIterator, RecordingWriter
+    summary = train_and_evaluate(tiny_config(process_id, num_processes, port), workdir)
     with open(out_path, "w") as f:
         json.dump({"process_index": jax.process_index(), "process_count": jax.process_count(),
                    "devices": jax.device_count(), "summary": summary, **records}, f)

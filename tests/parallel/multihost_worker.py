@@ -27,9 +27,9 @@ from jaxrl_self.sampling.sampler import SamplingConfig, make_sampler
 from jaxrl_self.tasks.iterator import PromptIterator
 from jaxrl_self.tasks.registry import build_task
 from jaxrl_self.train.dynamic_sampling import collect_groups, make_group_merger
-from jaxrl_self.train.loop import model_config_from
+from jaxrl_self.models.config import model_config_from
 from jaxrl_self.train.rl_step import compute_advantages, make_rl_update
-from jaxrl_self.train.sft import encode_prompts
+from jaxrl_self.tasks.encoding import encode_prompts
 from jaxrl_self.train.state import init_model, init_train_state, make_optimizer
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"

@@ -11,7 +11,8 @@ from sharding_helpers import mesh_of, single_device_mesh, tiny_model_config
 from jaxrl_self.checkpoint import Checkpointer
 from jaxrl_self.config import load_config_file, validate
 from jaxrl_self.parallel import abstract_state, bytes_per_device, shard_state
-from jaxrl_self.train.loop import Run
+from recipe_helpers import built
+from jaxrl_self.train.loop import fresh_state
 from jaxrl_self.train.state import init_model, init_train_state, make_optimizer
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
@@ -43,8 +44,8 @@ def run_config(shape):
 
 
 def test_checkpoint_saved_on_one_mesh_restores_on_others(tmp_path):
-    saving = Run(run_config((2, 2, 2)), tmp_path)
-    state = saving.fresh_state("rl")
+    saving, saving_ctx = built(run_config((2, 2, 2)))
+    state = fresh_state(saving_ctx, saving, "rl")
     state = state.replace(opt_state=jax.tree.map(lambda x: x + 1, state.opt_state))  # moments not all zeros
     assert state.params["layers"][0]["mlp"]["up_proj"][...].sharding.spec == jax.sharding.PartitionSpec("fsdp", "tensor")
     ckpt = Checkpointer(tmp_path / "checkpoints")
@@ -53,11 +54,12 @@ def test_checkpoint_saved_on_one_mesh_restores_on_others(tmp_path):
     expected = jax.tree.map(np.asarray, state)
 
     # the run's own restore path: a run on another mesh restores into its fresh (sharded) state
-    restoring = Run(run_config((8, 1, 1)), tmp_path)
-    step, restored, meta = Checkpointer(tmp_path / "checkpoints").restore_latest(lambda meta: restoring.fresh_state(meta["phase"]))
+    restoring, restoring_ctx = built(run_config((8, 1, 1)))
+    step, restored, meta = Checkpointer(tmp_path / "checkpoints").restore_latest(
+        lambda meta: fresh_state(restoring_ctx, restoring, meta["phase"]))
     assert step == 3 and meta["phase"] == "rl"
     up_proj = restored.params["layers"][0]["mlp"]["up_proj"][...]
-    assert up_proj.sharding.mesh.shape == restoring.mesh.shape and up_proj.sharding.is_fully_replicated
+    assert up_proj.sharding.mesh.shape == restoring_ctx.mesh.shape and up_proj.sharding.is_fully_replicated
     jax.tree.map(np.testing.assert_array_equal, jax.tree.map(np.asarray, restored), expected)
 
     # onto one device, from an abstract target

@@ -12,14 +12,10 @@ from pathlib import Path
 
 import jax
 import jax.experimental.compilation_cache.compilation_cache as compilation_cache_lib
-import numpy as np
 import pytest
 
-from jaxrl_self.checkpoint import Checkpointer
 from jaxrl_self.config import load_config_file, validate
-from jaxrl_self.tasks.iterator import PromptIterator
-from jaxrl_self.train.loop import CHECKPOINT_DIR, Run, train_and_evaluate
-from jaxrl_self.train.sft import make_sft_step, sft_batch
+from recipe_helpers import train_from_params, warm_start_params
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 SFT_STEPS = 150
@@ -57,29 +53,15 @@ def compilation_cache(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def warm_params(tmp_path_factory):
+def warm_params():
     """Policy params after SFT_STEPS steps of SFT on worked 1-digit additions (shared, read-only)."""
-    config = make_tiny_config()
-    run = Run(config, tmp_path_factory.mktemp("sft"))
-    state = run.fresh_state("sft")
-    step = make_sft_step(run.graphdef, run.sft_optimizer)
-    iterator = PromptIterator(len(run.train_examples), config.sft.batch_size, config.seed)
-    for _ in range(config.sft.steps):
-        batch = sft_batch(run.tokenizer, [run.train_examples[i] for i in iterator.next()], run.prompt_len, run.new_tokens)
-        state, _ = step(state, batch)
-    return jax.tree.map(np.asarray, state.params)
+    return warm_start_params(make_tiny_config())
 
 
 def rl_rows_from(params, config, workdir: Path) -> list[dict]:
-    """`train_and_evaluate` from `params` as the SFT result: the workdir is seeded with the RL phase's
-    first checkpoint (what the SFT phase leaves), so only the RL loop runs. Returns the RL steps'
-    metrics rows."""
-    run = Run(config, workdir)
-    state = run.fresh_state("rl", jax.tree.map(jax.numpy.asarray, params))
-    ckpt = Checkpointer(workdir / CHECKPOINT_DIR)
-    ckpt.save(config.sft.steps, state, {"phase": "rl", "results": {"sft_accuracy": 0.0}})
-    ckpt.close()
-    train_and_evaluate(config, workdir)
+    """`train_and_evaluate` from `params` as the SFT result (only the RL loop runs); returns the RL
+    steps' metrics rows."""
+    train_from_params(config, workdir, params, after_sft={"eval/accuracy": 0.0})
     rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
     return [row for row in rows if "reward/mean" in row]
 

@@ -23,7 +23,8 @@ from jaxrl_self.methods.base import RewardMethod
 from jaxrl_self.models.config import ModelConfig
 from jaxrl_self.parallel import make_mesh, state_shardings
 from jaxrl_self.train.dpo import make_dpo_step
-from jaxrl_self.train.loop import Run
+from jaxrl_self.train.loop import fresh_state
+from recipe_helpers import built
 from jaxrl_self.train.rl_step import make_batch_builder, make_rl_update, policy_loss
 from jaxrl_self.train.sft import make_sft_step
 from jaxrl_self.train.state import init_model, init_train_state, make_optimizer, with_master_weights
@@ -217,12 +218,12 @@ def test_master_is_sharded_like_the_params(setup):
 
 
 def test_run_builds_bf16_states_for_both_phases(tiny_config, tmp_path):
-    """`train.loop.Run` carries `model.param_dtype` into both optimizers and both phases' states."""
+    """The run context carries `model.param_dtype` into both optimizers and both phases' states."""
     config = tiny_config()
     config.model.param_dtype = "bfloat16"
-    run = Run(config, tmp_path)
+    recipe, ctx = built(config)
     for phase in ("sft", "rl"):
-        state = run.fresh_state(phase)
+        state = fresh_state(ctx, recipe, phase)
         assert matrices_in(state.params, BF16) and set(dtypes(state.opt_state.master)) == {F32}, phase
     assert matrices_in(state.ref_params, BF16)
 

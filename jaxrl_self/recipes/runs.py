@@ -10,37 +10,32 @@ import ml_collections
 from jaxrl_self.checkpoint import Checkpointer
 from jaxrl_self.config import ConfigError
 from jaxrl_self.eval.evaluate import evaluate, generate
-from jaxrl_self.sampling.sampler import SamplingConfig, make_sampler
-from jaxrl_self.train.workdir import CONFIG_FILE
+from jaxrl_self.recipes import build_recipe
+from jaxrl_self.train.context import RunContext
+from jaxrl_self.train.loop import fresh_state
+from jaxrl_self.train.workdir import BEST_CHECKPOINT_DIR, CHECKPOINT_DIR, CONFIG_FILE
 
-
-CHECKPOINTS = {"latest": "checkpoints", "best": "best_checkpoint"}  # which -> subdirectory of the run
+CHECKPOINTS = {"latest": CHECKPOINT_DIR, "best": BEST_CHECKPOINT_DIR}  # which -> subdirectory of the run
 
 
 def load_run(workdir: Path, which: str = "latest"):
-    """(Run, params) of `workdir`'s newest checkpoint ("latest") or of its best held-out accuracy ("best")."""
-    from jaxrl_self.train.loop import Run
-
+    """(RunContext, params) of `workdir`'s newest checkpoint ("latest") or of its best held-out accuracy ("best")."""
     if which not in CHECKPOINTS:
         raise ConfigError(f"checkpoint must be one of {sorted(CHECKPOINTS)}, got {which!r}")
     config_path = Path(workdir) / CONFIG_FILE
     if not config_path.is_file():
         raise ConfigError(f"{workdir} is not a run directory: {config_path} is missing")
     config = ml_collections.ConfigDict(json.loads(config_path.read_text()))
-    run = Run(config, Path(workdir))
+    recipe = build_recipe(config)
+    run = RunContext(config, scratch_tokenizer=recipe.scratch_tokenizer(config), extend_tokenizer=recipe.extend_tokenizer)
+    recipe.setup(run)
     directory = Path(workdir) / CHECKPOINTS[which]
     ckpt = Checkpointer(directory)
-    restored = ckpt.restore_latest(lambda meta: run.fresh_state(meta["phase"]))
+    restored = ckpt.restore_latest(lambda meta: fresh_state(run, recipe, meta["phase"]))
     ckpt.close()
     if restored is None:
         raise ConfigError(f"no restorable checkpoint in {directory}")
     return run, restored[1].params
-
-
-def _sampler(run, num_samples: int, temperature: float):
-    tok = run.tokenizer
-    return make_sampler(run.graphdef, SamplingConfig(max_new_tokens=run.new_tokens, eos_id=tok.eos_id, pad_id=tok.pad_id,
-                                                     group_size=num_samples, temperature=temperature, vocab_size=tok.vocab_size))
 
 
 def evaluate_run(workdir, num_samples: int = 1, ks=(1,), temperature=None, checkpoint: str = "latest") -> dict:
@@ -48,7 +43,7 @@ def evaluate_run(workdir, num_samples: int = 1, ks=(1,), temperature=None, check
     run, params = load_run(workdir, checkpoint)
     if temperature is None:
         temperature = 0.0 if num_samples == 1 else 1.0
-    sampler = _sampler(run, num_samples, temperature)
+    sampler = run.sampler(num_samples, temperature)
     results = evaluate(sampler, params, run.task, run.test_examples, run.prompt_len, run.config.eval.batch_size, ks=ks)
     results.update(temperature=temperature, num_samples=num_samples, checkpoint=checkpoint)
     return results
@@ -58,5 +53,5 @@ def sample_run(workdir, prompts, num_samples: int = 1, temperature: float = 0.0,
                checkpoint: str = "latest") -> list[list[str]]:
     """`num_samples` completions (text) of each prompt: `[len(prompts)][num_samples]`."""
     run, params = load_run(workdir, checkpoint)
-    sampler = _sampler(run, num_samples, temperature)
+    sampler = run.sampler(num_samples, temperature)
     return generate(sampler, params, run.tokenizer, prompts, run.prompt_len, jax.random.key(seed), len(prompts))

@@ -23,7 +23,7 @@ from typing import Sequence
 import jax
 
 from jaxrl_self.config import ConfigError
-from jaxrl_self.methods.iterative import Workspace, fine_tune, run_iterations
+from jaxrl_self.recipes.iterative import IterativeRecipe, generate, train_sampler
 from jaxrl_self.tasks.base import Example
 
 
@@ -42,29 +42,29 @@ def hint_prompt(template: str, example: Example) -> str:
     return template.format(prompt=example.prompt, reference=example.reference)
 
 
-def self_training_round(ws: Workspace, iteration: int, params, base_params):
+def self_training_round(recipe: IterativeRecipe, ctx, iteration: int, params, base_params):
     """One E-step + M-step (module docstring). Returns (params, metrics)."""
-    cfg = ws.config.method
-    problems = ws.train_examples[: cfg.num_problems]
-    key = jax.random.fold_in(ws.root_key, iteration)
-    completions = ws.generate(ws.train_sampler, params, [e.prompt for e in problems], key)
-    kept = keep_verified(ws.task, problems, completions, cfg.max_per_problem, ws.fits)
-    sample_accuracy = sum(ws.task.score(c, e.reference)["correct"] for e, outs in zip(problems, completions) for c in outs)
+    cfg = ctx.config.method
+    problems = ctx.train_examples[: cfg.num_problems]
+    key = jax.random.fold_in(ctx.root_key, iteration)
+    completions = generate(ctx, train_sampler(ctx), params, [e.prompt for e in problems], key)
+    kept = keep_verified(ctx.task, problems, completions, cfg.max_per_problem, ctx.fits)
+    sample_accuracy = sum(ctx.task.score(c, e.reference)["correct"] for e, outs in zip(problems, completions) for c in outs)
     metrics = {"self_training/sample_accuracy": sample_accuracy / (len(problems) * cfg.samples_per_prompt),
                "self_training/solved_fraction": sum(bool(k) for k in kept) / len(problems)}
     if cfg.rationalize:
         failed = [i for i, k in enumerate(kept) if not k]
-        hinted = ws.generate(ws.train_sampler, params, [hint_prompt(cfg.hint_template, problems[i]) for i in failed],
+        hinted = generate(ctx, train_sampler(ctx), params, [hint_prompt(cfg.hint_template, problems[i]) for i in failed],
                              jax.random.fold_in(key, 1), prompt_len=cfg.hint_prompt_len)
-        rationalized = keep_verified(ws.task, [problems[i] for i in failed], hinted, cfg.max_per_problem, ws.fits)
+        rationalized = keep_verified(ctx.task, [problems[i] for i in failed], hinted, cfg.max_per_problem, ctx.fits)
         for i, rationales in zip(failed, rationalized):
             kept[i] = rationales  # stored under the original prompt: the hint is not part of the training pair
         metrics["self_training/rationalized_fraction"] = sum(bool(r) for r in rationalized) / len(problems)
     prompts = [problems[i].prompt for i, outs in enumerate(kept) for _ in outs]
     targets = [c for outs in kept for c in outs]
     steps = round(cfg.train_steps * cfg.steps_growth ** (iteration - 1))
-    params, sft_metrics = fine_tune(ws, base_params, prompts, targets, steps=steps, batch_size=cfg.train_batch_size,
-                                    learning_rate=cfg.learning_rate, seed=ws.config.seed + iteration)
+    params, sft_metrics = recipe.fine_tune(ctx, base_params, prompts, targets, steps=steps, batch_size=cfg.train_batch_size,
+                                    learning_rate=cfg.learning_rate, seed=ctx.config.seed + iteration)
     return params, {**metrics, **sft_metrics, "self_training/kept": len(targets), "self_training/train_steps": steps}
 
 
@@ -79,7 +79,12 @@ def check_config(config) -> None:
         raise ConfigError(f"config.method.hint_template must contain {{prompt}} and {{reference}}, got {cfg.hint_template!r}")
 
 
-def run_method(config, workdir) -> dict:
-    """`jaxrl-self train --config configs/star.py` (or rest_em.py): the whole run; returns the summary."""
-    check_config(config)
-    return run_iterations(config, workdir, Workspace(config), self_training_round)
+class SelfTraining(IterativeRecipe):
+    """STaR / ReST-EM on the shared loop (module docstring)."""
+
+    def __init__(self, config):
+        check_config(config)
+        self.name = config.method.loop
+
+    def round(self, ctx, iteration, params, base_params):
+        return self_training_round(self, ctx, iteration, params, base_params)

@@ -34,7 +34,8 @@ import jax
 import numpy as np
 
 from jaxrl_self.config import ConfigError
-from jaxrl_self.methods.iterative import Workspace, dpo_fine_tune, fine_tune, run_iterations
+from jaxrl_self.models.tokenizer import ExtendedTokenizer
+from jaxrl_self.recipes.iterative import IterativeRecipe, generate, train_sampler
 from jaxrl_self.tasks.base import Example
 from jaxrl_self.train.dpo import encode_preference_pairs
 
@@ -42,37 +43,6 @@ JUDGE_TOKEN, SCORE_TOKEN = "<judge>", "Score:"
 _SCORE = re.compile(r"Score:\s*(\d+)\s*\Z")
 
 
-class ExtendedTokenizer:
-    """`base` with `extra_tokens` appended after its vocabulary (ids base.vocab_size, +1, ...), so
-    base token ids are unchanged. Extra tokens are matched in the text before the base encoder."""
-
-    def __init__(self, base, extra_tokens: Sequence[str]):
-        self.base, self.extra_tokens = base, tuple(extra_tokens)
-        self.pad_id, self.bos_id, self.eos_id = base.pad_id, base.bos_id, base.eos_id
-        self.vocab_size = base.vocab_size + len(self.extra_tokens)
-        self._ids = {token: base.vocab_size + i for i, token in enumerate(self.extra_tokens)}
-        self._split = re.compile("(" + "|".join(re.escape(t) for t in sorted(self.extra_tokens, key=len, reverse=True)) + ")")
-
-    def encode(self, text: str) -> list[int]:
-        ids = []
-        for piece in self._split.split(text):
-            if piece in self._ids:
-                ids.append(self._ids[piece])
-            elif piece:
-                ids += self.base.encode(piece)
-        return ids
-
-    def decode(self, ids: Sequence[int], skip_special_tokens: bool = True) -> str:
-        text, run = [], []
-        for i in map(int, ids):
-            if i < self.base.vocab_size:
-                run.append(i)
-                continue
-            text.append(self.base.decode(run, skip_special_tokens))
-            run = []
-            if i < self.vocab_size:
-                text.append(self.extra_tokens[i - self.base.vocab_size])
-        return "".join(text) + self.base.decode(run, skip_special_tokens)
 
 
 def judge_prompt(prompt: str, response: str) -> str:
@@ -143,37 +113,44 @@ def judge_seed_examples(task, examples: Sequence[Example], max_score: int, seed:
     return prompts, targets
 
 
-class SelfRewarding:
-    """The warm start (policy + judge SFT), one round, and the held-out judge check, for one Workspace."""
+class SelfRewarding(IterativeRecipe):
+    """Self-rewarding on the shared loop: the warm start (policy + judge SFT), one round, and the
+    held-out judge check (module docstring)."""
 
-    def __init__(self, ws: Workspace):
-        cfg = ws.config.method
-        self.cfg = cfg
+    name = "self_rewarding"
+
+    def __init__(self, config):
+        check_config(config)
+        self.cfg = config.method
+
+    def extend_tokenizer(self, tokenizer):
+        return ExtendedTokenizer(tokenizer, (JUDGE_TOKEN, SCORE_TOKEN))
+
+    def setup(self, ctx):
+        cfg = self.cfg
         temperature = cfg.judge_temperature if cfg.judge_samples > 1 else 0.0
-        self.judge_sampler = ws.make_sampler(cfg.judge_samples, temperature, max_new_tokens=cfg.judge_new_tokens)
-        half = len(ws.train_examples) // 2
-        self.round_examples = lambda i: ws.train_examples[half + (i - 1) * cfg.num_problems: half + i * cfg.num_problems]
+        self.judge_sampler = ctx.sampler(cfg.judge_samples, temperature, max_new_tokens=cfg.judge_new_tokens)
+        half = len(ctx.train_examples) // 2
+        self.round_examples = lambda i: ctx.train_examples[half + (i - 1) * cfg.num_problems: half + i * cfg.num_problems]
+        super().setup(ctx)
 
-    def warm_start(self, ws: Workspace):
-        """SFT on task demonstrations mixed with `method.judge_fraction` judged seed examples."""
-        sft, cfg = ws.config.sft, self.cfg
+    def warm_start_pairs(self, ctx):
+        """Task demonstrations mixed with `method.judge_fraction` judged seed examples."""
+        sft, cfg = ctx.config.sft, self.cfg
         total = sft.steps * sft.batch_size
         n_judge = int(cfg.judge_fraction * total)
-        task_examples = ws.train_examples[: total - n_judge]
-        judge_prompts, judgements = judge_seed_examples(ws.task, ws.train_examples[total - n_judge: total], cfg.max_score, ws.config.seed)
-        prompts = [e.prompt for e in task_examples] + judge_prompts
-        targets = [e.solution for e in task_examples] + judgements
-        return fine_tune(ws, ws.init_params, prompts, targets, steps=sft.steps, batch_size=sft.batch_size,
-                         learning_rate=sft.learning_rate, seed=ws.config.seed, warmup_steps=sft.warmup_steps,
-                         prompt_len=cfg.judge_prompt_len)
+        task_examples = ctx.train_examples[: total - n_judge]
+        judge_prompts, judgements = judge_seed_examples(ctx.task, ctx.train_examples[total - n_judge: total], cfg.max_score,
+                                                        ctx.config.seed)
+        return [e.prompt for e in task_examples] + judge_prompts, [e.solution for e in task_examples] + judgements, cfg.judge_prompt_len
 
-    def judge(self, ws: Workspace, params, prompts: Sequence[str], responses: Sequence[str], key) -> tuple[list, int, int]:
+    def judge(self, ctx, params, prompts: Sequence[str], responses: Sequence[str], key) -> tuple[list, int, int]:
         """(scores, malformed, too_long): the mean parsed score of each response (None when every
         judgement is malformed or the judge prompt does not fit `method.judge_prompt_len`), the
         number of malformed judgements, and the number of responses too long to judge."""
         texts = [judge_prompt(p, r) for p, r in zip(prompts, responses)]
-        fits = [ws.fits(t, self.cfg.judge_prompt_len) for t in texts]  # the +1 that `fits` counts for EOS stands for BOS here
-        judged = iter(ws.generate(self.judge_sampler, params, [t for t, ok in zip(texts, fits) if ok], key,
+        fits = [ctx.fits(t, self.cfg.judge_prompt_len) for t in texts]  # the +1 that `fits` counts for EOS stands for BOS here
+        judged = iter(generate(ctx, self.judge_sampler, params, [t for t, ok in zip(texts, fits) if ok], key,
                                   prompt_len=self.cfg.judge_prompt_len) if any(fits) else [])
         scores, malformed = [], 0
         for ok in fits:
@@ -183,23 +160,23 @@ class SelfRewarding:
             scores.append(float(np.mean(valid)) if valid else None)
         return scores, malformed, fits.count(False)
 
-    def round(self, ws: Workspace, iteration: int, params, base_params):
+    def round(self, ctx, iteration, params, base_params):
         """One round (module docstring). Returns (params, metrics)."""
         cfg, g = self.cfg, self.cfg.samples_per_prompt
         examples = self.round_examples(iteration)
-        key = jax.random.fold_in(ws.root_key, iteration)
-        responses = ws.generate(ws.train_sampler, params, [e.prompt for e in examples], key)
+        key = jax.random.fold_in(ctx.root_key, iteration)
+        responses = generate(ctx, train_sampler(ctx), params, [e.prompt for e in examples], key)
         flat = [(e, r) for e, outs in zip(examples, responses) for r in outs]
-        scores, malformed, too_long = self.judge(ws, params, [e.prompt for e, _ in flat], [r for _, r in flat], jax.random.fold_in(key, 1))
-        correct = [ws.task.score(r, e.reference)["correct"] for e, r in flat]
-        fits = [ws.fits(r) for _, r in flat]
+        scores, malformed, too_long = self.judge(ctx, params, [e.prompt for e, _ in flat], [r for _, r in flat], jax.random.fold_in(key, 1))
+        correct = [ctx.task.score(r, e.reference)["correct"] for e, r in flat]
+        fits = [ctx.fits(r) for _, r in flat]
         grouped = [[s if ok else None for s, ok in zip(scores[b * g:(b + 1) * g], fits[b * g:(b + 1) * g])] for b in range(len(examples))]
         pairs, skipped = preference_pairs(grouped)
         chosen = [flat[b * g + i][1] for b, i, _ in pairs]
         rejected = [flat[b * g + j][1] for b, _, j in pairs]
-        batch = encode_preference_pairs(ws.tokenizer, [examples[b].prompt for b, _, _ in pairs], chosen, rejected, ws.prompt_len, ws.new_tokens)
-        params, dpo_metrics = dpo_fine_tune(ws, params, batch, steps=cfg.train_steps, batch_size=cfg.train_batch_size,
-                                            learning_rate=cfg.learning_rate, beta=cfg.beta, seed=ws.config.seed + iteration)
+        batch = encode_preference_pairs(ctx.tokenizer, [examples[b].prompt for b, _, _ in pairs], chosen, rejected, ctx.prompt_len, ctx.new_tokens)
+        params, dpo_metrics = self.dpo_fine_tune(ctx, params, batch, steps=cfg.train_steps, batch_size=cfg.train_batch_size,
+                                            learning_rate=cfg.learning_rate, beta=cfg.beta, seed=ctx.config.seed + iteration)
         judged = [(s, c) for s, c in zip(scores, correct) if s is not None]
         metrics = {
             "self_rewarding/sample_accuracy": float(np.mean(correct)),
@@ -210,15 +187,15 @@ class SelfRewarding:
         }
         return params, {**metrics, **dpo_metrics}
 
-    def heldout_judge(self, ws: Workspace, params) -> dict:
+    def extra_eval(self, ctx, state) -> dict:
         """`judge/heldout_agreement`: on the evaluation prompts, the judge's verdict (score above
         max_score / 2) on each worked solution and on the next prompt's, against the verifier;
         malformed judgements count as wrong."""
-        examples = ws.test_examples
+        examples = ctx.test_examples
         prompts, responses = [e.prompt for e in examples] * 2, [e.solution for e in examples] + [e.solution for e in examples[1:] + examples[:1]]
-        key = jax.random.fold_in(ws.root_key, 0)  # rounds use 1, 2, ...
-        scores, malformed, _ = self.judge(ws, params, prompts, responses, key)
-        agree = [s is not None and (s > self.cfg.max_score / 2) == bool(ws.task.score(r, e.reference)["correct"])
+        key = jax.random.fold_in(ctx.root_key, 0)  # rounds use 1, 2, ...
+        scores, malformed, _ = self.judge(ctx, state.params, prompts, responses, key)
+        agree = [s is not None and (s > self.cfg.max_score / 2) == bool(ctx.task.score(r, e.reference)["correct"])
                  for s, r, e in zip(scores, responses, examples * 2)]
         return {"judge/heldout_agreement": float(np.mean(agree)), "judge/heldout_parse_failures": malformed}
 
@@ -235,16 +212,3 @@ def check_config(config) -> None:
     if cfg.judge_prompt_len + cfg.judge_new_tokens > config.model.max_position_embeddings:
         raise ConfigError(f"config.method.judge_prompt_len + judge_new_tokens exceeds model.max_position_embeddings "
                           f"({config.model.max_position_embeddings})")
-
-
-def judge_workspace(config) -> Workspace:
-    """The Workspace of a self-rewarding run: the task's tokenizer extended with the judge tokens."""
-    return Workspace(config, extend_tokenizer=lambda base: ExtendedTokenizer(base, (JUDGE_TOKEN, SCORE_TOKEN)))
-
-
-def run_method(config, workdir) -> dict:
-    """`jaxrl-self train --config configs/self_rewarding.py`: the whole run; returns the summary."""
-    check_config(config)
-    ws = judge_workspace(config)
-    recipe = SelfRewarding(ws)
-    return run_iterations(config, workdir, ws, recipe.round, warm_start=recipe.warm_start, extra_eval=recipe.heldout_judge)

@@ -32,63 +32,44 @@ task buffers and the pre-RL evaluation, so a resumed run continues with the same
 """
 from __future__ import annotations
 
-import logging
-import time
-from pathlib import Path
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from jaxrl_self.algorithms.advantages import task_relative_advantages
-from jaxrl_self.checkpoint import Checkpointer
 from jaxrl_self.config import ConfigError
-from jaxrl_self.methods import absolute_zero_tasks as azt
-from jaxrl_self.metrics import MetricsWriter, write_report
-from jaxrl_self.models.pretrained import load_pretrained
-from jaxrl_self.models.transformer import model_graphdef
-from jaxrl_self.rewards.code_sandbox import SandboxLimits
+from jaxrl_self.recipes import absolute_zero_tasks as azt
+from jaxrl_self.rewards.code_sandbox import SandboxLimits, mechanism
 from jaxrl_self.rewards.learnability import format_aware_reward, learnability_reward
-from jaxrl_self.sampling.sampler import SamplingConfig, make_sampler
-from jaxrl_self.train.loop import model_config_from, with_execution_options
+from jaxrl_self.tasks.encoding import encode_pairs
+from jaxrl_self.train.loop import AFTER_SFT, Recipe
 from jaxrl_self.train.rl_step import make_rl_update
-from jaxrl_self.train.sft import encode_pairs, encode_prompts, make_sft_step
-from jaxrl_self.train.state import init_model, init_train_state, make_optimizer
-from jaxrl_self.train.workdir import claim_workdir, prepare_workdir
-
-log = logging.getLogger(__name__)
-
-CHECKPOINT_DIR = "checkpoints"
 
 
-class SelfPlay:
-    """Everything built once per run: tokenizer, model definition, samplers, jitted steps, eval sets."""
+class AbsoluteZero(Recipe):
+    """Absolute Zero self-play on the shared loop (module docstring)."""
+
+    name = "Absolute Zero"
 
     def __init__(self, config):
-        self.config, method, rl = config, config.method, config.rl
-        if config.model.get("init_from"):  # a pretrained model brings its own tokenizer
-            model_config, _, self.init_params, self.tokenizer = load_pretrained(config.model.init_from, config.model.dtype,
-                                                                                scan_layers=config.model.scan_layers)
-            self.graphdef = model_graphdef(with_execution_options(model_config, config))
-        else:
-            self.tokenizer = azt.make_tokenizer()
-            self.graphdef, self.init_params = init_model(model_config_from(config, self.tokenizer.vocab_size), config.seed)
-        self.prompt_len, self.new_tokens = config.task.max_prompt_len, rl.max_new_tokens
-        self.per_kind, self.group = method.proposals_per_kind, rl.group_size
-        rows = 3 * self.per_kind * (1 + self.group)
+        rl = config.rl
+        rows = 3 * config.method.proposals_per_kind * (1 + rl.group_size)
         if rows % (rl.minibatches * rl.micro_batches):
             raise ConfigError(f"config.rl.micro_batches: a self-play batch has 3*proposals_per_kind*(1+group_size) = {rows} "
                               f"rows, not divisible by rl.minibatches*rl.micro_batches = {rl.minibatches}*{rl.micro_batches}")
+
+    def scratch_tokenizer(self, config):
+        return azt.make_tokenizer()
+
+    def setup(self, ctx):
+        self.ctx, config, method, rl = ctx, ctx.config, ctx.config.method, ctx.config.rl
+        self.config, self.tokenizer = config, ctx.tokenizer
+        self.per_kind, self.group = method.proposals_per_kind, rl.group_size
         self.limits = SandboxLimits(timeout_s=method.sandbox_timeout_s)
         stop_ids = line_end_ids(self.tokenizer) if method.few_shot else ()
-        sampling = dict(max_new_tokens=self.new_tokens, eos_id=self.tokenizer.eos_id, pad_id=self.tokenizer.pad_id,
-                        vocab_size=self.tokenizer.vocab_size, temperature=rl.temperature, stop_ids=stop_ids)
-        self.single_sampler = make_sampler(self.graphdef, SamplingConfig(group_size=1, **sampling))  # proposer, eval
-        self.group_sampler = make_sampler(self.graphdef, SamplingConfig(group_size=self.group, **sampling))  # solver
-        self.sft_optimizer = make_optimizer(config.sft.learning_rate, config.sft.steps, config.sft.warmup_steps)
-        self.rl_optimizer = make_optimizer(rl.learning_rate, rl.steps, rl.warmup_steps, weight_decay=rl.weight_decay,
-                                           max_grad_norm=rl.max_grad_norm)
-        self.update = make_rl_update(self.graphdef, self.rl_optimizer, rl)
+        self.single_sampler = ctx.sampler(1, rl.temperature, stop_ids=stop_ids)  # proposer, eval
+        self.group_sampler = ctx.sampler(self.group, rl.temperature, stop_ids=stop_ids)  # solver
+        self.update = make_rl_update(ctx.graphdef, ctx.rl_optimizer, rl, ctx.mesh)
         eval_rng = np.random.default_rng([config.seed, 7])
         self.eval_tasks = [azt.random_task(kind, eval_rng) for kind in azt.KINDS for _ in range(method.eval_tasks_per_kind)]
         self.eval_references = [azt.random_task(kind, eval_rng) for kind in azt.KINDS for _ in range(method.eval_tasks_per_kind)]
@@ -96,11 +77,7 @@ class SelfPlay:
         self.held_out_prompts = ({self._marked_solver_prompt(t) for t in self.eval_tasks}
                                  | {azt.proposer_prompt(t) for t in self.eval_references})
         self.prefix = self._worked_examples(method.few_shot, np.random.default_rng([config.seed, 9]))
-        self.root_key = jax.random.key(config.seed)
-
-    def rl_state(self, params=None):
-        params = self.init_params if params is None else params
-        return init_train_state(params, self.rl_optimizer, self.config.seed, with_reference=False)
+        self.eval_key = jax.random.fold_in(ctx.root_key, 2**31)  # apart from every step key
 
     def proposer_prompt(self, reference: azt.Task) -> str:
         return self.prefix["propose", reference.kind] + azt.proposer_prompt(reference)
@@ -128,8 +105,8 @@ class SelfPlay:
     def _sample(self, sampler, params, prompts, key, **knobs):
         """Completions of `prompts`: (prompt tokens `[B, P]`, mask, Samples, texts `[B*G]`). A text
         ends at its first line end (the stop token of few-shot prompts)."""
-        tokens, mask = encode_prompts(self.tokenizer, prompts, self.prompt_len)
-        samples = sampler(params, jnp.asarray(tokens), jnp.asarray(mask), key, **knobs)
+        tokens, mask = self.ctx.encode_prompts(prompts)
+        samples = self.ctx.sample(sampler, params, tokens, mask, key, **knobs)
         completion, completion_mask = np.asarray(samples.tokens), np.asarray(samples.mask)
         texts = [self.tokenizer.decode(row[m]).split("\n", 1)[0] for row, m in zip(completion, completion_mask)]
         return tokens, mask, samples, texts
@@ -161,7 +138,10 @@ class SelfPlay:
         grades = azt.grade_answers([t for t in tasks for _ in range(repeat)], texts, self.limits)
         return (tokens, mask, samples), texts, grades
 
-    def evaluate(self, params, key) -> dict:
+    def evaluate(self, ctx, state, full):
+        return self.evaluate_play(state.params, self.eval_key)
+
+    def evaluate_play(self, params, key) -> dict:
         """Proposer valid rate on fixed reference prompts (sampled) and, on fixed held-out tasks
         (`method.eval_tasks_per_kind` synthetic tasks of each kind, never the buffer), the solver's
         greedy accuracy and its sampled accuracy (mean over G answers at `rl.temperature`, the
@@ -183,9 +163,13 @@ class SelfPlay:
             results.update({f"eval/{name}/{kind}": float(correct[kinds == kind].mean()) for kind in azt.KINDS})
         return results
 
-    def sft_batch(self, rng):
+    def sft_pool_size(self, ctx):
+        return 1  # the demonstrations are synthetic, drawn anew for each step
+
+    def sft_batch(self, ctx, indices, step):
         """A warm-start batch: half proposer demonstrations (reference task -> another valid task), half
         solver demonstrations (synthetic task -> its answer), kinds drawn uniformly."""
+        rng = np.random.default_rng([self.config.seed, 1_000_000 + step])
         prompts, completions = [], []
         for _ in range(self.config.sft.batch_size):
             kind = azt.KINDS[int(rng.integers(3))]
@@ -196,7 +180,7 @@ class SelfPlay:
                 task, prompt = self._training_prompt(kind, rng, self._marked_solver_prompt)
                 prompts.append(self.prefix["solve", kind] + prompt)
                 completions.append(azt.solver_answer(task))
-        batch = encode_pairs(self.tokenizer, prompts, completions, self.prompt_len, self.new_tokens)
+        batch = encode_pairs(self.tokenizer, prompts, completions, ctx.prompt_len, ctx.new_tokens)
         return {k: np.asarray(v) for k, v in batch.items()}
 
 
@@ -205,6 +189,25 @@ class SelfPlay:
         while (prompt := prompt_of(task := azt.random_task(kind, rng))) in self.held_out_prompts:
             pass
         return task, prompt
+
+
+    def rl_state(self, ctx, params):
+        return ctx.rl_state(params, with_reference=False)
+
+    def initial_extra(self, ctx):
+        return {"buffers": azt.TaskBuffer(ctx.config.method.buffer_size).to_json()}
+
+    def step(self, ctx, state, extra, rl_step, key, control):
+        buffer = azt.TaskBuffer.from_json(extra["buffers"])
+        state, metrics = self_play_step(self, state, buffer, ctx.config.sft.steps + rl_step, key)
+        return state, {"buffers": buffer.to_json()}, metrics
+
+    def progress(self, metrics):
+        return {"valid": metrics["propose/valid_rate"], "solve": metrics["solve/accuracy"]}
+
+    def summary(self, ctx, results):
+        before, after = results[AFTER_SFT], results["after RL"]
+        return {name: {"before RL": before[name], "after RL": after[name]} for name in after}
 
 
 def line_end_ids(tokenizer) -> tuple:
@@ -230,14 +233,13 @@ def trr_class_ids(per_kind: int, group: int) -> np.ndarray:
     return np.concatenate([np.repeat(kinds, per_kind), len(azt.KINDS) + np.repeat(kinds, per_kind * group)])
 
 
-def self_play_step(play: SelfPlay, state, buffer: azt.TaskBuffer, step: int):
+def self_play_step(play: AbsoluteZero, state, buffer: azt.TaskBuffer, step: int, key):
     """One propose -> validate -> solve -> reward -> TRR++ -> update step; adds valid proposals to `buffer`.
 
     Returns (state, metrics).
     """
     config, b = play.config, play.per_kind
     rng = np.random.default_rng([config.seed, step])
-    key = jax.random.fold_in(play.root_key, step)
     references = [task for kind in azt.KINDS for task in buffer.sample(kind, rng, b)]
     proposer_rows, _, statuses, proposed = play.propose(state.params, references, rng, jax.random.fold_in(key, 0))
 
@@ -269,11 +271,11 @@ def self_play_step(play: SelfPlay, state, buffer: azt.TaskBuffer, step: int):
     batch = {
         "prompt_tokens": np.concatenate([p_tokens, np.repeat(s_tokens, play.group, 0)]),
         "prompt_mask": np.concatenate([p_mask, np.repeat(s_mask, play.group, 0)]),
-        "completion_tokens": jnp.concatenate([p_samples.tokens, s_samples.tokens]),
-        "completion_mask": jnp.concatenate([p_samples.mask, s_samples.mask]),
-        "advantages": advantages,
+        "completion_tokens": np.concatenate([np.asarray(p_samples.tokens), np.asarray(s_samples.tokens)]),
+        "completion_mask": np.concatenate([np.asarray(p_samples.mask), np.asarray(s_samples.mask)]),
+        "advantages": np.asarray(advantages),
     }
-    state, update_metrics = play.update(state, batch, key)
+    state, update_metrics = play.update(state, play.ctx.shard(batch), key)
 
     metrics = {"propose/valid_rate": valid.mean(), "propose/format_error_rate": np.mean([s == azt.FORMAT_ERROR for s in statuses]),
                "propose/learnability": float(np.mean(np.asarray(learnability_reward(solve_rate))[valid])) if valid.any() else 0.0,
@@ -283,60 +285,6 @@ def self_play_step(play: SelfPlay, state, buffer: azt.TaskBuffer, step: int):
         metrics[f"propose/valid_rate/{kind}"] = valid[class_ids[: len(valid)] == k].mean()
         metrics[f"solve/accuracy/{kind}"] = correct[class_ids[len(valid):] == 3 + k].mean()
         metrics[f"buffer/size/{kind}"] = len(buffer.tasks[kind])
+    isolation, memory = mechanism()  # the sandbox's mechanisms, as metrics of 1 (docs/sandbox.md)
+    metrics.update({f"sandbox/isolation/{isolation}": 1, f"sandbox/memory/{memory}": 1})
     return state, {**metrics, **jax.device_get(update_metrics)}
-
-
-def warm_start(play: SelfPlay, writer: MetricsWriter):
-    """`sft.steps` of SFT on synthetic demonstrations; returns the params."""
-    config = play.config
-    state = init_train_state(play.init_params, play.sft_optimizer, config.seed, with_reference=False)
-    step_fn = make_sft_step(play.graphdef, play.sft_optimizer)
-    for step in range(1, config.sft.steps + 1):
-        state, metrics = step_fn(state, play.sft_batch(np.random.default_rng([config.seed, 1_000_000 + step])))
-        if step % config.log_every == 0 or step == config.sft.steps:
-            writer.write(step, {"phase": 0, **jax.device_get(metrics)})
-    return state.params
-
-
-def run_method(config, workdir) -> dict:
-    """Runs (or resumes) Absolute Zero self-play in `workdir`; returns {metric: {"before RL", "after RL"}}.
-
-    Resumes from the newest checkpoint (train state, RL step, task buffers). A run stopped during
-    the warm start repeats it (it is short and deterministic).
-    """
-    workdir = prepare_workdir(config, Path(workdir))
-    play = SelfPlay(config)
-    claim_workdir(config, workdir)
-    ckpt = Checkpointer(workdir / CHECKPOINT_DIR, config.checkpoint.max_to_keep)
-    eval_key = jax.random.fold_in(play.root_key, 2**31)  # apart from every step key
-    try:
-        restored = ckpt.restore_latest(lambda meta: play.rl_state())
-        with MetricsWriter(workdir, resume_step=restored[0] if restored else 0) as writer:
-            if restored:
-                _, state, meta = restored
-                log.info("resuming Absolute Zero at RL step %d", meta["rl_step"])
-            else:
-                state = play.rl_state(warm_start(play, writer))
-                before = play.evaluate(state.params, eval_key)
-                writer.write(config.sft.steps, before)
-                meta = {"phase": "rl", "rl_step": 0, "before": before, "buffers": azt.TaskBuffer(config.method.buffer_size).to_json()}
-                ckpt.save(config.sft.steps, state, meta)
-            buffer = azt.TaskBuffer.from_json(meta["buffers"])
-            for rl_step in range(meta["rl_step"] + 1, config.rl.steps + 1):
-                started = time.perf_counter()
-                step = config.sft.steps + rl_step
-                state, metrics = self_play_step(play, state, buffer, step)
-                metrics["time/step_s"] = time.perf_counter() - started
-                if rl_step % config.eval.every == 0 and rl_step < config.rl.steps:
-                    metrics.update(play.evaluate(state.params, eval_key))
-                writer.write(step, metrics)
-                meta = {**meta, "rl_step": rl_step, "buffers": buffer.to_json()}
-                if rl_step % config.checkpoint.every == 0 or rl_step == config.rl.steps:
-                    ckpt.save(step, state, meta)
-            after = play.evaluate(state.params, eval_key)
-            writer.write(config.sft.steps + config.rl.steps, after)
-    finally:
-        ckpt.close()
-    summary = {name: {"before RL": meta["before"][name], "after RL": after[name]} for name in after}
-    write_report(workdir, title=f"Absolute Zero run: {workdir.name}", summary=summary)
-    return summary

@@ -21,11 +21,11 @@ import jax
 import numpy as np
 
 from jaxrl_self.config import ConfigError
-from jaxrl_self.methods.iterative import Workspace, dpo_fine_tune, run_iterations
+from jaxrl_self.recipes.iterative import IterativeRecipe, generate, train_sampler
 from jaxrl_self.train.dpo import encode_preference_pairs, make_pair_scorer
 
 
-def self_play_pairs(ws: Workspace, examples, generated) -> tuple[list[str], list[str], list[str], int]:
+def self_play_pairs(ctx, examples, generated) -> tuple[list[str], list[str], list[str], int]:
     """(prompts, chosen, rejected, identical): one pair per generated completion that differs from
     its example's worked solution and fits the completion length; `identical` counts the others."""
     prompts, chosen, rejected, identical = [], [], [], 0
@@ -33,45 +33,45 @@ def self_play_pairs(ws: Workspace, examples, generated) -> tuple[list[str], list
         for text in outs:
             if text == example.solution:
                 identical += 1
-            elif ws.fits(text) and ws.fits(example.solution):
+            elif ctx.fits(text) and ctx.fits(example.solution):
                 prompts.append(example.prompt)
                 chosen.append(example.solution)
                 rejected.append(text)
     return prompts, chosen, rejected, identical
 
 
-def spin_round(ws: Workspace, iteration: int, params, base_params):
+def spin_round(recipe: IterativeRecipe, ctx, iteration: int, params, base_params):
     """One SPIN round (module docstring). Returns (params, metrics)."""
-    cfg = ws.config.method
-    problems = ws.train_examples[: cfg.num_problems]
-    generated = ws.generate(ws.train_sampler, params, [e.prompt for e in problems], jax.random.fold_in(ws.root_key, iteration))
-    prompts, chosen, rejected, identical = self_play_pairs(ws, problems, generated)
-    pairs = encode_preference_pairs(ws.tokenizer, prompts, chosen, rejected, ws.prompt_len, ws.new_tokens)
-    params, metrics = dpo_fine_tune(ws, params, pairs, steps=cfg.train_steps, batch_size=cfg.train_batch_size,
-                                    learning_rate=cfg.learning_rate, beta=cfg.beta, seed=ws.config.seed + iteration)
+    cfg = ctx.config.method
+    problems = ctx.train_examples[: cfg.num_problems]
+    generated = generate(ctx, train_sampler(ctx), params, [e.prompt for e in problems], jax.random.fold_in(ctx.root_key, iteration))
+    prompts, chosen, rejected, identical = self_play_pairs(ctx, problems, generated)
+    pairs = encode_preference_pairs(ctx.tokenizer, prompts, chosen, rejected, ctx.prompt_len, ctx.new_tokens)
+    params, metrics = recipe.dpo_fine_tune(ctx, params, pairs, steps=cfg.train_steps, batch_size=cfg.train_batch_size,
+                                    learning_rate=cfg.learning_rate, beta=cfg.beta, seed=ctx.config.seed + iteration)
     return params, {**metrics, "spin/pairs": len(prompts), "spin/identical_fraction": identical / (len(problems) * cfg.samples_per_prompt)}
 
 
 class HeldOutMargin:
-    """`spin/heldout_margin` (module docstring). The rejected completions are sampled on the first
-    call — with the warm-started model — by the training sampler (the first of each prompt's
-    samples) and kept fixed."""
+    """`spin/heldout_margin` (module docstring). The rejected completions are sampled once, on the
+    first call, from the warm-started model (the state's reference) by the training sampler (the
+    first of each prompt's samples), so a resumed run draws the same ones."""
 
     def __init__(self):
         self.pairs = None
         self.scorer = None
 
-    def __call__(self, ws: Workspace, params) -> dict:
+    def __call__(self, ctx, state) -> dict:
         if self.pairs is None:
-            examples = ws.test_examples
-            key = jax.random.fold_in(ws.root_key, 0)  # rounds use 1, 2, ...
-            generated = ws.generate(ws.train_sampler, params, [e.prompt for e in examples], key)
-            prompts, chosen, rejected, _ = self_play_pairs(ws, examples, [outs[:1] for outs in generated])
-            self.pairs = encode_preference_pairs(ws.tokenizer, prompts, chosen, rejected, ws.prompt_len, ws.new_tokens)
-            self.scorer = make_pair_scorer(ws.graphdef)
+            examples = ctx.test_examples
+            key = jax.random.fold_in(ctx.root_key, 0)  # rounds use 1, 2, ...
+            generated = generate(ctx, train_sampler(ctx), state.ref_params, [e.prompt for e in examples], key)
+            prompts, chosen, rejected, _ = self_play_pairs(ctx, examples, [outs[:1] for outs in generated])
+            self.pairs = encode_preference_pairs(ctx.tokenizer, prompts, chosen, rejected, ctx.prompt_len, ctx.new_tokens)
+            self.scorer = make_pair_scorer(ctx.graphdef)
         if len(self.pairs["prompt_tokens"]) == 0:
             return {"spin/heldout_margin": 0.0, "spin/heldout_chosen_logp": 0.0}
-        chosen, rejected = (np.asarray(x) for x in self.scorer(params, self.pairs))
+        chosen, rejected = (np.asarray(x) for x in self.scorer(state.params, self.pairs))
         return {"spin/heldout_margin": float(np.mean(chosen - rejected)), "spin/heldout_chosen_logp": float(np.mean(chosen))}
 
 
@@ -84,7 +84,17 @@ def check_config(config) -> None:
         raise ConfigError(f"config.method.beta must be > 0 and config.method.train_steps >= 0, got {cfg.beta}, {cfg.train_steps}")
 
 
-def run_method(config, workdir) -> dict:
-    """`jaxrl-self train --config configs/spin.py`: the whole run; returns the summary."""
-    check_config(config)
-    return run_iterations(config, workdir, Workspace(config), spin_round, extra_eval=HeldOutMargin())
+class SPIN(IterativeRecipe):
+    """SPIN on the shared loop (module docstring)."""
+
+    name = "spin"
+
+    def __init__(self, config):
+        check_config(config)
+        self.heldout_margin = HeldOutMargin()
+
+    def round(self, ctx, iteration, params, base_params):
+        return spin_round(self, ctx, iteration, params, base_params)
+
+    def extra_eval(self, ctx, state):
+        return self.heldout_margin(ctx, state)

@@ -1,0 +1,143 @@
+"""Every recipe on the shared loop starts from a pretrained model, runs on a mesh, and resumes.
+
+The model: a tiny random Llama written as a GGUF file (F32, a byte-level BPE tokenizer; nothing
+downloaded), and the Hugging Face directory the project's converter makes of it. Per recipe, a few
+warm-start and training steps of its config, shrunk:
+
+  * from the GGUF file on one device, the reference;
+  * from the HF directory on one device, stopped by SIGTERM after the first training step and
+    resumed: every logged number and the final parameters equal the reference's exactly;
+  * from the HF directory on a 2-device mesh (data=2): every loss within 1e-5 of the reference's.
+
+SCoRe and self-rewarding add special tokens, so these runs also grow a pretrained embedding. That
+each recipe moves the metric it targets is its own test's (tests/methods/test_<recipe>.py).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from jaxrl_self.checkpoint import Checkpointer
+from jaxrl_self.config import load_config_file, validate
+from jaxrl_self.models.convert import gguf_to_hf
+from jaxrl_self.recipes import build_recipe
+from jaxrl_self.train.faults import Preempted
+from jaxrl_self.train.loop import fresh_state, train
+from jaxrl_self.train.workdir import CHECKPOINT_DIR
+from recipe_helpers import built
+from tiny_models import build_hf_model, tokenizer_tokens, write_tiny_gguf
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+RECIPES = {  # name: (config file, its settings shrunk to a few steps)
+    "rlvr": ("default.py", {}),
+    "ttrl": ("ttrl.py", {"method.ttrl_train_samples": 2}),
+    "star": ("star.py", {"method.num_problems": 8, "method.train_steps": 2, "method.hint_prompt_len": 40}),
+    "rest_em": ("rest_em.py", {"method.num_problems": 8, "method.train_steps": 2}),
+    "spin": ("spin.py", {"method.num_problems": 8, "method.train_steps": 2}),
+    "self_rewarding": ("self_rewarding.py", {"method.num_problems": 4, "method.train_steps": 2, "method.judge_prompt_len": 64}),
+    "score": ("score.py", {"method.stage1_steps": 1, "method.eval_samples": 1}),
+    "absolute_zero": ("absolute_zero.py", {"method.proposals_per_kind": 2, "method.eval_tasks_per_kind": 1,
+                                           "rl.micro_batches": 1, "task.max_prompt_len": 64, "rl.max_new_tokens": 24}),
+}
+ITERATIVE = ("star", "rest_em", "spin", "self_rewarding")
+STEPS = 2  # training steps (rounds of the iterative recipes)
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    """{"gguf": path of the tiny GGUF file, "hf": the HF directory converted from it}."""
+    directory = tmp_path_factory.mktemp("tiny_llama")
+    model = build_hf_model("llama", vocab_size=len(tokenizer_tokens()[0]), tie_word_embeddings=False, num_hidden_layers=1,
+                           hidden_size=32, intermediate_size=64, num_attention_heads=2, num_key_value_heads=1)
+    gguf_path = str(directory / "tiny.gguf")
+    write_tiny_gguf(gguf_path, model, tensor_types={})  # F32: the HF directory holds the same numbers
+    gguf_to_hf(gguf_path, str(directory / "hf"))
+    jax.config.update("jax_compilation_cache_dir", str(tmp_path_factory.mktemp("xla_cache")))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+    yield {"gguf": gguf_path, "hf": str(directory / "hf")}
+    jax.config.update("jax_compilation_cache_dir", None)
+
+
+def recipe_config(name: str, init_from: str, devices: int = 1):
+    config_file, settings = RECIPES[name]
+    config = load_config_file(CONFIGS / config_file)
+    config.model.update(dict(init_from=init_from, max_position_embeddings=128))
+    config.task.update(dict(digits=1, test_size=4, max_prompt_len=16))
+    config.sft.update(dict(steps=2, batch_size=4, warmup_steps=0))
+    config.rl.update(dict(steps=STEPS, prompts_per_step=2, group_size=2, max_new_tokens=20))
+    config.eval.update(dict(num_examples=2, batch_size=2, every=1))
+    config.checkpoint.every = 1
+    config.log_every = 1
+    if name in ITERATIVE:
+        config.method.update(dict(iterations=STEPS, batch_size=8, train_batch_size=2, samples_per_prompt=2))
+    if name == "absolute_zero":
+        config.method.few_shot = 0
+    for key, value in settings.items():
+        section, field = key.split(".")
+        config[section][field] = value
+    config.mesh.update(dict(num_devices=devices, data=devices, fsdp=1, tensor=1))
+    validate(config)
+    return config
+
+
+def logged_rows(workdir: Path) -> list[dict]:
+    """metrics.jsonl without the wall-clock timings."""
+    rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in row.items() if not k.startswith("time/")} for row in rows]
+
+
+def final_params(config, workdir: Path):
+    recipe, ctx = built(config)
+    ckpt = Checkpointer(workdir / CHECKPOINT_DIR)
+    _, state, _ = ckpt.restore_latest(lambda meta: fresh_state(ctx, recipe, meta["phase"]))
+    ckpt.close()
+    return jax.tree.map(np.asarray, state.params)
+
+
+def run_with_sigterm(config, workdir: Path, at_rl_step: int):
+    """`train` with a SIGTERM sent to this process during training step `at_rl_step`; returns after
+    the loop stopped with a checkpoint (`Preempted`)."""
+    recipe = build_recipe(config)
+    step = recipe.step
+
+    def step_then_signal(ctx, state, extra, rl_step, key, control):
+        if rl_step == at_rl_step:
+            os.kill(os.getpid(), signal.SIGTERM)  # the loop's handler records it; the step completes
+        return step(ctx, state, extra, rl_step, key, control)
+
+    recipe.step = step_then_signal
+    with pytest.raises(Preempted):
+        train(config, workdir, recipe)
+
+
+def losses(rows: list[dict]) -> dict:
+    """{(step, name): value} of every loss the rows log."""
+    return {(row["step"], k): v for row in rows for k, v in row.items() if "loss" in k and isinstance(v, float)}
+
+
+@pytest.mark.parametrize("name", list(RECIPES))
+def test_recipe_from_pretrained_on_a_mesh_and_resumed(models, tmp_path, name):
+    reference = recipe_config(name, models["gguf"])
+    train(reference, tmp_path / "gguf", build_recipe(reference))
+    expected = logged_rows(tmp_path / "gguf")
+    assert losses(expected) and all(math.isfinite(v) for v in losses(expected).values()), expected
+
+    resumed = recipe_config(name, models["hf"])
+    run_with_sigterm(resumed, tmp_path / "hf", at_rl_step=1)
+    train(resumed, tmp_path / "hf", build_recipe(resumed))
+    assert logged_rows(tmp_path / "hf") == expected
+    jax.tree.map(np.testing.assert_array_equal, final_params(resumed, tmp_path / "hf"), final_params(reference, tmp_path / "gguf"))
+
+    sharded = recipe_config(name, models["hf"], devices=2)
+    train(sharded, tmp_path / "mesh", build_recipe(sharded))
+    on_mesh = losses(logged_rows(tmp_path / "mesh"))
+    assert on_mesh.keys() == losses(expected).keys()
+    for key, value in losses(expected).items():
+        assert on_mesh[key] == pytest.approx(value, rel=1e-5, abs=1e-5), (key, value, on_mesh[key])
