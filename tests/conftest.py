@@ -26,3 +26,20 @@ def fast_compile():
     jax.config.update("jax_disable_most_optimizations", True)
     yield
     jax.config.update("jax_disable_most_optimizations", before)
+
+
+LONG_TESTS = os.environ.get("JAXRL_SELF_LONG_TESTS") == "1"
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "long: an opt-in test too long for the suite's budget (docs/testing.md)")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `long` run only with JAXRL_SELF_LONG_TESTS=1; otherwise they are reported as skipped."""
+    if LONG_TESTS:
+        return
+    skip = pytest.mark.skip(reason="opt-in long test: set JAXRL_SELF_LONG_TESTS=1 to run it (docs/testing.md lists each with its time)")
+    for item in items:
+        if "long" in item.keywords:
+            item.add_marker(skip)

@@ -138,6 +138,7 @@ def test_greedy_generations_match_transformers(ours, reference):
     assert tokenizer.decode(ours_ids[0]) == "The capital of France is Paris."
 
 
+@pytest.mark.long
 def test_grpo_steps_on_the_real_model(gguf_path, tmp_path):
     """One GRPO step of configs/smollm2_grpo.py, shrunk: loss, rewards and a checkpoint come out."""
     from jaxrl_self.config import build_config
@@ -158,6 +159,7 @@ def test_grpo_steps_on_the_real_model(gguf_path, tmp_path):
     assert 0.0 <= summary["held-out greedy accuracy"]["after RL"] <= 1.0
 
 
+@pytest.mark.long
 def test_absolute_zero_few_shot_prompts_on_the_real_model(gguf_path):
     """configs/absolute_zero_smollm2.py before any RL: the 3-shot prompts make the pretrained model
     answer in the task format (deduction and abduction answers parse as integers) and propose some

@@ -8,8 +8,10 @@ made once per session and shared by the test files that compare with it.
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -62,12 +64,22 @@ def train(workdir: Path, cache_dir: Path, *extra: str, kill_at: str | None = Non
 
 
 def reference_run(tmp_path_factory) -> Path:
-    """The workdir of one uninterrupted tiny run (made on first use, then shared)."""
+    """The workdir of one uninterrupted tiny run, made on first use and shared by every test of the
+    session, across pytest-xdist workers too (the first to get the lock makes it; read it, or copy
+    it before changing anything)."""
     if "workdir" not in _reference:
-        root = tmp_path_factory.mktemp("reference")
-        _reference["cache"] = tmp_path_factory.getbasetemp().parent / "jaxrl_self_compilation_cache"
-        result = train(root / "run", _reference["cache"])
-        assert result.returncode == 0, result.stderr[-3000:]
+        shared = tmp_path_factory.getbasetemp()
+        if os.environ.get("PYTEST_XDIST_WORKER"):
+            shared = shared.parent  # this session's directory, the same for every xdist worker
+        _reference["cache"] = shared / "jaxrl_self_compilation_cache"
+        root = shared / "jaxrl_self_reference"
+        with open(shared / "jaxrl_self_reference.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not (root / "done").exists():
+                shutil.rmtree(root, ignore_errors=True)
+                result = train(root / "run", _reference["cache"])
+                assert result.returncode == 0, result.stderr[-3000:]
+                (root / "done").touch()
         _reference["workdir"] = root / "run"
     return _reference["workdir"]
 

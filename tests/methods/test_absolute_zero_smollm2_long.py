@@ -13,7 +13,6 @@ an error naming that command. Held-out measures: 16 fixed synthetic tasks and 16
 (`eval/*`, before and after RL; 384 sampled answers). Measured figures (the same in two runs) are in
 the asserts' comments; the bounds leave room for the run's load-dependent parts (validation's wall-clock limits).
 """
-import os
 from pathlib import Path
 
 import pytest
@@ -23,8 +22,7 @@ from jaxrl_self.recipes import train_and_evaluate
 
 CONFIG = Path(__file__).resolve().parents[2] / "configs" / "absolute_zero_smollm2.py"
 
-pytestmark = pytest.mark.skipif(os.environ.get("JAXRL_SELF_LONG_TESTS") != "1",
-                                reason="opt-in long run: set JAXRL_SELF_LONG_TESTS=1 to run it (39 min on 2 CPU cores)")
+pytestmark = pytest.mark.long  # 39 min on 2 CPU cores
 
 
 def test_self_play_from_smollm2_raises_held_out_solver_accuracy(tmp_path):

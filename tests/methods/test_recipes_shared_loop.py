@@ -44,7 +44,7 @@ RECIPES = {  # name: (config file, its settings shrunk to a few steps)
     "self_rewarding": ("self_rewarding.py", {"method.num_problems": 4, "method.train_steps": 2, "method.judge_prompt_len": 64}),
     "score": ("score.py", {"method.stage1_steps": 1, "method.eval_samples": 1}),
     "absolute_zero": ("absolute_zero.py", {"method.proposals_per_kind": 2, "method.eval_tasks_per_kind": 1,
-                                           "rl.micro_batches": 1, "task.max_prompt_len": 64, "rl.max_new_tokens": 24}),
+                                           "rl.micro_batches": 1, "task.max_prompt_len": 72, "rl.max_new_tokens": 48}),
 }
 ITERATIVE = ("star", "rest_em", "spin", "self_rewarding")
 STEPS = 2  # training steps (rounds of the iterative recipes)
@@ -122,7 +122,10 @@ def losses(rows: list[dict]) -> dict:
     return {(row["step"], k): v for row in rows for k, v in row.items() if "loss" in k and isinstance(v, float)}
 
 
-@pytest.mark.parametrize("name", list(RECIPES))
+IN_SUITE = "score"  # the suite runs one recipe (~50 s); JAXRL_SELF_LONG_TESTS=1 runs them all (docs/testing.md)
+
+
+@pytest.mark.parametrize("name", [name if name == IN_SUITE else pytest.param(name, marks=pytest.mark.long) for name in RECIPES])
 def test_recipe_from_pretrained_on_a_mesh_and_resumed(models, tmp_path, name):
     reference = recipe_config(name, models["gguf"])
     train(reference, tmp_path / "gguf", build_recipe(reference))

@@ -49,6 +49,7 @@ def _update_report(topology: str, mesh_shape: tuple) -> dict:
     return report
 
 
+@pytest.mark.long
 def test_small_grpo_update_temp_bytes_per_chip_within_bound():
     report = _update_report("v5e:2x2", (1, 4, 1))
     memory = report["memory"]
@@ -58,6 +59,7 @@ def test_small_grpo_update_temp_bytes_per_chip_within_bound():
         f"per-chip temp bytes {memory['temp_bytes']:,} exceed UPDATE_TEMP_BYTES_BOUND {UPDATE_TEMP_BYTES_BOUND:,}")
 
 
+@pytest.mark.long
 def test_doubling_fsdp_halves_update_temp_bytes():
     four = _update_report("v5e:2x2", (1, 4, 1))["memory"]["temp_bytes"]
     eight = _update_report("v5e:2x4", (1, 8, 1))["memory"]["temp_bytes"]
