@@ -13,9 +13,19 @@ them in a background thread (the next `save`, `wait` or `close` waits for it). O
 step into a temporary directory and renames it when complete, so a half-written checkpoint is
 never listed; leftover temporary directories are removed when a Checkpointer is created.
 
-`restore_latest` restores the newest checkpoint. One that cannot be read (corrupted or missing
-files) is moved aside to `<directory>.corrupt/` with a warning and the previous one is used. One
-whose arrays do not fit the run's model (another architecture) is never skipped: that raises
+`restore_latest` restores the newest checkpoint. A failed read is first classified
+(`is_corruption`):
+
+- corruption (the checkpoint's data is unreadable or inconsistent: undecodable JSON or array
+  chunks, missing files, metadata of the wrong structure) is permanent, so the checkpoint is moved
+  aside to `<directory>.corrupt/` (one warning line naming the step and the reason) and the
+  previous one is used. A read-only Checkpointer (`read_only=True`, used by `eval` and `sample`)
+  skips it with a warning instead and never moves anything;
+- a transient failure (MemoryError or out-of-memory, an I/O error, a permission or network error,
+  an interrupt, or any error that is not about the data) is re-raised and nothing is moved: the
+  checkpoint may be intact, and starting again once the cause is gone restores it.
+
+One whose arrays do not fit the run's model (another architecture) is never skipped: that raises
 `CheckpointError` naming the tensor, since falling back would silently lose the run.
 
 Best checkpoint: a second Checkpointer made with `best_metric="accuracy"` keeps the one
@@ -24,8 +34,13 @@ training loop saves into it whenever held-out accuracy improves (see `jaxrl_self
 """
 from __future__ import annotations
 
+import errno
+import json
 import logging
+import os
+import re
 import shutil
+import struct
 import time
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -52,15 +67,23 @@ class Checkpointer:
     highest value of `metrics[best_metric]` passed to `save`.
     """
 
-    def __init__(self, directory: str | Path, max_to_keep: int = 3, best_metric: Optional[str] = None):
+    def __init__(self, directory: str | Path, max_to_keep: int = 3, best_metric: Optional[str] = None,
+                 read_only: bool = False):
+        """`read_only=True` (for `eval`/`sample`): never writes, creates or moves anything under
+        `directory`; `save` raises, and `restore_latest` skips a corrupted checkpoint in place."""
         self.directory = Path(directory).absolute()
         self.best_metric = best_metric
-        best = {} if best_metric is None else dict(best_fn=lambda metrics: metrics[best_metric], best_mode="max",
-                                                   keep_checkpoints_without_metrics=False)
+        self.read_only = read_only
+        best = {} if best_metric is None or read_only else dict(
+            best_fn=lambda metrics: metrics[best_metric], best_mode="max", keep_checkpoints_without_metrics=False)
+        # orbax's own read_only option logs a warning on every start; leaving creation, temporary-directory
+        # cleanup and pruning off (and refusing `save`) writes nothing just the same
+        writable = dict(max_to_keep=max_to_keep, create=True, cleanup_tmp_directories=True)
+        if read_only:
+            writable = dict(max_to_keep=None, create=False, cleanup_tmp_directories=False)
         self.manager = ocp.CheckpointManager(
             self.directory,
-            options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True, enable_async_checkpointing=True,
-                                                 cleanup_tmp_directories=True, **best),
+            options=ocp.CheckpointManagerOptions(enable_async_checkpointing=True, **writable, **best),
             item_handlers={"state": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()},
         )
 
@@ -69,6 +92,8 @@ class Checkpointer:
 
         `metrics` (e.g. {"accuracy": 0.4}) is required when the Checkpointer has a `best_metric`.
         """
+        if self.read_only:
+            raise RuntimeError(f"cannot save into {self.directory}: this Checkpointer is read-only")
         self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
                           metrics=metrics, force=True)
 
@@ -85,9 +110,11 @@ class Checkpointer:
 
         `abstract_state_for(meta)` gives the target pytree (arrays or shape/dtype/sharding structs)
         to restore into, since the state's structure can depend on the run's phase in `meta`.
-        Unreadable checkpoints newer than the one restored are moved to `<directory>.corrupt/`.
-        Raises CheckpointError when a checkpoint's arrays do not match the target, or when there
-        are checkpoints but none of them can be read.
+        Corrupted checkpoints newer than the one restored are moved to `<directory>.corrupt/` (left
+        in place when read-only), each with one warning line. A transient failure (`is_corruption`
+        is False: out of memory, I/O error, interrupt, ...) propagates and moves nothing. Raises
+        CheckpointError when a checkpoint's arrays do not match the target, or when there are
+        checkpoints but every one of them is corrupted.
         """
         steps = self.steps()
         for step in reversed(steps):
@@ -95,20 +122,31 @@ class Checkpointer:
                 meta = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
                 stored = self.manager.item_metadata(step)["state"]
             except Exception as error:  # corrupted or partial files: fall back to an older checkpoint
-                self._set_aside(step, error)
+                self._skip_corrupted(step, error)
                 continue
             abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, abstract_state_for(meta))
             self._check_matches(step, stored, abstract)
             try:
                 restored = self.manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))
             except Exception as error:  # metadata readable but array data damaged
-                self._set_aside(step, error)
+                self._skip_corrupted(step, error)
                 continue
             return step, restored["state"], meta
         if steps:
-            raise CheckpointError(f"none of the checkpoints in {self.directory} (steps {steps}) could be read; they were "
-                                  f"moved to {self._corrupt_dir()}. Remove the workdir to start the run again")
+            where = "left in place" if self.read_only else f"moved to {self._corrupt_dir()}"
+            raise CheckpointError(f"none of the checkpoints in {self.directory} (steps {steps}) could be read "
+                                  f"(corrupted); they were {where}. Remove the workdir to start the run again")
         return None
+
+    def _skip_corrupted(self, step: int, error: Exception) -> None:
+        """Re-raises a transient `error`; sets a corrupted checkpoint aside (skips it when read-only)."""
+        if not is_corruption(error):
+            raise error
+        if self.read_only:
+            log.warning("checkpoint at step %d in %s could not be read (corrupted: %s); left it in place (read-only) and "
+                        "trying the previous one", step, self.directory, _reason(error))
+            return
+        self._set_aside(step, error)
 
     def _check_matches(self, step: int, stored, abstract) -> None:
         """Raises CheckpointError naming the first tensor whose stored shape/dtype differs from `abstract`."""
@@ -133,18 +171,80 @@ class Checkpointer:
         return self.directory.with_name(self.directory.name + ".corrupt")
 
     def _set_aside(self, step: int, error: Exception) -> None:
-        """Moves an unreadable step directory out of the manager's view (so the step can be saved again)."""
+        """Moves a corrupted step directory out of the manager's view (so the step can be saved again)."""
         target = self._corrupt_dir() / f"{step}.{time.time_ns()}"
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.move(str(self.directory / str(step)), str(target))
         self.manager.reload()
-        log.warning("checkpoint at step %d in %s could not be read (%s: %s); moved it to %s and trying the previous one",
-                    step, self.directory, type(error).__name__, str(error).splitlines()[0][:300], target)
+        log.warning("checkpoint at step %d in %s could not be read (corrupted: %s); moved it to %s and trying the "
+                    "previous one", step, self.directory, _reason(error), target)
 
     def close(self) -> None:
         """Waits for pending saves and releases the manager."""
         self.manager.wait_until_finished()
         self.manager.close()
+
+
+# errors whose type says the data read is unreadable or inconsistent: undecodable JSON, msgpack, UTF-8 or
+# tensorstore chunks (all ValueError), metadata of the wrong structure (KeyError, IndexError), truncated files
+_DATA_ERRORS = (ValueError, LookupError, EOFError, struct.error)
+# a missing or garbled file or directory is corruption; any other OSError (EIO, ENOSPC, EACCES, ...) is not
+_MISSING_FILE_ERRORS = (FileNotFoundError, NotADirectoryError, IsADirectoryError)
+# tensorstore reports every failure as a ValueError "<status code>: ..."; these codes are not about the data
+_TRANSIENT_STATUS = re.compile(r"\b(RESOURCE_EXHAUSTED|UNAVAILABLE|DEADLINE_EXCEEDED|CANCELLED|ABORTED|PERMISSION_DENIED|"
+                               r"UNAUTHENTICATED|INTERNAL|UNKNOWN|UNIMPLEMENTED):")
+# ... and an OS error of the read shows in its message as the errno's text
+_TRANSIENT_ERRNO_TEXT = tuple(os.strerror(code) for code in (
+    errno.EIO, errno.ENOMEM, errno.ENOSPC, errno.EACCES, errno.EPERM, errno.EMFILE, errno.ENFILE, errno.ESTALE,
+    errno.EAGAIN, errno.EINTR, errno.ETIMEDOUT, errno.EBUSY, errno.ECONNRESET, errno.ECONNREFUSED, errno.EHOSTUNREACH))
+_TRANSIENT_TEXT = ("out of memory", "Out of memory")
+
+
+def is_corruption(error: BaseException) -> bool:
+    """Whether a failed restore means the checkpoint's data is corrupted (permanent), as opposed to
+    a transient failure of this attempt that says nothing about the files.
+
+    Transient when anything in the exception's chain (`__cause__`/`__context__`, exception groups)
+    is a MemoryError, an interrupt, an OSError other than a missing file or directory, or a
+    tensorstore error whose status or OS error text names memory, I/O, permissions or the
+    network. Otherwise corruption when something in the chain is a data error (ValueError,
+    including JSON/msgpack/tensorstore decode errors, LookupError, EOFError, a missing file).
+    Anything else (e.g. RuntimeError, TypeError: not about the data) is transient: re-raising
+    costs a restart, moving an intact checkpoint aside would lose the run's progress.
+    """
+    chain = list(_exception_chain(error))
+    for link in chain:
+        if isinstance(link, (MemoryError, KeyboardInterrupt, SystemExit, InterruptedError)):
+            return False
+        if isinstance(link, OSError) and not isinstance(link, _MISSING_FILE_ERRORS):
+            return False
+        if isinstance(link, ValueError) and not isinstance(link, (json.JSONDecodeError, UnicodeError)):
+            message = str(link)
+            if (_TRANSIENT_STATUS.search(message) or any(text in message for text in _TRANSIENT_ERRNO_TEXT)
+                    or any(text in message for text in _TRANSIENT_TEXT)):
+                return False
+    return any(isinstance(link, _DATA_ERRORS + _MISSING_FILE_ERRORS) for link in chain)
+
+
+def _exception_chain(error: BaseException):
+    """`error`, its causes and contexts, and the members of exception groups (each once)."""
+    seen, pending = set(), [error]
+    while pending:
+        link = pending.pop()
+        if link is None or id(link) in seen:
+            continue
+        seen.add(id(link))
+        yield link
+        pending.append(link.__cause__)
+        if not link.__suppress_context__:
+            pending.append(link.__context__)
+        pending.extend(getattr(link, "exceptions", ()))
+
+
+def _reason(error: BaseException) -> str:
+    """'ValueError: DATA_LOSS: ...': the error's type and first line, short enough for one log line."""
+    lines = str(error).splitlines()
+    return f"{type(error).__name__}: {(lines[0] if lines else '')[:300]}"
 
 
 def _flatten(tree):

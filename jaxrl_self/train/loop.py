@@ -18,6 +18,7 @@ kept in `<workdir>/best_checkpoint`. docs/recipes.md describes how to write a re
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -36,7 +37,8 @@ from jaxrl_self.tasks.iterator import PromptIterator
 from jaxrl_self.train.context import RunContext
 from jaxrl_self.train.faults import RunControl, StopSignal
 from jaxrl_self.train.sft import make_sft_step
-from jaxrl_self.train.workdir import BEST_CHECKPOINT_DIR, CHECKPOINT_DIR, claim_workdir, prepare_workdir
+from jaxrl_self.train.workdir import (BEST_CHECKPOINT_DIR, CHECKPOINT_DIR, claim_workdir, hold_workdir_lock,
+                                      prepare_workdir)
 
 log = logging.getLogger(__name__)
 
@@ -182,42 +184,47 @@ def train(config, workdir, recipe: Recipe) -> dict:
     """Runs (or resumes) `recipe` as `config` describes it in `workdir`; returns the summary.
 
     Resumes from the newest readable checkpoint in `<workdir>/checkpoints` (metrics.jsonl rows
-    after its step are dropped and written again). Raises `faults.Preempted` after SIGTERM/SIGINT
-    and `faults.NonFiniteStop` after too many non-finite steps in a row, each once a checkpoint of
-    the current step is on disk.
+    after its step are dropped and written again). Holds the workdir's lock (`hold_workdir_lock`)
+    from before anything is written until the report is: raises ConfigError naming the holder's
+    PID and host when another run holds it. Raises `faults.Preempted` after SIGTERM/SIGINT and
+    `faults.NonFiniteStop` after too many non-finite steps in a row, each once a checkpoint of the
+    current step is on disk.
     """
-    with StopSignal() as stop_signal:
-        initialize_distributed(config.distributed)  # before anything touches the JAX backend
-        validate_devices(config, jax.device_count(), jax.process_count())
-        workdir = prepare_workdir(config, workdir)
-        ctx = RunContext(config, scratch_tokenizer=recipe.scratch_tokenizer(config), extend_tokenizer=recipe.extend_tokenizer)
-        recipe.setup(ctx)
-        claim_workdir(config, workdir)
-        ckpt = Checkpointer(workdir / CHECKPOINT_DIR, config.checkpoint.max_to_keep)
-        best = Checkpointer(workdir / BEST_CHECKPOINT_DIR, max_to_keep=1, best_metric="accuracy")
-        samples = None
-        try:
-            restored = ckpt.restore_latest(lambda meta: fresh_state(ctx, recipe, meta["phase"]))
-            if restored:
-                step, state, meta = restored
-                log.info("resuming from the checkpoint at step %d in %s", step, ckpt.directory)
-            else:
-                step, meta = 0, {"phase": "sft", "config": json.loads(config_to_json(config))}
-                state = fresh_state(ctx, recipe, "sft")
-            control = RunControl(config.train, meta, ckpt, best, stop_signal)
-            with MetricsWriter(workdir, resume_step=step, is_main_process=is_main_process()) as writer:
-                if meta["phase"] == "sft":
-                    state, meta, samples = warm_start(ctx, recipe, state, meta, control, writer)
-                state, meta, last_samples = train_steps(ctx, recipe, state, meta, control, writer)
-                samples = last_samples or samples
-        finally:
-            ckpt.close()
-            best.close()
-    summary = recipe.summary(ctx, meta["results"])
-    if is_main_process():
-        report = write_report(workdir, title=f"jaxrl_self {recipe.name} run: {Path(workdir).name}", summary=summary,
-                              samples=samples or [])
-        log.info("report written to %s", report)
+    with contextlib.ExitStack() as workdir_lock:
+        with StopSignal() as stop_signal:
+            initialize_distributed(config.distributed)  # before anything touches the JAX backend
+            validate_devices(config, jax.device_count(), jax.process_count())
+            workdir = prepare_workdir(config, workdir)
+            workdir_lock.enter_context(hold_workdir_lock(workdir, jax.process_index()))  # each process its own file
+            ctx = RunContext(config, scratch_tokenizer=recipe.scratch_tokenizer(config),
+                             extend_tokenizer=recipe.extend_tokenizer)
+            recipe.setup(ctx)
+            claim_workdir(config, workdir)
+            ckpt = Checkpointer(workdir / CHECKPOINT_DIR, config.checkpoint.max_to_keep)
+            best = Checkpointer(workdir / BEST_CHECKPOINT_DIR, max_to_keep=1, best_metric="accuracy")
+            samples = None
+            try:
+                restored = ckpt.restore_latest(lambda meta: fresh_state(ctx, recipe, meta["phase"]))
+                if restored:
+                    step, state, meta = restored
+                    log.info("resuming from the checkpoint at step %d in %s", step, ckpt.directory)
+                else:
+                    step, meta = 0, {"phase": "sft", "config": json.loads(config_to_json(config))}
+                    state = fresh_state(ctx, recipe, "sft")
+                control = RunControl(config.train, meta, ckpt, best, stop_signal)
+                with MetricsWriter(workdir, resume_step=step, is_main_process=is_main_process()) as writer:
+                    if meta["phase"] == "sft":
+                        state, meta, samples = warm_start(ctx, recipe, state, meta, control, writer)
+                    state, meta, last_samples = train_steps(ctx, recipe, state, meta, control, writer)
+                    samples = last_samples or samples
+            finally:
+                ckpt.close()
+                best.close()
+        summary = recipe.summary(ctx, meta["results"])
+        if is_main_process():
+            report = write_report(workdir, title=f"jaxrl_self {recipe.name} run: {Path(workdir).name}", summary=summary,
+                                  samples=samples or [])
+            log.info("report written to %s", report)
     return summary
 
 

@@ -5,17 +5,33 @@ same workdir again with the same config resumes it, with another config is refus
 the workdir first (`prepare_workdir`) and records its config only once the model and data have
 loaded (`claim_workdir`), so a start that fails on a bad model path or data file leaves the
 workdir free for the fixed command.
+
+While a run trains, it holds `<workdir>/.lock` (`hold_workdir_lock`): an advisory `flock` taken
+before the run writes anything and held until it ends. A second run started on the same workdir
+fails with a ConfigError (exit 2) naming the holder's PID and host. The kernel drops the lock when
+its process dies, even by SIGKILL, so the file a killed run leaves behind never blocks a resume.
+In a multi-process run every process locks its own file (`.lock` for process 0, `.lock.<i>` for
+process i), so the processes of one run do not block each other while a second run's processes
+each find theirs held. `eval` and `sample` only read, and take no lock.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
+import logging
 import os
+import socket
 import tempfile
 from pathlib import Path
+from typing import Iterator
 
 from jaxrl_self.config import ConfigError, config_to_json
 
+log = logging.getLogger(__name__)
+
 CONFIG_FILE = "config.json"
+LOCK_FILE = ".lock"  # held by the training run of the workdir (`.lock.<i>` by process i > 0)
 CHECKPOINT_DIR = "checkpoints"  # the last checkpoint.max_to_keep steps
 BEST_CHECKPOINT_DIR = "best_checkpoint"  # the step with the best held-out accuracy
 # every process of a multi-process run passes its own process id; the rest of the config must match
@@ -49,6 +65,65 @@ def prepare_workdir(config, workdir) -> Path:
             raise ConfigError(f"the workdir {workdir} holds a run made with a different config (differs at: "
                               f"{', '.join(changed[:8])}); use a new --workdir, or the same config to resume")
     return workdir
+
+
+def lock_path(workdir, process_index: int = 0) -> Path:
+    """The lock file of process `process_index` of the run in `workdir`."""
+    return Path(workdir) / (LOCK_FILE if process_index == 0 else f"{LOCK_FILE}.{process_index}")
+
+
+@contextlib.contextmanager
+def hold_workdir_lock(workdir, process_index: int = 0) -> Iterator[Path]:
+    """Holds the advisory lock of `workdir` (for process `process_index` of its run) for the `with` block.
+
+    Writes this process's PID and host into the lock file. Raises ConfigError, naming the holder's
+    PID and host, when another live process holds it. A lock file left by a process that died
+    (even by SIGKILL) does not block: the kernel released its `flock`. On a filesystem without
+    `flock` support the run goes on unlocked, with a warning.
+    """
+    path = lock_path(workdir, process_index)
+    try:
+        # os.open makes the descriptor non-inheritable: the run's subprocesses do not keep the lock alive
+        descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as error:
+        raise ConfigError(f"cannot create the lock file {path}: {error.strerror or error}") from error
+    try:
+        locked = _try_lock(descriptor, path, workdir)
+        if locked:
+            os.ftruncate(descriptor, 0)
+            os.pwrite(descriptor, json.dumps({"pid": os.getpid(), "host": socket.gethostname()}).encode() + b"\n", 0)
+        try:
+            yield path
+        finally:
+            if locked:
+                os.ftruncate(descriptor, 0)  # the lock file of a finished run names nobody
+    finally:
+        os.close(descriptor)  # releases the lock
+
+
+def _try_lock(descriptor: int, path: Path, workdir) -> bool:
+    """Takes the lock of the open lock file: True, or False where the filesystem has no `flock`;
+    raises ConfigError naming the holder when another process holds it."""
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        pass
+    except OSError as error:
+        log.warning("cannot lock %s (%s); running without a workdir lock: make sure no other run uses %s",
+                    path, error.strerror or error, workdir)
+        return False
+    raise ConfigError(f"the workdir {workdir} is in use by another run ({_describe_holder(descriptor)}, which holds "
+                      f"{path}); wait for it to end or stop it, or use a new --workdir")
+
+
+def _describe_holder(descriptor: int) -> str:
+    """'PID 123 on host h' from a held lock file (written by its holder right after it took the lock)."""
+    try:
+        holder = json.loads(os.pread(descriptor, 4096, 0).decode())
+        return f"PID {holder['pid']} on host {holder['host']}"
+    except (OSError, ValueError, KeyError, TypeError):  # the holder has not written it yet
+        return "PID unknown: the holder is just starting"
 
 
 def claim_workdir(config, workdir: Path) -> None:
