@@ -29,6 +29,11 @@ def get_config() -> ml_collections.ConfigDict:
     config.task.test_size = 200
     config.task.max_prompt_len = 16  # tokens, incl. BOS; prompts are left-padded to this
     config.task.max_reference_len = 32  # bytes of the reference answer handed to the verifier
+    # Data tasks (jsonl, tfds) of a pretrained model: render each prompt (after task.template) as a user
+    # message of the model's chat template (HF tokenizer config or GGUF metadata), the same in
+    # training, `eval` and `sample`: "auto" (when the tokenizer has one) | "on" (required) | "off"
+    # (raw text). Procedural tasks are unchanged (docs/chat_templates.md).
+    config.task.chat_template = "auto"
     # countdown options (used when task.name == "countdown")
     config.task.num_numbers = 3
     config.task.max_number = 20

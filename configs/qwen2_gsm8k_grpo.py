@@ -33,8 +33,11 @@ def get_config():
     config.task.prompt_field = "question"
     config.task.answer_field = "answer"
     config.task.answer_format = "gsm8k"
+    # the user message; "auto" renders it with the checkpoint's chat template (system prompt, <|im_start|>
+    # turns, the assistant's generation prompt) in training, eval and sample (docs/chat_templates.md)
     config.task.template = "{prompt}\nPlease reason step by step, and put your final answer within \\boxed{}."
-    config.task.max_prompt_len = 256
+    config.task.chat_template = "auto"
+    config.task.max_prompt_len = 320  # the rendered prompt: question + instruction + ~30 tokens of chat markup
     config.task.max_reference_len = 32
     config.task.test_size = 500
 

@@ -30,6 +30,16 @@ def _default_config_path() -> Path:
     return local if local.is_file() else DEFAULT_CONFIG_FILE
 
 
+EVAL_METRICS = """metrics (n = --num-samples completions per held-out problem, k from --k, k <= n):
+  accuracy  the share of all n samples of all problems that are correct
+  pass@k    the chance that at least one of k samples is correct (unbiased estimate from the
+            n samples: 1 - C(n-c, k) / C(n, k) with c correct), averaged over problems
+  mean@k    the share of correct answers among the first k samples, averaged over problems
+            (what one sample gets right on average; mean@1 with n == 1 is greedy accuracy)
+  maj@k     whether the most common answer among the first k samples is the correct one
+"""
+
+
 class _ArgumentParser(argparse.ArgumentParser):
     """argparse whose usage errors are ConfigErrors, so that they too print one line and exit 2."""
 
@@ -46,19 +56,31 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--workdir", type=Path, default=None, help="run directory (default: runs/<config name>)")
 
     checkpoint_help = "which checkpoint: the newest (latest) or the one with the best held-out accuracy (best)"
-    evaluate = sub.add_parser("eval", help="evaluate a run's checkpoint on its task's held-out split")
+    length_help = "longest completion in tokens (default: the run's rl.max_new_tokens)"
+    evaluate = sub.add_parser(
+        "eval", help="evaluate a run's checkpoint on its task's held-out split", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Evaluate a run's checkpoint on its task's held-out split, with the prompts as training saw them\n"
+                    "(task.template, then the model's chat template when task.chat_template applies it).",
+        epilog=EVAL_METRICS)
     evaluate.add_argument("--workdir", type=Path, required=True)
-    evaluate.add_argument("--num-samples", type=int, default=1, help="samples per prompt (greedy when 1)")
-    evaluate.add_argument("--k", type=int, nargs="*", default=[1], help="k values for pass@k / maj@k")
-    evaluate.add_argument("--temperature", type=float, default=None)
+    evaluate.add_argument("--num-samples", type=int, default=1, help="samples per prompt, n (greedy when 1)")
+    evaluate.add_argument("--k", type=int, nargs="*", default=[1], help="k values for pass@k / maj@k / mean@k, each in [1, --num-samples]")
+    evaluate.add_argument("--temperature", type=float, default=None, help="sampling temperature (default: 0 when n == 1, else 1)")
+    evaluate.add_argument("--max-new-tokens", type=int, default=None, help=length_help)
     evaluate.add_argument("--output", type=Path, default=None, help="JSON file for the results (default: <workdir>/eval.json)")
     evaluate.add_argument("--checkpoint", choices=("latest", "best"), default="latest", help=checkpoint_help)
 
-    sample = sub.add_parser("sample", help="sample completions from a run's checkpoint")
+    sample = sub.add_parser(
+        "sample", help="sample completions from a run's checkpoint", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Sample completions of the given prompts from a run's checkpoint. Each prompt is rendered as training\n"
+                    "rendered its task's questions (task.template, then the model's chat template when\n"
+                    "task.chat_template applies it) unless --raw. Output: one line per completion, prompt<TAB>completion.")
     sample.add_argument("--workdir", type=Path, required=True)
-    sample.add_argument("--prompt", action="append", required=True, help="a prompt (repeatable)")
-    sample.add_argument("--num-samples", type=int, default=1)
-    sample.add_argument("--temperature", type=float, default=0.0)
+    sample.add_argument("--prompt", action="append", required=True, help="a question, as in the task's data (repeatable)")
+    sample.add_argument("--raw", action="store_true", help="send the prompts as given, without the task's template or chat template")
+    sample.add_argument("--num-samples", type=int, default=1, help="completions per prompt")
+    sample.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+    sample.add_argument("--max-new-tokens", type=int, default=None, help=length_help)
     sample.add_argument("--seed", type=int, default=0)
     sample.add_argument("--checkpoint", choices=("latest", "best"), default="latest", help=checkpoint_help)
 
@@ -93,12 +115,29 @@ def _train(args, overrides) -> int:
     return 0
 
 
+def _check_sampling_args(args) -> None:
+    """Usage errors of `eval` / `sample` (exit 2, one line) before any model is loaded."""
+    if args.num_samples < 1:
+        raise ConfigError(f"--num-samples must be >= 1, got {args.num_samples}")
+    if args.max_new_tokens is not None and args.max_new_tokens < 1:
+        raise ConfigError(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
+    if args.temperature is not None and args.temperature < 0:
+        raise ConfigError(f"--temperature must be >= 0, got {args.temperature}")
+
+
 def _eval(args) -> int:
     from jaxrl_self.recipes.runs import evaluate_run
     from jaxrl_self.eval.passk import to_markdown
 
+    _check_sampling_args(args)
+    if not args.k:
+        raise ConfigError("--k needs at least one value")
+    bad = [k for k in args.k if not 1 <= k <= args.num_samples]
+    if bad:
+        raise ConfigError(f"--k {' '.join(map(str, bad))}: each k must be in [1, --num-samples={args.num_samples}] "
+                          "(pass@k needs at least k samples per problem)")
     results = evaluate_run(args.workdir, num_samples=args.num_samples, ks=args.k, temperature=args.temperature,
-                           checkpoint=args.checkpoint)
+                           checkpoint=args.checkpoint, max_new_tokens=args.max_new_tokens)
     output = args.output or args.workdir / "eval.json"
     output.write_text(json.dumps(results, indent=2))
     print(to_markdown(results["summary"]))
@@ -109,7 +148,12 @@ def _eval(args) -> int:
 def _sample(args) -> int:
     from jaxrl_self.recipes.runs import sample_run
 
-    completions = sample_run(args.workdir, args.prompt, args.num_samples, args.temperature, args.seed, args.checkpoint)
+    _check_sampling_args(args)
+    empty = [number for number, prompt in enumerate(args.prompt, start=1) if not prompt.strip()]
+    if empty:
+        raise ConfigError(f"--prompt {empty[0]} is empty")
+    completions = sample_run(args.workdir, args.prompt, args.num_samples, args.temperature, args.seed, args.checkpoint,
+                             max_new_tokens=args.max_new_tokens, raw=args.raw)
     for prompt, outputs in zip(args.prompt, completions):
         for completion in outputs:
             print(f"{prompt}\t{completion}")

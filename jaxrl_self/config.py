@@ -14,6 +14,7 @@ import ast
 import difflib
 import importlib.util
 import json
+import re
 from pathlib import Path
 from typing import Sequence
 
@@ -24,6 +25,10 @@ from jaxrl_self.models.config import ATTENTION_IMPLEMENTATIONS, REMAT_MODES
 
 RL_ALGORITHMS = tuple(ALGORITHMS)
 TASKS = ("arithmetic", "countdown", "word_arithmetic", "jsonl", "tfds")
+# config.rl.reward: the built-in reward methods (jaxrl_self/methods METHODS), or a reward function of
+# your own as "module.path:function" (imported when the run starts; docs/rewards.md)
+REWARD_METHODS = ("verifier", "ttrl", "intuitor", "rent", "co_reward")
+REWARD_FUNCTION = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
 
 
 class ConfigError(ValueError):
@@ -180,6 +185,7 @@ def _require(condition: bool, key: str, message: str) -> None:
 KEY_TYPES = {
     "seed": int, "log_every": int,
     "task.name": str, "task.seed": int, "task.test_size": int, "task.max_prompt_len": int, "task.max_reference_len": int,
+    "task.chat_template": str,
     "model.hidden_size": int, "model.num_layers": int, "model.num_heads": int, "model.num_kv_heads": int,
     "model.head_dim": int, "model.intermediate_size": int, "model.rope_theta": float,
     "model.max_position_embeddings": int, "model.dtype": str, "model.param_dtype": str, "model.remat": str, "model.attention": str,
@@ -236,6 +242,9 @@ def validate(config: ml_collections.ConfigDict, source: str | Path | None = None
     _require(config.task.name in TASKS, "task.name", f"must be one of {TASKS}, got {config.task.name!r}")
     for key, expected in {**KEY_TYPES, **TASK_KEY_TYPES.get(config.task.name, {})}.items():
         _check_type(config, key, expected)
+    chat_modes = ("auto", "on", "off")  # jaxrl_self/tasks/chat.py CHAT_TEMPLATE_MODES
+    _require(config.task.chat_template in chat_modes, "task.chat_template",
+             f"must be one of {chat_modes}, got {config.task.chat_template!r}")
     if config.task.name == "arithmetic":
         _require(config.task.digits >= 1, "task.digits", f"must be >= 1, got {config.task.digits}")
         for key in ("demo_error_rate", "check_error_rate"):
@@ -261,6 +270,9 @@ def validate(config: ml_collections.ConfigDict, source: str | Path | None = None
     _require(rl.steps >= 0, "rl.steps", f"must be >= 0, got {rl.steps}")
     _require(sft.batch_size >= 1, "sft.batch_size", f"must be >= 1, got {sft.batch_size}")
     _require(rl.algorithm in RL_ALGORITHMS, "rl.algorithm", f"must be one of {RL_ALGORITHMS}, got {rl.algorithm!r}")
+    _require(rl.reward in REWARD_METHODS or REWARD_FUNCTION.fullmatch(rl.reward) is not None, "rl.reward",
+             f"must be one of {REWARD_METHODS} or a reward function of your own as 'module.path:function' "
+             f"(docs/rewards.md), got {rl.reward!r}")
     _require(rl.prompts_per_step >= 1, "rl.prompts_per_step", f"must be >= 1, got {rl.prompts_per_step}")
     if ALGORITHMS[rl.algorithm].min_group_size > 1:
         _require(rl.group_size >= ALGORITHMS[rl.algorithm].min_group_size, "rl.group_size",

@@ -39,24 +39,33 @@ def generate(sampler, params, tokenizer, prompts: Sequence[str], prompt_len: int
     return results
 
 
-def evaluate(sampler, params, task, examples, prompt_len: int, batch_size: int, key=None, ks: Sequence[int] = (1,), **knobs) -> dict:
-    """Scores completions of `examples` with the task's verifier.
+def evaluate(sampler, params, task, examples, prompt_len: int, batch_size: int, key=None, ks: Sequence[int] = (1,), score=None,
+             **knobs) -> dict:
+    """Scores completions of `examples` with the task's verifier, or with `score(completion,
+    reference, prompt=...) -> {"correct", "format_ok", "reward"}` (a run's own reward function).
+
+    `examples`' prompts are used as they are: a task renders them (template, chat template) when
+    it is built (`tasks.chat`). Every k in `ks` must be <= the sampler's samples per prompt.
 
     Returns {"accuracy": mean correctness over all samples, "format_ok": ..., "summary": pass@k /
     maj@k / mean@k from `summarize`, "samples": a few (prompt, completion, reward) dicts}.
     """
     key = jax.random.key(0) if key is None else key
     prompts = [e.prompt for e in examples]
+    score = score or (lambda completion, reference, prompt="": task.score(completion, reference))
     completions = generate(sampler, params, task.tokenizer, prompts, prompt_len, key, batch_size, **knobs)
     records, correct, format_ok, samples = [], [], [], []
     for example, outs in zip(examples, completions):
-        scores = [task.score(text, example.reference) for text in outs]
+        scores = [score(text, example.reference, prompt=example.prompt) for text in outs]
         correct += [s["correct"] for s in scores]
         format_ok += [s["format_ok"] for s in scores]
         records.append({"correct": [bool(s["correct"]) for s in scores], "reference": example.reference,
                         "answers": [extract_answer(text) for text in outs], "task": task.name})
         if len(samples) < 8:
             samples.append({"prompt": example.prompt, "completion": outs[0], "reward": scores[0]["reward"]})
-    valid_ks = [k for k in ks if k <= len(completions[0])]
+    samples_per_prompt = len(completions[0])
+    too_large = [k for k in ks if k > samples_per_prompt]
+    if too_large:  # pass@k of more samples than drawn is undefined; say so rather than drop k
+        raise ValueError(f"k values {too_large} exceed the {samples_per_prompt} samples per prompt")
     return {"accuracy": float(np.mean(correct)), "format_ok": float(np.mean(format_ok)),
-            "summary": summarize(records, ks=valid_ks), "samples": samples}
+            "summary": summarize(records, ks=ks), "samples": samples}

@@ -1,8 +1,10 @@
-"""Self-improvement recipes: each picks prompts, rewards and training rows for the RL loop."""
+"""Reward plug-ins of the RL recipe: each picks prompts, rewards and training rows (verifier,
+label-free rewards, a user's own function); `run_scorer` scores a run's completions outside training."""
 from __future__ import annotations
 
 from jaxrl_self.config import ConfigError
 from jaxrl_self.methods.base import RewardMethod
+from jaxrl_self.methods.custom import CustomReward, is_custom, run_scorer  # noqa: F401 (run_scorer: re-exported)
 from jaxrl_self.methods.label_free import CoRewardReward, IntuitorReward, RentReward, TTRLReward
 from jaxrl_self.methods.verifier import VerifierReward
 
@@ -11,10 +13,13 @@ METHODS = ("verifier", *LABEL_FREE)
 
 
 def build_reward_method(config, task, tokenizer) -> RewardMethod:
-    """The recipe named by `config.rl.reward`."""
+    """The recipe named by `config.rl.reward`: a built-in method, or "module:function", a reward
+    function of your own (`methods.custom`, docs/rewards.md)."""
     name = config.rl.reward
+    if is_custom(name):
+        return CustomReward(config, task, tokenizer)
     if name == "verifier":
         return VerifierReward(task, tokenizer)
     if name in LABEL_FREE:
         return LABEL_FREE[name](config, task, tokenizer)
-    raise ConfigError(f"config.rl.reward: unknown reward method {name!r}; expected one of {METHODS}")
+    raise ConfigError(f"config.rl.reward: unknown reward method {name!r}; expected one of {METHODS} or 'module:function'")

@@ -7,7 +7,12 @@ program as fixed-width UTF-8 byte rows (``encode_references``), completions as t
 
 Host callbacks never raise into XLA: a verifier that raises, runs past ``timeout_s`` or returns
 garbage (not a mapping, a missing key, a non-finite value) gives 0 for every component of that
-row, and the row is counted in ``"verifier_failures"`` under its reason.
+row, and the row is counted in ``"verifier_failures"`` under its reason. The first failure of each
+function (by name) in a process is logged once with its traceback or its output; later ones are
+only counted (and summed in one warning per call).
+
+``make_host_batch_reward_fn`` does the same for a reward written as a plain batch function,
+``(completions, prompts, references) -> rewards`` (docs/rewards.md).
 """
 from __future__ import annotations
 
@@ -25,6 +30,36 @@ logger = logging.getLogger(__name__)
 FAILURE_REASONS = ("exception", "timeout", "bad_output")
 _OK = -1
 Verifier = Callable[[str, str], Mapping[str, float]]
+BatchReward = Callable[[list, list, list], Sequence[float]]
+
+_logged_lock = threading.Lock()
+_logged: set[tuple[str, str]] = set()  # (function, reason) whose first failure was logged in this process
+
+
+def function_name(fn) -> str:
+    """``module:qualname`` of a function (or the repr of another callable), as failures name it."""
+    fn = getattr(fn, "func", fn)  # functools.partial
+    module, qualname = getattr(fn, "__module__", None), getattr(fn, "__qualname__", None)
+    return f"{module}:{qualname}" if module and qualname else repr(fn)
+
+
+def log_first_failure(fn, reason: str, message: str, *args, exc_info: bool = False) -> None:
+    """``logger.warning(message)`` (with the current traceback when ``exc_info``) the first time
+    ``fn`` fails for ``reason`` (one of ``FAILURE_REASONS``) in this process; nothing after that
+    (the failures are still counted)."""
+    name = function_name(fn)
+    with _logged_lock:
+        if (name, reason) in _logged:
+            return
+        _logged.add((name, reason))
+    logger.warning("%s failed (%s; later failures are only counted, as verifier_failures/%s): " + message,
+                   name, reason, reason, *args, exc_info=exc_info)
+
+
+def forget_logged_failures() -> None:
+    """Log the next failure of every function again (tests)."""
+    with _logged_lock:
+        _logged.clear()
 
 
 def encode_references(refs: Sequence[str], width: int) -> np.ndarray:
@@ -69,10 +104,12 @@ def _score_row(verifier: Verifier, decode: Callable[[Sequence[int]], str], token
         completion = decode([int(token) for token in tokens[mask > 0]])
         output = verifier(completion, decode_reference(reference_row))
     except Exception:  # a verifier must never crash the training step
-        logger.debug("verifier raised", exc_info=True)
+        log_first_failure(verifier, "exception", "it raised", exc_info=True)
         return FAILURE_REASONS.index("exception"), None
     values = _check_output(output, component_names)
     if values is None:
+        log_first_failure(verifier, "bad_output", "it returned %.200r; expected a mapping with finite values for %s", output,
+                          list(component_names))
         return FAILURE_REASONS.index("bad_output"), None
     return _OK, values
 
@@ -182,5 +219,91 @@ def make_host_reward_fn(verifier: Verifier, decode: Callable[[Sequence[int]], st
         rewards = {name: components[i] for i, name in enumerate(component_names)}
         rewards["verifier_failures"] = failure_counts
         return rewards
+
+    return reward_fn
+
+
+def _score_batch(reward: BatchReward, completions: list[str], prompts: list[str],
+                 references: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """``(rewards [N] float32, reasons [N] int32 (_OK or a FAILURE_REASONS index))`` of one call of
+    a batch reward; never raises."""
+    num_rows = len(completions)
+    rewards = np.zeros((num_rows,), np.float32)
+    try:
+        output = reward(completions, prompts, references)
+    except Exception:  # a reward must never crash the training step
+        log_first_failure(reward, "exception", "it raised", exc_info=True)
+        return rewards, np.full((num_rows,), FAILURE_REASONS.index("exception"), np.int32)
+    bad = FAILURE_REASONS.index("bad_output")
+    try:
+        values = np.asarray(output)
+        ok_shape = values.shape == (num_rows,) and values.dtype.kind in "biuf"
+    except Exception:
+        ok_shape = False
+    if not ok_shape:
+        log_first_failure(reward, "bad_output", "it returned %.200r for %d completions; expected a list of %d numbers",
+                          output, num_rows, num_rows)
+        return rewards, np.full((num_rows,), bad, np.int32)
+    values = values.astype(np.float64)
+    finite = np.isfinite(values) & (np.abs(values) <= np.finfo(np.float32).max)
+    if not np.all(finite):
+        row = int(np.argmin(finite))
+        log_first_failure(reward, "bad_output", "it returned the non-finite reward %r for row %d (such rows get 0)",
+                          float(values[row]), row)
+    rewards[finite] = values[finite]
+    return rewards, np.where(finite, _OK, bad).astype(np.int32)
+
+
+def make_host_batch_reward_fn(reward: BatchReward, decode: Callable[[Sequence[int]], str],
+                              prompt_text: Callable[[Sequence[int]], str] | None = None) -> Callable:
+    """Wrap a batch reward so that it runs on the host from inside ``jax.jit`` (``pure_callback``).
+
+    Args:
+      reward: ``(completions: list[str], prompts: list[str], references: list[str]) -> N numbers``,
+        called once per batch of N rows (row i: completion i of prompt i, with its reference).
+      decode: token ids of one completion (the ``mask == 1`` positions) → text.
+      prompt_text: the ``mask == 1`` token ids of one prompt → its text (default ``decode``).
+
+    A reward that raises gives 0 to every row of the call, counted as "exception"; one that
+    returns anything but N numbers gives 0 to every row ("bad_output"); a non-finite number gives
+    0 to its row ("bad_output"). The first failure of each reason is logged once (module docstring).
+
+    Returns:
+      ``fn(completion_tokens [N, T], completion_mask [N, T], prompt_tokens [N, P], prompt_mask
+      [N, P], reference_bytes [N, W] uint8) -> {"reward": [N] float32, "scored": [N] float32 (1
+      where the reward function gave the row a finite number, else 0), "verifier_failures":
+      [len(FAILURE_REASONS)] int32}``. Works under ``jit`` and ``vmap`` (one call per batch element).
+    """
+    prompt_text = prompt_text or decode
+
+    def host_score(tokens, mask, prompt_tokens, prompt_mask, references):
+        tokens, mask = np.asarray(tokens), np.asarray(mask)
+        prompt_tokens, prompt_mask, references = np.asarray(prompt_tokens), np.asarray(prompt_mask), np.asarray(references)
+        num_rows = tokens.shape[0]
+        try:
+            completions = [decode([int(t) for t in row[keep > 0]]) for row, keep in zip(tokens, mask)]
+            prompts = [prompt_text([int(t) for t in row[keep > 0]]) for row, keep in zip(prompt_tokens, prompt_mask)]
+            refs = [decode_reference(row) for row in references]
+        except Exception:
+            logger.warning("could not decode the batch for the reward %s", function_name(reward), exc_info=True)
+            rewards = np.zeros((num_rows,), np.float32)
+            reasons = np.full((num_rows,), FAILURE_REASONS.index("exception"), np.int32)
+        else:
+            rewards, reasons = _score_batch(reward, completions, prompts, refs)
+        counts = np.array([np.sum(reasons == i) for i in range(len(FAILURE_REASONS))], np.int32)
+        if np.any(reasons != _OK):
+            logger.warning("reward failures in %d of %d rows: %s", int(np.sum(reasons != _OK)), num_rows,
+                           dict(zip(FAILURE_REASONS, counts.tolist())))
+        return rewards, (reasons == _OK).astype(np.float32), counts
+
+    def reward_fn(completion_tokens: jax.Array, completion_mask: jax.Array, prompt_tokens: jax.Array,
+                  prompt_mask: jax.Array, reference_bytes: jax.Array) -> dict[str, jax.Array]:
+        num_rows = completion_tokens.shape[0]
+        result_shapes = (jax.ShapeDtypeStruct((num_rows,), jnp.float32), jax.ShapeDtypeStruct((num_rows,), jnp.float32),
+                         jax.ShapeDtypeStruct((len(FAILURE_REASONS),), jnp.int32))
+        rewards, scored, failure_counts = jax.pure_callback(
+            host_score, result_shapes, completion_tokens.astype(jnp.int32), completion_mask,
+            prompt_tokens.astype(jnp.int32), prompt_mask, reference_bytes.astype(jnp.uint8), vmap_method="sequential")
+        return {"reward": rewards, "scored": scored, "verifier_failures": failure_counts}
 
     return reward_fn

@@ -1,7 +1,9 @@
 """The Task interface: where prompts, reference answers and the verifier of a task come from.
 
 A task is a random-access collection of `Example`s per split plus a verifier. Examples are plain
-strings: the prompt (before any chat template) and the reference the verifier checks against.
+strings: the prompt (the exact text the model continues: a task that uses the model's chat
+template renders it once, when it is built, see `tasks.chat`) and the reference the verifier
+checks against.
 Everything downstream of the task works on token arrays; strings exist only here and in verifiers.
 """
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Mapping, Protocol, Sequence
 class Example:
     """One task instance.
 
-    prompt:    text shown to the model (before the chat template, if any).
+    prompt:    text shown to the model, chat template applied where the task uses one (`tasks.chat`).
     reference: the string the verifier checks a completion against (gold answer, or an instance
                encoding such as Countdown's "3,5,2=16").
     solution:  a worked solution for supervised warm starts; "" when the source has none.

@@ -34,7 +34,14 @@ def build_task(task_config, tokenizer=None):
 
 
 def _file_task(task_config, tokenizer):
-    """A JSONL or local-tfds task; prompts are tokenized with the pretrained model's tokenizer."""
+    """A JSONL or local-tfds task; prompts are tokenized with the pretrained model's tokenizer.
+
+    Its prompts are rendered once, here: `task.template`, then the model's chat template as
+    `task.chat_template` says (`tasks.chat`); `task.render_prompt` renders a raw question the same
+    way (`jaxrl-self sample`).
+    """
+    from jaxrl_self.tasks.chat import prompt_renderer, render_examples
+
     name = task_config.name
     if tokenizer is None:
         raise ConfigError(f"config.task.name: task {name!r} needs the tokenizer of a pretrained model; "
@@ -47,5 +54,12 @@ def _file_task(task_config, tokenizer):
     else:
         from jaxrl_self.tasks.tfds_source import TfdsTask
         task = TfdsTask(name, task_config.dataset, task_config.data_dir, **fields)
+    try:
+        renderer = prompt_renderer(tokenizer, task_config.get("chat_template", "auto"), task_config.template)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+    if renderer.chat:
+        task._examples = {split: render_examples(examples, renderer.chat_only) for split, examples in task._examples.items()}
     task.tokenizer = tokenizer
+    task.render_prompt = renderer
     return task

@@ -17,6 +17,7 @@ import numpy as np
 import optax
 
 from jaxrl_self.eval.evaluate import evaluate, generate
+from jaxrl_self.methods import run_scorer
 from jaxrl_self.models.config import model_config_from, with_execution_options
 from jaxrl_self.models.pretrained import load_pretrained
 from jaxrl_self.models.transformer import model_graphdef
@@ -85,6 +86,8 @@ class RunContext:
         self.train_examples = self.task.examples("train") if self.task else []
         self.test_examples = self.task.examples("test")[: config.eval.num_examples] if self.task else []
         self.root_key = jax.random.key(config.seed)
+        # how held-out completions are scored: the task's verifier, or the run's own reward function
+        self.score = run_scorer(config, self.task) if self.task is not None else None
         self._samplers = {}
 
     def prompt_iterator(self, num_prompts: int, batch_size: int, state: Optional[dict] = None) -> PromptIterator:
@@ -130,7 +133,7 @@ class RunContext:
     def evaluate(self, params) -> dict:
         """Greedy results on the held-out examples (`eval.evaluate`): accuracy, format_ok, samples."""
         return evaluate(self.sampler(1, 0.0), params, self.task, self.test_examples, self.prompt_len,
-                        self.config.eval.batch_size)
+                        self.config.eval.batch_size, score=self.score)
 
     def sft_state(self, params=None):
         """The warm start's first TrainState on the mesh, from `params` (default: the initial ones)."""

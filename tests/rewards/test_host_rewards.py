@@ -1,4 +1,5 @@
 """Host verifier callbacks under jit: failures give reward 0 and are counted."""
+import logging
 import time
 
 import jax
@@ -11,6 +12,8 @@ from jaxrl_self.rewards.host import (
     FAILURE_REASONS,
     decode_reference,
     encode_references,
+    forget_logged_failures,
+    make_host_batch_reward_fn,
     make_host_reward_fn,
 )
 
@@ -123,3 +126,65 @@ def test_sharded_over_8_devices_matches_direct_calls():
         np.testing.assert_array_equal(out[name], [d[name] for d in direct], err_msg=name)
     assert sorted(set(np.asarray(out["correct"]).tolist())) == [0.0, 1.0]
     np.testing.assert_array_equal(out["verifier_failures"], failure_counts())
+
+
+def test_the_first_failure_of_each_reason_is_logged_once(caplog):
+    texts = ["raise", "garbage", "raise", "42"]
+    tokens, mask = encode_batch(texts, 8)
+    refs = jnp.asarray(encode_references(["42"] * len(texts), 4))
+    reward_fn = jax.jit(make_host_reward_fn(misbehaving_verifier, decode_chars))
+    forget_logged_failures()
+    with caplog.at_level(logging.WARNING, logger="jaxrl_self.rewards.host"):
+        for _ in range(3):
+            out = reward_fn(tokens, mask, refs)
+            np.testing.assert_array_equal(out["verifier_failures"], failure_counts(exception=2, bad_output=1))
+    firsts = [r for r in caplog.records if "misbehaving_verifier failed" in r.getMessage()]
+    assert [bool(r.exc_info) for r in firsts] == [True, False]  # the traceback once, the bad output once
+    assert "RuntimeError: boom" in caplog.text and "'not a mapping'" in caplog.text
+    assert sum("verifier failures in 3 of 4 rows" in r.getMessage() for r in caplog.records) == 3
+
+
+def batch_reward(completions, prompts, references):
+    """Behaviour chosen by the first completion; otherwise len(prompt) + (completion == reference)."""
+    if completions[0] == "raise":
+        raise RuntimeError("batch boom")
+    if completions[0] == "short":
+        return [1.0] * (len(completions) - 1)
+    if completions[0] == "strings":
+        return ["1"] * len(completions)
+    return [float("nan") if c == "nan" else len(p) + float(c == r) for c, p, r in zip(completions, prompts, references)]
+
+
+def test_batch_reward_sees_texts_and_failures_are_contained(caplog):
+    prompt_tokens, prompt_mask = encode_batch(["1+1=", "2+2=", "3+3="], 6)
+    refs = jnp.asarray(encode_references(["2", "4", "6"], 4))
+    reward_fn = jax.jit(make_host_batch_reward_fn(batch_reward, decode_chars))
+    forget_logged_failures()
+
+    def run(texts):
+        tokens, mask = encode_batch(texts, 8)
+        return reward_fn(tokens, mask, prompt_tokens, prompt_mask, refs)
+
+    out = run(["2", "5", "nan"])
+    np.testing.assert_array_equal(out["reward"], [5.0, 4.0, 0.0])
+    np.testing.assert_array_equal(out["scored"], [1.0, 1.0, 0.0])
+    np.testing.assert_array_equal(out["verifier_failures"], failure_counts(bad_output=1))
+    with caplog.at_level(logging.WARNING, logger="jaxrl_self.rewards.host"):
+        for texts, counts in [(["raise", "4", "6"], failure_counts(exception=3)),
+                              (["raise", "4", "6"], failure_counts(exception=3)),
+                              (["short", "4", "6"], failure_counts(bad_output=3)),
+                              (["strings", "4", "6"], failure_counts(bad_output=3))]:
+            out = run(texts)
+            np.testing.assert_array_equal(out["reward"], [0.0, 0.0, 0.0])
+            np.testing.assert_array_equal(out["scored"], [0.0, 0.0, 0.0])
+            np.testing.assert_array_equal(out["verifier_failures"], counts)
+    tracebacks = [r for r in caplog.records if r.exc_info]
+    assert len(tracebacks) == 1 and "RuntimeError: batch boom" in caplog.text
+    bad_outputs = [r.getMessage() for r in caplog.records if "batch_reward failed (bad_output" in r.getMessage()]
+    assert len(bad_outputs) == 1 and "non-finite reward nan for row 2" in bad_outputs[0]  # the first one only
+    prompts_seen = []
+    recording = make_host_batch_reward_fn(lambda c, p, r: prompts_seen.extend(p) or [0.0] * len(c), decode_chars)
+    tokens, mask = encode_batch(["a", "b", "c"], 4)
+    batched = jax.jit(jax.vmap(recording))(*(jnp.stack([x, x]) for x in (tokens, mask, prompt_tokens, prompt_mask, refs)))
+    assert batched["reward"].shape == (2, 3) and batched["verifier_failures"].shape == (2, len(FAILURE_REASONS))
+    assert prompts_seen == ["1+1=", "2+2=", "3+3="] * 2
