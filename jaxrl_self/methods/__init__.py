@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from jaxrl_self.config import ConfigError
 from jaxrl_self.methods.base import RewardMethod
-from jaxrl_self.methods.custom import CustomReward, is_custom, run_scorer  # noqa: F401 (run_scorer: re-exported)
+from jaxrl_self.methods.custom import CustomReward, is_custom, run_scorer
 from jaxrl_self.methods.label_free import CoRewardReward, IntuitorReward, RentReward, TTRLReward
 from jaxrl_self.methods.verifier import VerifierReward
 
 LABEL_FREE = {"ttrl": TTRLReward, "intuitor": IntuitorReward, "rent": RentReward, "co_reward": CoRewardReward}
 METHODS = ("verifier", *LABEL_FREE)
+__all__ = ["LABEL_FREE", "METHODS", "RewardMethod", "build_reward_method", "run_scorer"]
 
 
 def build_reward_method(config, task, tokenizer) -> RewardMethod:
