@@ -32,6 +32,8 @@ from recipe_helpers import train_from_params, warm_start_params
 from test_label_free_training import CONFIGS, with_reward
 
 
+pytestmark = pytest.mark.long  # ~3 min on 2 cores: opt-in (docs/testing.md)
+
 def self_check_config():
     """configs/self_check.py, the README's command for these rows, without evaluations during RL."""
     config = load_config_file(CONFIGS / "self_check.py")

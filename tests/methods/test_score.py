@@ -142,6 +142,7 @@ def score_run(tmp_path_factory):
     jax.config.update("jax_compilation_cache_dir", None)
 
 
+@pytest.mark.long  # the whole configs/score.py run, ~2.5 min on 2 cores: opt-in (docs/testing.md)
 def test_score_training_ends_with_attempt_2_ahead(score_run):
     sampled = {name: score_run[f"eval/sampled/{name}"] for name in ("accuracy@t1", "accuracy@t2", "delta(t1,t2)")}
     assert sampled["delta(t1,t2)"]["after stage II"] > 0.03, score_run  # +0.100 (seeds 1-3: +0.084 or more)
