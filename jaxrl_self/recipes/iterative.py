@@ -59,7 +59,7 @@ class IterativeRecipe(Recipe):
         return f"iteration {rl_step}"
 
     def setup(self, ctx):
-        self._steps = {}  # (kind, steps, learning rate, ...) -> (jitted step, optimizer)
+        self._steps = {}  # (kind, steps, learning rate, beta) -> (jitted step, optimizer)
         self.warm_prompts, self.warm_targets, self.warm_prompt_len = self.warm_start_pairs(ctx)
 
     def warm_start_pairs(self, ctx) -> tuple[list[str], list[str], int]:
@@ -99,24 +99,24 @@ class IterativeRecipe(Recipe):
         return {**super().summary(ctx, results), "method": config.method.loop, "task": config.task.name,
                 "held-out examples": len(ctx.test_examples)}
 
-    def _step_fn(self, ctx, kind: str, steps: int, learning_rate: float, warmup_steps: int = 0, beta: float = 0.0):
-        key = (kind, steps, learning_rate, warmup_steps, beta)
+    def _step_fn(self, ctx, kind: str, steps: int, learning_rate: float, beta: float = 0.0):
+        key = (kind, steps, learning_rate, beta)
         if key not in self._steps:
-            optimizer = make_optimizer(learning_rate, steps, warmup_steps)
+            optimizer = make_optimizer(learning_rate, steps)
             step_fn = (make_sft_step(ctx.graphdef, optimizer, ctx.mesh) if kind == "sft"
                        else make_dpo_step(ctx.graphdef, optimizer, beta, ctx.mesh))
             self._steps[key] = step_fn, optimizer
         return self._steps[key]
 
     def fine_tune(self, ctx, params, prompts: Sequence[str], completions: Sequence[str], *, steps: int, batch_size: int,
-                  learning_rate: float, seed: int, prompt_len: Optional[int] = None):
+                  learning_rate: float, seed: int):
         """SFT (token-mean NLL, fresh AdamW) from `params` on (prompt, completion) pairs.
 
         Returns (params, metrics): `sft/loss_first`, `sft/loss_last` (0 steps or no pairs: unchanged params, {}).
         """
         if steps == 0 or not prompts:
             return params, {}
-        data = encode_pairs(ctx.tokenizer, prompts, completions, prompt_len or ctx.prompt_len, ctx.new_tokens)
+        data = encode_pairs(ctx.tokenizer, prompts, completions, ctx.prompt_len, ctx.new_tokens)
         step_fn, optimizer = self._step_fn(ctx, "sft", steps, learning_rate)
         state = init_train_state(params, optimizer, seed, with_reference=False)
         state, history = _run_steps(ctx, step_fn, state, data, steps, batch_size, seed)
