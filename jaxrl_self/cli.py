@@ -14,8 +14,11 @@ Exit codes:
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
+import math
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -111,7 +114,7 @@ def _train(args, overrides) -> int:
         print(f"jaxrl-self: {stop}", file=sys.stderr)
         return EXIT_NONFINITE
     print(json.dumps(summary, indent=2))
-    print(f"run directory: {workdir}  (report: {workdir / 'report.md'})")
+    print(f"run directory: {workdir}  (report: {workdir / 'report.md'}; curves: tensorboard --logdir {workdir / 'tensorboard'})")
     return 0
 
 
@@ -121,8 +124,8 @@ def _check_sampling_args(args) -> None:
         raise ConfigError(f"--num-samples must be >= 1, got {args.num_samples}")
     if args.max_new_tokens is not None and args.max_new_tokens < 1:
         raise ConfigError(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
-    if args.temperature is not None and args.temperature < 0:
-        raise ConfigError(f"--temperature must be >= 0, got {args.temperature}")
+    if args.temperature is not None and not (args.temperature >= 0 and math.isfinite(args.temperature)):
+        raise ConfigError(f"--temperature must be finite and >= 0, got {args.temperature}")
 
 
 def _eval(args) -> int:
@@ -136,9 +139,12 @@ def _eval(args) -> int:
     if bad:
         raise ConfigError(f"--k {' '.join(map(str, bad))}: each k must be in [1, --num-samples={args.num_samples}] "
                           "(pass@k needs at least k samples per problem)")
+    output = args.output or args.workdir / "eval.json"
+    if not os.access(output if output.exists() else output.parent, os.W_OK):  # fail before the work, not after
+        raise ConfigError(f"cannot write the results to {output}: {'it' if output.exists() else 'its directory'} "
+                          "is missing, read-only or not writable")
     results = evaluate_run(args.workdir, num_samples=args.num_samples, ks=args.k, temperature=args.temperature,
                            checkpoint=args.checkpoint, max_new_tokens=args.max_new_tokens)
-    output = args.output or args.workdir / "eval.json"
     output.write_text(json.dumps(results, indent=2))
     print(to_markdown(results["summary"]))
     print(f"accuracy {results['accuracy']:.4f}; results written to {output}")
@@ -182,10 +188,28 @@ def main(argv=None) -> int:
     except (ConfigError, DataError, ModelFileError) as error:  # ConfigError includes checkpoint.CheckpointError
         print(f"jaxrl-self: error: {error}", file=sys.stderr)
         return 2
-    except FileNotFoundError as error:
-        where = f": {error.filename}" if error.filename else ""
-        print(f"jaxrl-self: error: {error.strerror or error}{where}", file=sys.stderr)
+    except Exception as error:  # a missing file, a full disk or an unwritable output, however wrapped
+        cause = _os_error(error)
+        if cause is None:
+            raise
+        where = f": {cause.filename}" if cause.filename else ""
+        print(f"jaxrl-self: error: {cause.strerror or cause}{where}", file=sys.stderr)
         return 2
+
+
+# errors of the file system a person must fix: exit 2 with one line, not a traceback
+USER_OS_ERRORS = (errno.ENOENT, errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
+
+
+def _os_error(error: BaseException):
+    """The first OSError with one of `USER_OS_ERRORS` in `error`'s chain of causes, else None."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, OSError) and error.errno in USER_OS_ERRORS:
+            return error
+        error = error.__cause__ or error.__context__
+    return None
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""Training metrics: a JSONL + TensorBoard (+ optional W&B) writer, a progress bar, a run report.
+"""Training metrics: a JSONL + TensorBoard (+ optional W&B) writer and a progress bar (the run
+report that reads them back is `jaxrl_self.report`).
 
 `<workdir>/metrics.jsonl` holds one JSON object per logged step, ``{"step": 10, "kl": 0.01, ...}``.
 JSON has no NaN or infinity, so non-finite floats are written as the strings "nan", "inf" and
@@ -11,12 +12,10 @@ import json
 import logging
 import math
 import os
-import re
 import sys
 import tempfile
 import time
-import types
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,20 +24,8 @@ import tqdm
 
 METRICS_FILE = "metrics.jsonl"
 TENSORBOARD_DIR = "tensorboard"
-REPORT_FILE = "report.md"
-PLOTS_DIR = "plots"
 
 logger = logging.getLogger(__name__)
-
-# Plot name -> metric keys drawn on it (those present in the rows). "reward" and "accuracy"
-# also make up the combined plot.
-DEFAULT_PLOT_KEYS: Mapping[str, Sequence[str]] = types.MappingProxyType({
-    "reward": ("reward/mean", "reward"),
-    "accuracy": ("accuracy/train", "eval/accuracy", "accuracy"),
-    "kl": ("kl",),
-    "entropy": ("entropy",),
-    "response_length": ("response_length/mean", "response_length"),
-})
 
 _NON_FINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
 
@@ -261,150 +248,3 @@ class ProgressBar:
     def close(self) -> None:
         """Closes the bar (leaves the last state on the terminal)."""
         self._bar.close()
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _format_value(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
-
-
-def _summary_table(summary: Mapping[str, object]) -> list[str]:
-    """Flat entries as `| name | value |`; entries whose value is a mapping become rows with
-    one column per inner key (e.g. {"accuracy": {"after SFT": 0.3, "after RL": 0.5}})."""
-    columns: list[str] = []
-    for value in summary.values():
-        if isinstance(value, Mapping):
-            columns += [str(key) for key in value if str(key) not in columns]
-    if not columns:
-        lines = ["| | value |", "|---|---|"]
-        return lines + [f"| {name} | {_format_value(value)} |" for name, value in summary.items()]
-    lines = ["| | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
-    for name, value in summary.items():
-        cells = value if isinstance(value, Mapping) else {columns[0]: value}
-        cells = {str(key): cell for key, cell in cells.items()}
-        lines.append(f"| {name} | " + " | ".join(_format_value(cells.get(c, "")) for c in columns) + " |")
-    return lines
-
-
-def _series(rows: Sequence[Mapping[str, Any]], key: str) -> tuple[list[int], list[float]]:
-    """(steps, values) of the rows that log `key` as a number."""
-    pairs = [(row["step"], float(row[key])) for row in rows if _is_number(row.get(key)) and "step" in row]
-    return [step for step, _ in pairs], [value for _, value in pairs]
-
-
-def _metrics_table(rows: Sequence[Mapping[str, Any]]) -> list[str]:
-    keys = []
-    for row in rows:
-        keys += [key for key, value in row.items() if key != "step" and _is_number(value) and key not in keys]
-    lines = ["| metric | first (step) | final (step) | min | max |", "|---|---|---|---|---|"]
-    for key in keys:
-        steps, values = _series(rows, key)
-        lines.append(
-            f"| {key} | {_format_value(values[0])} ({steps[0]}) | {_format_value(values[-1])} ({steps[-1]}) "
-            f"| {_format_value(min(values))} | {_format_value(max(values))} |"
-        )
-    return lines
-
-
-def _save_plot(path: Path, title: str, left: Mapping[str, tuple[list[int], list[float]]], left_label: str,
-               right: Mapping[str, tuple[list[int], list[float]]] | None = None, right_label: str = "") -> None:
-    """Draws series (label -> (steps, values)) against step into a PNG; `right` series get a
-    second y axis. Uses matplotlib's object API with the Agg canvas, so no global backend."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(6.4, 4.0), dpi=100)
-    FigureCanvasAgg(figure)
-    axes = figure.add_subplot()
-    axes_and_series = [(axes, left, left_label, "-")]
-    if right:
-        axes_and_series.append((axes.twinx(), right, right_label, "--"))
-    handles, labels, color_index = [], [], 0
-    for plot_axes, series, y_label, line_style in axes_and_series:
-        for label, (steps, values) in series.items():
-            marker = "." if len(steps) < 50 else None
-            plot_axes.plot(steps, values, f"C{color_index}", linestyle=line_style, marker=marker, label=label)
-            color_index += 1
-        plot_axes.set_ylabel(y_label)
-        more_handles, more_labels = plot_axes.get_legend_handles_labels()
-        handles, labels = handles + more_handles, labels + more_labels
-    axes.set_xlabel("step")
-    axes.set_title(title)
-    axes.grid(alpha=0.3)
-    axes.legend(handles, labels, loc="best")
-    figure.tight_layout()
-    figure.savefig(path, format="png")
-
-
-def _fenced(text: str) -> str:
-    """`text` in a code fence longer than any backtick run inside it."""
-    longest_run = max((len(run) for run in re.findall("`+", text)), default=0)
-    fence = "`" * max(3, longest_run + 1)
-    return f"{fence}\n{text}\n{fence}"
-
-
-def write_report(
-    workdir: str | os.PathLike,
-    *,
-    title: str,
-    summary: Mapping[str, object],
-    metrics_rows: Sequence[Mapping[str, Any]] | None = None,
-    samples: Sequence[Mapping[str, Any]] = (),
-    plot_keys: Mapping[str, Sequence[str]] = DEFAULT_PLOT_KEYS,
-) -> Path:
-    """Writes `<workdir>/report.md` (with PNG plots under `<workdir>/plots/`) and returns its path.
-
-    Args:
-      title: the report's heading.
-      summary: headline numbers, e.g. {"held-out accuracy": {"after SFT": 0.31, "after RL": 0.52}}.
-      metrics_rows: logged rows ({"step": int, key: number}); read from `<workdir>/metrics.jsonl`
-        when None (no metrics sections when there is neither).
-      samples: completions to show, each with "prompt", "completion" and optionally "reward".
-      plot_keys: plot name -> metric keys drawn on it; one PNG per plot with a key present, plus
-        a combined plot of the "reward" and "accuracy" keys when both are present.
-    """
-    workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
-    if metrics_rows is None:
-        metrics_file = workdir / METRICS_FILE
-        metrics_rows = read_metrics(metrics_file) if metrics_file.exists() else []
-    lines = [f"# {title}", "", "## Summary", "", *_summary_table(summary), ""]
-
-    if metrics_rows:
-        lines += ["## Training metrics", "", *_metrics_table(metrics_rows), ""]
-        plots_dir = workdir / PLOTS_DIR
-        plots_dir.mkdir(exist_ok=True)
-        present = {}
-        for name, keys in plot_keys.items():
-            series = {key: _series(metrics_rows, key) for key in keys}
-            series = {key: steps_values for key, steps_values in series.items() if steps_values[0]}
-            if series:
-                present[name] = series
-        if present:
-            lines += ["## Plots", ""]
-        for name, series in present.items():
-            _save_plot(plots_dir / f"{name}.png", name.replace("_", " "), series, name.replace("_", " "))
-            lines += [f"![{name}]({PLOTS_DIR}/{name}.png)", ""]
-        if "reward" in present and "accuracy" in present:
-            name = "reward_and_accuracy"
-            _save_plot(plots_dir / f"{name}.png", "reward and accuracy", present["reward"], "reward",
-                       present["accuracy"], "accuracy")
-            lines += [f"![{name}]({PLOTS_DIR}/{name}.png)", ""]
-
-    if samples:
-        lines += ["## Sample completions", ""]
-        for index, sample in enumerate(samples, start=1):
-            heading = f"### Sample {index}"
-            if "reward" in sample:
-                heading += f" (reward {_format_value(sample['reward'])})"
-            lines += [heading, "", "Prompt:", "", _fenced(str(sample.get("prompt", ""))), "",
-                      "Completion:", "", _fenced(str(sample.get("completion", ""))), ""]
-
-    report_path = workdir / REPORT_FILE
-    report_path.write_text("\n".join(lines), encoding="utf-8")
-    return report_path

@@ -4,7 +4,7 @@ import json
 
 from jaxrl_self.config import build_config, config_to_json
 from tiny_job import (REPO, RL_STEPS, SFT_STEPS, TINY, assert_same_state, cache_dir, checkpoint_steps, load_state,
-                      metrics_rows, reference_run, train)
+                      metrics_rows, reference_console, reference_run, train)
 
 
 def test_default_job_run_directory(tmp_path_factory):
@@ -28,10 +28,22 @@ def test_default_job_run_directory(tmp_path_factory):
     report = (workdir / "report.md").read_text()
     assert "## Summary" in report and "after SFT" in report and "after RL" in report
     plots = sorted(p.name for p in (workdir / "plots").glob("*.png"))
-    assert {"reward.png", "accuracy.png", "reward_and_accuracy.png"} <= set(plots)
+    assert {"sft_loss.png", "reward.png", "accuracy.png", "reward_and_accuracy.png"} <= set(plots)
     for plot in plots:
         assert f"plots/{plot}" in report
     assert list((workdir / "tensorboard").iterdir())
+
+
+def test_default_job_console(tmp_path_factory):
+    """The console names every held-out evaluation when it happens, counts training steps from 1
+    in the training phase, and ends with the report and the TensorBoard command."""
+    stdout, stderr = reference_console(tmp_path_factory)
+    assert f"held-out evaluation after the SFT warm start ({SFT_STEPS} steps): eval/accuracy=" in stderr
+    assert f"RL (grpo) step 2/{RL_STEPS}: held-out evaluation: eval/accuracy=" in stderr  # eval.every = 2, logged only
+    assert f"RL (grpo) step {RL_STEPS}/{RL_STEPS}: held-out evaluation (after RL): eval/accuracy=" in stderr
+    assert "resuming" not in stderr
+    workdir = reference_run(tmp_path_factory)
+    assert f"tensorboard --logdir {workdir / 'tensorboard'}" in stdout and str(workdir / "report.md") in stdout
 
 
 def test_eval_and_sample_read_the_latest_or_the_best_checkpoint(tmp_path_factory, capsys):
@@ -63,8 +75,8 @@ def test_nonfinite_steps_are_skipped_counted_and_stop_the_run(tmp_path, tmp_path
     result = train(workdir, cache_dir(tmp_path_factory), "--config.train.debug_inject_nan_at_steps=(5, 7, 8)",
                    "--config.train.max_consecutive_nonfinite=2")
     assert result.returncode == 3, result.stderr[-3000:]
-    assert ("jaxrl-self: stopped at step 8: 2 steps in a row had a non-finite loss or gradient (3 skipped in all); "
-            "saved a checkpoint at step 8") in result.stderr
+    assert ("jaxrl-self: stopped at step 8 (training step 4 after 4 SFT steps): 2 steps in a row had a non-finite "
+            "loss or gradient (3 skipped in all); saved a checkpoint there") in result.stderr
     assert "Traceback" not in result.stderr
     rows = {row["step"]: row for row in metrics_rows(workdir) if "skipped_nonfinite" in row}
     assert [(rows[s]["skipped_nonfinite"], rows[s]["skipped_nonfinite_total"]) for s in (5, 6, 7, 8)] == [

@@ -12,6 +12,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "jaxrl_self"
 LAYERS = [  # lowest first; a unit may import the units of earlier layers and itself
     {"parallel", "algorithms", "metrics"},
+    {"report"},
     {"models", "rewards"},
     {"sampling", "config"},
     {"checkpoint", "tasks"},

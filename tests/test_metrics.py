@@ -14,8 +14,8 @@ from jaxrl_self.metrics import (
     ProgressBar,
     read_metrics,
     truncate_metrics,
-    write_report,
 )
+from jaxrl_self.report import plot_figure, write_report
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -107,7 +107,7 @@ def test_progress_bar_draws_on_a_terminal(monkeypatch):
 def test_report_has_tables_plots_and_samples(tmp_path):
     with MetricsWriter(tmp_path, use_tensorboard=False) as writer:
         for step in range(1, 11):
-            metrics = {"reward/mean": 0.1 * step, "accuracy/train": 0.05 * step, "kl": 0.001 * step,
+            metrics = {"sft/loss": 3.0 / step, "reward/mean": 0.1 * step, "accuracy/train": 0.05 * step, "kl": 0.001 * step,
                        "entropy": 2.0 - 0.1 * step, "response_length/mean": 100.0 + step, "loss": 1.0 / step}
             if step % 5 == 0:
                 metrics["eval/accuracy"] = 0.3 + 0.01 * step
@@ -122,7 +122,7 @@ def test_report_has_tables_plots_and_samples(tmp_path):
     assert "| reward/mean | 0.1 (1) | 1 (10) | 0.1 | 1 |" in report
     assert "| eval/accuracy | 0.35 (5) | 0.4 (10) |" in report
     assert "What is 2+2?" in report and "````\nIt is ```4```.\n````" in report and "reward 1" in report
-    names = ["reward", "accuracy", "kl", "entropy", "response_length", "reward_and_accuracy"]
+    names = ["sft_loss", "reward", "accuracy", "kl", "entropy", "response_length", "reward_and_accuracy"]
     for name in names:
         png = tmp_path / "plots" / f"{name}.png"
         assert f"]({'plots'}/{name}.png)" in report
@@ -136,3 +136,15 @@ def test_report_with_custom_plot_keys_and_no_metrics(tmp_path):
     assert [p.name for p in (tmp_path / "a" / "plots").iterdir()] == ["score.png"]
     report = write_report(tmp_path / "b", title="t", summary={"x": 1.5}).read_text()
     assert "| x | 1.5 |" in report and "Plots" not in report
+
+
+def test_reward_and_accuracy_are_two_panels_with_one_y_scale_each():
+    """Equal values must be drawn at equal heights within a panel: no second y axis on any panel."""
+    reward = {"reward/mean": ([1, 2, 3], [0.5, 2.0, 4.0])}
+    accuracy = {"eval/accuracy": ([1, 3], [0.25, 0.5])}
+    figure = plot_figure("reward and accuracy", [("reward", reward), ("accuracy", accuracy)])
+    assert len(figure.axes) == 2  # a twinx axis would be a third
+    assert [axes.get_ylabel() for axes in figure.axes] == ["reward", "accuracy"]
+    assert [len(axes.get_lines()) for axes in figure.axes] == [1, 1]
+    top, bottom = figure.axes
+    assert top.get_ylim()[1] >= 4.0 and bottom.get_ylim()[1] < 1.0  # each scale fits its own quantity

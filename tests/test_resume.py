@@ -56,7 +56,8 @@ def test_killed_and_preempted_run_matches_uninterrupted_run(tmp_path, tmp_path_f
     # resumes from step 4; preempted (SIGTERM) in the middle of RL: saves the current step and exits 75
     result = _sigterm_after_row(workdir, cache, step=5)
     assert result.returncode == 75, result.stderr[-2000:]
-    message = re.search(r"jaxrl-self: received SIGTERM; saved a checkpoint at step (\d+) in (\S+); resume with: (.*)",
+    message = re.search(r"jaxrl-self: received SIGTERM; saved a checkpoint at step (\d+) \(training step \d+ after 4 SFT steps\) "
+                        r"in (\S+); resume with: (.*)",
                         result.stderr)
     assert message, result.stderr[-2000:]
     assert int(message.group(1)) in checkpoint_steps(checkpoints)

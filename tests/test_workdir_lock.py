@@ -71,6 +71,6 @@ def test_lock_of_a_killed_run_does_not_block_a_resume(tmp_path, tmp_path_factory
     assert f'"pid": {holder.pid}' in lock_path(workdir).read_text()  # the stale lock file names the dead run
     result = train(workdir, cache_dir(tmp_path_factory))
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "resuming from the checkpoint at step 8" in result.stderr
+    assert "the run already finished at step 8 (training step 4 after 4 SFT steps)" in result.stderr
     assert checkpoint_steps(workdir / "checkpoints") == [4, 6, 8]
     assert lock_path(workdir).read_text() == ""

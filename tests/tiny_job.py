@@ -79,9 +79,17 @@ def reference_run(tmp_path_factory) -> Path:
                 shutil.rmtree(root, ignore_errors=True)
                 result = train(root / "run", _reference["cache"])
                 assert result.returncode == 0, result.stderr[-3000:]
+                (root / "stdout.txt").write_text(result.stdout)
+                (root / "stderr.txt").write_text(result.stderr)
                 (root / "done").touch()
         _reference["workdir"] = root / "run"
     return _reference["workdir"]
+
+
+def reference_console(tmp_path_factory) -> tuple[str, str]:
+    """(stdout, stderr) of the reference run."""
+    root = reference_run(tmp_path_factory).parent
+    return (root / "stdout.txt").read_text(), (root / "stderr.txt").read_text()
 
 
 def cache_dir(tmp_path_factory) -> Path:

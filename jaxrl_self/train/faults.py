@@ -46,20 +46,29 @@ EXIT_NONFINITE = 3
 EXIT_PREEMPTED = 75
 
 
-class Preempted(Exception):
-    """The run stopped on a signal after saving a checkpoint at `step`."""
+def describe_step(step: int, sft_steps: int) -> str:
+    """A global step (as checkpoints and metrics.jsonl count them: SFT steps first) for messages:
+    "step 105 (training step 5 after 100 SFT steps)"."""
+    if step <= sft_steps:
+        return f"step {step} (SFT step {step} of {sft_steps})"
+    return f"step {step} (training step {step - sft_steps} after {sft_steps} SFT steps)" if sft_steps else f"step {step}"
 
-    def __init__(self, signal_name: str, step: int):
-        super().__init__(f"received {signal_name}; saved a checkpoint at step {step}")
+
+class Preempted(Exception):
+    """The run stopped on a signal after saving a checkpoint at global `step` (`where` describes it)."""
+
+    def __init__(self, signal_name: str, step: int, where: str):
+        super().__init__(f"received {signal_name}; saved a checkpoint at {where}")
         self.signal_name, self.step = signal_name, step
 
 
 class NonFiniteStop(Exception):
-    """`count` steps in a row had a non-finite loss or gradient; a checkpoint was saved at `step`."""
+    """`count` steps in a row had a non-finite loss or gradient; a checkpoint was saved at global
+    `step` (`where` describes it)."""
 
-    def __init__(self, step: int, count: int, total: int):
-        super().__init__(f"stopped at step {step}: {count} steps in a row had a non-finite loss or gradient "
-                         f"({total} skipped in all); saved a checkpoint at step {step}. Check metrics.jsonl "
+    def __init__(self, step: int, count: int, total: int, where: str):
+        super().__init__(f"stopped at {where}: {count} steps in a row had a non-finite loss or gradient "
+                         f"({total} skipped in all); saved a checkpoint there. Check metrics.jsonl "
                          "(skipped_nonfinite, grad_norm) and lower the learning rate or fix the data, in a new --workdir")
         self.step, self.count, self.total = step, count, total
 
@@ -114,7 +123,9 @@ class RunControl:
     uninterrupted one.
     """
 
-    def __init__(self, train_config, meta: dict, ckpt: Checkpointer, best: Checkpointer, stop_signal: StopSignal):
+    def __init__(self, train_config, meta: dict, ckpt: Checkpointer, best: Checkpointer, stop_signal: StopSignal,
+                 sft_steps: int = 0):
+        self.sft_steps = sft_steps  # for messages: global steps count the SFT steps first
         self.max_consecutive = train_config.max_consecutive_nonfinite
         self.inject_at = frozenset(train_config.debug_inject_nan_at_steps)
         counters = meta.get("nonfinite", {})
@@ -133,8 +144,8 @@ class RunControl:
         if float(np.asarray(metrics["skipped_nonfinite"])) > 0:
             self.total += 1
             self.consecutive += 1
-            log.warning("step %d: non-finite loss or gradient, update skipped (%d in a row, %d in all)",
-                        step, self.consecutive, self.total)
+            log.warning("%s: non-finite loss or gradient, update skipped (%d in a row, %d in all)",
+                        describe_step(step, self.sft_steps), self.consecutive, self.total)
         else:
             self.consecutive = 0
         return {"skipped_nonfinite_total": self.total}
@@ -163,8 +174,8 @@ class RunControl:
             self.ckpt.wait()
             self.best.wait()
             if diverged:
-                raise NonFiniteStop(step, self.consecutive, self.total)
-            raise Preempted(self.stop_signal.received, step)
+                raise NonFiniteStop(step, self.consecutive, self.total, describe_step(step, self.sft_steps))
+            raise Preempted(self.stop_signal.received, step, describe_step(step, self.sft_steps))
 
     def _with_counters(self, meta: dict) -> dict:
         return {**meta, "nonfinite": {"total": self.total, "consecutive": self.consecutive},

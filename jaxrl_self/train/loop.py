@@ -30,12 +30,13 @@ import numpy as np
 
 from jaxrl_self.checkpoint import Checkpointer
 from jaxrl_self.config import config_to_json, validate_devices
-from jaxrl_self.metrics import MetricsWriter, ProgressBar, write_report
+from jaxrl_self.metrics import MetricsWriter, ProgressBar
+from jaxrl_self.report import write_report
 from jaxrl_self.parallel import initialize_distributed, is_main_process
 from jaxrl_self.tasks.encoding import sft_batch
 from jaxrl_self.tasks.iterator import PromptIterator
 from jaxrl_self.train.context import RunContext
-from jaxrl_self.train.faults import RunControl, StopSignal
+from jaxrl_self.train.faults import RunControl, StopSignal, describe_step
 from jaxrl_self.train.sft import make_sft_step
 from jaxrl_self.train.workdir import (BEST_CHECKPOINT_DIR, CHECKPOINT_DIR, claim_workdir, hold_workdir_lock,
                                       prepare_workdir)
@@ -141,7 +142,8 @@ def warm_start(ctx: RunContext, recipe: Recipe, state, meta: dict, control: RunC
     state = recipe.rl_state(ctx, state.params)
     results = recipe.evaluate(ctx, state, full=True)
     samples = results.pop("samples", None)
-    log.info("%s: held-out results after the warm start: %s", recipe.name, results)
+    when = f"after the SFT warm start ({cfg.sft.steps} steps)" if cfg.sft.steps else "before training (sft.steps = 0)"
+    log.info("%s: held-out evaluation %s: %s", recipe.name, when, format_scalars(results))
     writer.write(cfg.sft.steps, results)
     meta = {**meta, "phase": "rl", "rl_step": 0, "iterator": None, "extra": recipe.initial_extra(ctx),
             "results": {AFTER_SFT: results}}
@@ -168,6 +170,8 @@ def train_steps(ctx: RunContext, recipe: Recipe, state, meta: dict, control: Run
             results = recipe.evaluate(ctx, state, full=bool(name))
             samples = results.pop("samples", None)
             metrics.update(results)
+            log.info("%s step %d/%d: held-out evaluation%s: %s", recipe.name, rl_step, total,
+                     f" ({name})" if name else "", format_scalars(results))
             if name:
                 meta["results"] = {**meta["results"], name: results}
         if "skipped_nonfinite" in metrics:
@@ -207,11 +211,11 @@ def train(config, workdir, recipe: Recipe) -> dict:
                 restored = ckpt.restore_latest(lambda meta: fresh_state(ctx, recipe, meta["phase"]))
                 if restored:
                     step, state, meta = restored
-                    log.info("resuming from the checkpoint at step %d in %s", step, ckpt.directory)
+                    log_restored(step, meta, recipe.num_steps(config), config.sft.steps, ckpt.directory)
                 else:
                     step, meta = 0, {"phase": "sft", "config": json.loads(config_to_json(config))}
                     state = fresh_state(ctx, recipe, "sft")
-                control = RunControl(config.train, meta, ckpt, best, stop_signal)
+                control = RunControl(config.train, meta, ckpt, best, stop_signal, sft_steps=config.sft.steps)
                 with MetricsWriter(workdir, resume_step=step, is_main_process=is_main_process()) as writer:
                     if meta["phase"] == "sft":
                         state, meta, samples = warm_start(ctx, recipe, state, meta, control, writer)
@@ -226,6 +230,22 @@ def train(config, workdir, recipe: Recipe) -> dict:
                                   samples=samples or [])
             log.info("report written to %s", report)
     return summary
+
+
+def format_scalars(results: dict) -> str:
+    """"eval/accuracy=0.8125 eval/format_ok=1" from a dict of metrics (non-scalars left out)."""
+    return " ".join(f"{key}={float(value):.4g}" for key, value in results.items()
+                    if np.ndim(value) == 0 and not isinstance(value, str))
+
+
+def log_restored(step: int, meta: dict, num_steps: int, sft_steps: int, directory) -> None:
+    """Says what a restart found: a run to resume (and in which phase), or a finished run."""
+    where = describe_step(step, sft_steps)
+    if meta["phase"] == "rl" and int(meta["rl_step"]) >= num_steps:
+        log.info("the run already finished at %s (checkpoint in %s): nothing left to train; writing its summary and "
+                 "report again (to train longer, raise the number of steps: docs/runs.md)", where, directory)
+    else:
+        log.info("resuming from the checkpoint at %s in %s", where, directory)
 
 
 def fresh_state(ctx: RunContext, recipe: Recipe, phase: str):
