@@ -1,4 +1,4 @@
-"""Absolute Zero (ALGORITHMS.md 3.11): a tiny char-level model proposes and solves one-line Python
+"""Absolute Zero (docs/algorithms.md#absolute-zero-rewards-and-trr): a tiny char-level model proposes and solves one-line Python
 programs (`lambda x:x*3+1`) for deduction, abduction and induction, paid by the sandboxed executor.
 
 A short SFT on synthetic valid programs and solved tasks warm-starts the policy; self-play RL then

@@ -1,4 +1,4 @@
-"""Absolute Zero (ALGORITHMS.md 3.11) from a pretrained model: SmolLM2-135M-Instruct proposes and
+"""Absolute Zero (docs/algorithms.md#absolute-zero-rewards-and-trr) from a pretrained model: SmolLM2-135M-Instruct proposes and
 solves the one-line Python programs of `configs/absolute_zero.py`, with 3 worked examples per
 prompt instead of a warm start (the paper's setting: RL straight from a pretrained model).
 

@@ -1,4 +1,4 @@
-"""DAPO (ALGORITHMS.md 2.5) on the arithmetic task: clip-higher, token-mean loss, dynamic sampling, overlong shaping.
+"""DAPO (docs/algorithms.md#dapo) on the arithmetic task: clip-higher, token-mean loss, dynamic sampling, overlong shaping.
 
     jaxrl-self train --config configs/arithmetic_dapo.py --workdir runs/arithmetic_dapo
 

@@ -1,4 +1,4 @@
-"""Dr. GRPO (ALGORITHMS.md 2.4) on the arithmetic task: no std division, no per-sequence length normalisation.
+"""Dr. GRPO (docs/algorithms.md#dr-grpo) on the arithmetic task: no std division, no per-sequence length normalisation.
 
     jaxrl-self train --config configs/arithmetic_dr_grpo.py --workdir runs/arithmetic_dr_grpo
 

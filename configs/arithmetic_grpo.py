@@ -1,4 +1,4 @@
-"""GRPO (ALGORITHMS.md 2.3) on the arithmetic task: group-normalised advantages, clipped surrogate, k3 KL loss term.
+"""GRPO (docs/algorithms.md#grpo) on the arithmetic task: group-normalised advantages, clipped surrogate, k3 KL loss term.
 
     jaxrl-self train --config configs/arithmetic_grpo.py --workdir runs/arithmetic_grpo
 

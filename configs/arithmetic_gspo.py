@@ -1,4 +1,4 @@
-"""GSPO (ALGORITHMS.md 2.7) on the arithmetic task: sequence-level length-normalised ratio, clipped per sequence.
+"""GSPO (docs/algorithms.md#gspo) on the arithmetic task: sequence-level length-normalised ratio, clipped per sequence.
 
     jaxrl-self train --config configs/arithmetic_gspo.py --workdir runs/arithmetic_gspo
 

@@ -1,4 +1,4 @@
-"""PPO with GAE and a value head (ALGORITHMS.md 2.8) on the arithmetic task.
+"""PPO with GAE and a value head (docs/algorithms.md#ppo-value-head-and-gae) on the arithmetic task.
 
     jaxrl-self train --config configs/arithmetic_ppo.py --workdir runs/arithmetic_ppo
 

@@ -1,4 +1,4 @@
-"""REINFORCE++ (ALGORITHMS.md 2.6) on the arithmetic task: token k1 KL in the reward, returns whitened over the batch.
+"""REINFORCE++ (docs/algorithms.md#reinforce-and-reinforce-baseline) on the arithmetic task: token k1 KL in the reward, returns whitened over the batch.
 
     jaxrl-self train --config configs/arithmetic_reinforce_pp.py --workdir runs/arithmetic_reinforce_pp
 

@@ -1,4 +1,4 @@
-"""RLOO (ALGORITHMS.md 2.2) on the arithmetic task: leave-one-out baseline, sequence-level REINFORCE.
+"""RLOO (docs/algorithms.md#rloo) on the arithmetic task: leave-one-out baseline, sequence-level REINFORCE.
 
     jaxrl-self train --config configs/arithmetic_rloo.py --workdir runs/arithmetic_rloo
 

@@ -1,5 +1,5 @@
 """The default job (SFT warm start, then GRPO on 3-digit addition) with a label-free reward:
-Co-Reward (ALGORITHMS.md 3.4): each question and its rephrasing (operands swapped) are sampled;
+Co-Reward (docs/algorithms.md#co-reward-cross-view-agreement): each question and its rephrasing (operands swapped) are sampled;
 a completion is rewarded for agreeing with the majority answer of the other view.
 The references are used only to log gold accuracy ("accuracy/train") and for held-out evaluation.
 

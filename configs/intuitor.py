@@ -1,5 +1,5 @@
 """The default job (SFT warm start, then GRPO on 3-digit addition) with a label-free reward:
-INTUITOR (ALGORITHMS.md 3.2): reward = self-certainty KL(U || p) of the sampled tokens.
+INTUITOR (docs/algorithms.md#intuitor-self-certainty): reward = self-certainty KL(U || p) of the sampled tokens.
 The references are used only to log gold accuracy ("accuracy/train") and for held-out evaluation.
 
   jaxrl-self train --config configs/intuitor.py --workdir runs/intuitor

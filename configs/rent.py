@@ -1,5 +1,5 @@
 """The default job (SFT warm start, then GRPO on 3-digit addition) with a label-free reward:
-RENT (ALGORITHMS.md 3.3): reward = minus the mean token entropy of the completion.
+RENT (docs/algorithms.md#rent-entropy-minimisation): reward = minus the mean token entropy of the completion.
 The references are used only to log gold accuracy ("accuracy/train") and for held-out evaluation.
 
   jaxrl-self train --config configs/rent.py --workdir runs/rent

@@ -1,4 +1,4 @@
-"""ReST-EM (ALGORITHMS.md 3.8) on 2-digit addition (a short CPU run) whose SFT demonstrations
+"""ReST-EM (docs/algorithms.md#star-and-rest-em) on 2-digit addition (a short CPU run) whose SFT demonstrations
 drop the final carry digit half of the time.
 
 After the SFT warm start, each iteration samples 8 completions for each of 256 training problems,

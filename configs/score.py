@@ -1,4 +1,4 @@
-"""SCoRe (ALGORITHMS.md 3.9): two-attempt self-correction on 1-digit addition with self-check
+"""SCoRe (docs/algorithms.md#score): two-attempt self-correction on 1-digit addition with self-check
 solutions (the sum computed twice, each result off by one in 30% of the demonstrations, a uniform
 guess when the two disagree; tasks/arithmetic.py), a 2-layer 64-wide model.
 

@@ -1,6 +1,6 @@
 """A small label-free job on which confidence rewards can work: 1-digit addition with self-check
 solutions (tasks/arithmetic.py), a 2-layer 64-wide model, 2000 SFT steps, then 60 GRPO steps with
-RENT (ALGORITHMS.md 3.3); `--config.rl.reward=intuitor` (or ttrl, co_reward) for the others.
+RENT (docs/algorithms.md#rent-entropy-minimisation); `--config.rl.reward=intuitor` (or ttrl, co_reward) for the others.
 
 The demonstrations compute the sum twice, each result off by one in 30% of them, and answer with a
 uniform guess when the two disagree: the warm start is sure of its answer only after two agreeing

@@ -1,4 +1,4 @@
-"""Self-rewarding (ALGORITHMS.md 3.6) on 2-digit addition (a short CPU run) whose SFT
+"""Self-rewarding (docs/algorithms.md#self-rewarding) on 2-digit addition (a short CPU run) whose SFT
 demonstrations drop the final carry digit half of the time.
 
 The warm start mixes the worked solutions with judged seed examples ("<judge>" + prompt + response

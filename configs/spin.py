@@ -1,4 +1,4 @@
-"""SPIN (ALGORITHMS.md 3.7) on 2-digit addition with correct worked solutions (a short CPU run).
+"""SPIN (docs/algorithms.md#dpo-and-spin-losses) on 2-digit addition with correct worked solutions (a short CPU run).
 
 A briefly SFT-trained model (fewer warm-start steps than the default job, so it lags behind its
 data) plays against itself: each iteration its own generations on the SFT prompts are the rejected

@@ -1,4 +1,4 @@
-"""STaR (ALGORITHMS.md 3.8) on 2-digit addition (a short CPU run) whose SFT demonstrations
+"""STaR (docs/algorithms.md#star-and-rest-em) on 2-digit addition (a short CPU run) whose SFT demonstrations
 drop the final carry digit half of the time.
 
 After the SFT warm start, each outer loop samples one rationale per training problem, keeps the

@@ -1,5 +1,5 @@
 """The default job (SFT warm start, then GRPO on 3-digit addition) with a label-free reward:
-TTRL (ALGORITHMS.md 3.1): reward = agreement with the majority answer of the prompt's G samples;
+TTRL (docs/algorithms.md#ttrl-majority-vote): reward = agreement with the majority answer of the prompt's G samples;
 the update uses a random half of them (method.ttrl_train_samples).
 The references are used only to log gold accuracy ("accuracy/train") and for held-out evaluation.
 

@@ -1,9 +1,9 @@
-"""Test setup: force 8 host CPU devices before JAX is imported (ARCHITECTURE.md, Tests).
+"""Test setup: force 8 host CPU devices before JAX is imported (docs/architecture.md#tests).
 
 The sharding tests (tests/parallel) use all 8. The end-to-end runs (the method and algorithm
 integration tests, the tiny CLI job) set `config.mesh.num_devices = 1`: one device is how the CLI
-runs on a CPU machine, and 8 fake devices sharing 2 cores make an RL step ~5x slower (measured
-1.0 s vs 0.2 s on configs/self_check.py). Compile-bound modules (parity and learner tests on tiny
+runs on a CPU machine, and 8 fake devices sharing 2 cores make an RL step ~5x slower
+(docs/results.md#figures-recorded-by-the-tests). Compile-bound modules (parity and learner tests on tiny
 models) compile with most XLA optimizations off (the `fast_compile` fixture below)."""
 import os
 
@@ -20,7 +20,7 @@ def fast_compile():
     """Most XLA optimizations off for a test whose programs are compiled once and run a few times on
     small inputs (`pytest.mark.usefixtures("fast_compile")`, or a module's `pytestmark`): compiling
     is most of its time, and ~25% faster this way, while the programs run ~2x slower
-    (tests/train/test_rl_step.py: 196 s -> 145 s). Comparisons with a reference stay within their
+    (docs/results.md#figures-recorded-by-the-tests). Comparisons with a reference stay within their
     tolerances: the optimizations skipped change speed, not what is computed."""
     before = jax.config.values["jax_disable_most_optimizations"]
     jax.config.update("jax_disable_most_optimizations", True)

@@ -1,4 +1,4 @@
-"""Advantage estimators (ALGORITHMS.md 2.1-2.8, 3.11). All outputs are constants (stop-gradient)."""
+"""Advantage estimators (equations and worked examples: docs/algorithms.md). All outputs are constants (stop-gradient)."""
 
 import jax
 import jax.numpy as jnp
@@ -9,13 +9,13 @@ WHITEN_EPS = 1e-8
 
 
 def group_advantages(rewards, *, normalize_std=True, std_ddof=1, eps=1e-6):
-    """GRPO group-normalised advantages (ALGORITHMS.md 2.3); Dr. GRPO with `normalize_std=False`.
+    """GRPO group-normalised advantages (docs/algorithms.md#grpo); Dr. GRPO with `normalize_std=False`.
 
     `A = (r - mean_G r) / (std_G r + eps)`, or `A = r - mean_G r` without std normalisation.
 
     Args:
       rewards: `[B, G]` float rewards of the G completions of each of B prompts.
-      normalize_std: divide by the group std (GRPO) or not (Dr. GRPO, 2.4).
+      normalize_std: divide by the group std (GRPO) or not (Dr. GRPO, docs/algorithms.md#dr-grpo).
       std_ddof: 1 for the unbiased std (TRL/verl), 0 for the population std.
       eps: added to the std outside the sqrt.
     Returns:
@@ -31,7 +31,7 @@ def group_advantages(rewards, *, normalize_std=True, std_ddof=1, eps=1e-6):
 
 
 def rloo_advantages(rewards):
-    """RLOO leave-one-out advantages `A_i = r_i - mean_{j != i} r_j` (ALGORITHMS.md 2.2).
+    """RLOO leave-one-out advantages `A_i = r_i - mean_{j != i} r_j` (docs/algorithms.md#rloo).
 
     Args:
       rewards: `[B, G]` float rewards, G >= 2.
@@ -56,7 +56,8 @@ def _last_valid_token(mask):
 def outcome_token_rewards(rewards, mask, old_logp, ref_logp, kl_coef):
     """Token rewards with a k1 KL penalty each token and the outcome at the last valid token.
 
-    `r_t = -kl_coef * (old_logp_t - ref_logp_t) + [t == last valid] * R` (ALGORITHMS.md 2.6, 2.8).
+    `r_t = -kl_coef * (old_logp_t - ref_logp_t) + [t == last valid] * R`
+    (docs/algorithms.md#reinforce-and-reinforce-baseline, docs/algorithms.md#ppo-value-head-and-gae).
 
     Args:
       rewards: `[N]` float outcome reward per sequence.
@@ -89,7 +90,7 @@ def whiten(x, mask, eps=WHITEN_EPS):
 
 
 def reinforce_pp_advantages(rewards, mask, old_logp, ref_logp, *, kl_coef, group_baseline=False, group_size=None):
-    """REINFORCE++ token advantages (ALGORITHMS.md 2.6).
+    """REINFORCE++ token advantages (docs/algorithms.md#reinforce-and-reinforce-baseline).
 
     Token rewards with k1 KL penalty and outcome at the last token, undiscounted return-to-go,
     then whitening over all valid tokens of the batch. With `group_baseline=True`
@@ -118,7 +119,7 @@ def reinforce_pp_advantages(rewards, mask, old_logp, ref_logp, *, kl_coef, group
 
 
 def gae_advantages(token_rewards, values, mask, *, gamma, lam):
-    """Generalised advantage estimation by a backward scan (ALGORITHMS.md 2.8).
+    """Generalised advantage estimation by a backward scan (docs/algorithms.md#ppo-value-head-and-gae).
 
     `delta_t = r_t + gamma V_{t+1} - V_t`, `A_t = delta_t + gamma lam A_{t+1}`, `R_t = A_t + V_t`.
     Masked slots are skipped: the next value/advantage seen by a valid token is the one of the
@@ -154,7 +155,8 @@ def gae_advantages(token_rewards, values, mask, *, gamma, lam):
 
 
 def task_relative_advantages(rewards, class_ids, num_classes, eps=1e-6, *, valid=None, std_ddof=1):
-    """TRR++ advantages: normalise rewards within each class over the batch (ALGORITHMS.md 3.11).
+    """TRR++ advantages: normalise rewards within each class over the batch
+    (docs/algorithms.md#absolute-zero-rewards-and-trr).
 
     `A = (r - mean_c) / (std_c + eps)` where c = class_ids (Absolute Zero: role x task type,
     6 classes). Statistics use only rows with `valid`.
@@ -165,7 +167,7 @@ def task_relative_advantages(rewards, class_ids, num_classes, eps=1e-6, *, valid
       num_classes: static number of classes.
       eps: added to the std outside the sqrt.
       valid: optional `[N]` bool; invalid rows do not enter the statistics and get advantage 0.
-      std_ddof: 1 for the unbiased std (library default, as in 2.3), 0 for population std.
+      std_ddof: 1 for the unbiased std (library default, as for GRPO), 0 for population std.
     Returns:
       `[N]` float32 advantages.
     """

@@ -1,4 +1,4 @@
-"""Masked reductions and the loss aggregation modes of ALGORITHMS.md 1.1.
+"""Masked reductions and the loss aggregation modes (docs/algorithms.md#loss-aggregation-modes).
 
 Every reduction uses the "safe where" pattern: values in masked-out slots are replaced by 0
 before they are multiplied or summed, so a NaN/Inf in a padding slot never reaches the result
@@ -62,7 +62,7 @@ def masked_var(x, mask, axis=None, ddof=0, keepdims=False):
 
 
 def aggregate(per_token, mask, mode, *, t_const=None, num_sequences=None, num_tokens=None):
-    """Reduces a per-token loss to a scalar with one of `AGGREGATION_MODES` (ALGORITHMS.md 1.1).
+    """Reduces a per-token loss to a scalar with one of `AGGREGATION_MODES` (docs/algorithms.md#loss-aggregation-modes).
 
     Args:
       per_token: `[..., T]` float per-token loss; leading axes are sequences (`[N, T]` or

@@ -1,4 +1,5 @@
-"""DAPO dynamic sampling and overlong reward shaping (ALGORITHMS.md 2.5), static shapes."""
+"""DAPO dynamic sampling and overlong reward shaping, static shapes
+(docs/algorithms.md#dynamic-sampling-and-group-filtering, docs/algorithms.md#overlong-reward-shaping)."""
 
 import jax.numpy as jnp
 
@@ -16,7 +17,7 @@ def group_has_signal(rewards):
 
 
 def overlong_penalty(lengths, *, max_len, cache_len):
-    """DAPO soft overlong punishment R_len(L) (ALGORITHMS.md 2.5).
+    """DAPO soft overlong punishment R_len(L) (docs/algorithms.md#overlong-reward-shaping).
 
     0 for `L <= max_len - cache_len`, `((max_len - cache_len) - L) / cache_len` up to
     `max_len`, -1 beyond.

@@ -1,4 +1,4 @@
-"""Per-token KL estimators k1, k2, k3 (ALGORITHMS.md 2.9)."""
+"""Per-token KL estimators k1, k2, k3 (docs/algorithms.md#kl-to-the-reference-placement-and-estimators)."""
 
 import jax
 import jax.numpy as jnp

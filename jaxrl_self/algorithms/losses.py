@@ -1,4 +1,4 @@
-"""Policy-gradient, value and preference losses (ALGORITHMS.md 1, 2.7, 2.8, 2.10, 3.10).
+"""Policy-gradient, value and preference losses (equations and worked examples: docs/algorithms.md).
 
 Per-token losses are returned unaggregated; reduce them with `aggregation.aggregate`.
 """
@@ -89,7 +89,7 @@ def clipped_surrogate(logp, old_logp, advantages, *, eps_low, eps_high, mask=Non
 
 
 def gspo_loss(logp, old_logp, advantages, mask, *, eps_low, eps_high):
-    """GSPO sequence-level clipped loss (ALGORITHMS.md 2.7).
+    """GSPO sequence-level clipped loss (docs/algorithms.md#gspo).
 
     `s_i = exp(masked_mean_t(logp - stop_gradient(old_logp)))`,
     loss_i = `-min(s_i A_i, clip(s_i, 1-eps_low, 1+eps_high) A_i)`; rows without valid tokens
@@ -117,7 +117,8 @@ def gspo_loss(logp, old_logp, advantages, mask, *, eps_low, eps_high):
 
 
 def value_loss(values, old_values, returns, mask, *, clip_eps):
-    """Clipped value loss per token `0.5 * max((V - R)^2, (V_clip - R)^2)` (ALGORITHMS.md 2.8).
+    """Clipped value loss per token `0.5 * max((V - R)^2, (V_clip - R)^2)`
+    (docs/algorithms.md#ppo-value-head-and-gae).
 
     `V_clip = V_old + clip(V - V_old, -clip_eps, clip_eps)`.
 
@@ -150,9 +151,10 @@ def sequence_logprob(token_logp, mask):
 
 
 def dpo_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected, *, beta, pair_mask=None):
-    """DPO loss `mean softplus(-u)`, `u = beta [(S_w - S_ref,w) - (S_l - S_ref,l)]` (3.10).
+    """DPO loss `mean softplus(-u)`, `u = beta [(S_w - S_ref,w) - (S_l - S_ref,l)]`
+    (docs/algorithms.md#dpo-and-spin-losses).
 
-    Also SPIN (3.7) with the previous iterate as reference.
+    Also SPIN with the previous iterate as reference.
 
     Args:
       policy_chosen, policy_rejected: `[N]` float sequence log-prob sums under the policy.
@@ -181,7 +183,7 @@ def truncated_importance_weight(old_logp, behaviour_logp, *, cap=2.0):
     """Constant per-token weight `min(exp(old_logp - beh_logp), cap)` correcting sampler drift.
 
     Multiply the per-token policy loss by it when the inference engine's log-probs differ from
-    the trainer's (ALGORITHMS.md 1, notes).
+    the trainer's (docs/algorithms.md#clipped-surrogate).
 
     Args:
       old_logp: `[N, T]` float log-probs recomputed by the training model.

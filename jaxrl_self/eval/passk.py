@@ -1,4 +1,4 @@
-"""Sampling-based evaluation metrics: pass@k, maj@k, mean@k (ALGORITHMS.md 4.1-4.2).
+"""Sampling-based evaluation metrics: pass@k, maj@k, mean@k (docs/algorithms.md#passk-majk-and-meank).
 
 A *record* is one problem's evaluation: ``{"correct": [bool] * n}`` per sample, plus optionally
 ``"answers": [str | None] * n`` (extracted answers), ``"reference": str`` (the gold answer,

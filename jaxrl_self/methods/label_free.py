@@ -1,10 +1,14 @@
-"""Label-free recipes (ALGORITHMS.md 3.1-3.4): the model's own consensus or confidence is the reward.
+"""Label-free recipes (docs/algorithms.md, sections below): the model's own consensus or confidence is the reward.
 
-  TTRL        reward = agreement with the majority answer of the prompt's own group (3.1)
-  INTUITOR    reward = self-certainty KL(U || p) of the completion's tokens (3.2)
-  RENT        reward = minus the mean token entropy of the completion (3.3)
+  TTRL        reward = agreement with the majority answer of the prompt's own group
+              (docs/algorithms.md#ttrl-majority-vote)
+  INTUITOR    reward = self-certainty KL(U || p) of the completion's tokens
+              (docs/algorithms.md#intuitor-self-certainty)
+  RENT        reward = minus the mean token entropy of the completion
+              (docs/algorithms.md#rent-entropy-minimisation)
   Co-Reward   reward = agreement with the majority answer of the OTHER view's group, where the
-              views are a prompt and its rephrasing (3.4)
+              views are a prompt and its rephrasing
+              (docs/algorithms.md#co-reward-cross-view-agreement)
 
 Every reward is computed on device from the rollout alone: answers are compared as token arrays
 (`rewards.token_rewards`), confidences come from the sampler's per-token statistics

@@ -1,6 +1,6 @@
-"""Test-time training (TTRL's setting, ALGORITHMS.md 3.1): label-free RL on the unlabeled evaluation
+"""Test-time training (TTRL's setting, docs/algorithms.md#ttrl-majority-vote): label-free RL on the unlabeled evaluation
 prompts themselves (`config.method.test_time`), judged by pass@1 and maj@G on those prompts
-before and after (ALGORITHMS.md 4.1-4.2). The gold labels enter only this report, never training.
+before and after (docs/algorithms.md#passk-majk-and-meank). The gold labels enter only this report, never training.
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Absolute Zero (ALGORITHMS.md 3.11): one policy proposes tasks and solves them, paid by a code executor.
+"""Absolute Zero (docs/algorithms.md#absolute-zero-rewards-and-trr): one policy proposes tasks and solves them, paid by a code executor.
 
 One self-play step:
   1. propose: for each task kind (deduction, abduction, induction) the policy writes B new tasks,

@@ -1,4 +1,4 @@
-"""Absolute Zero's tasks (ALGORITHMS.md 3.11): programs, their validation and execution, buffers, prompts.
+"""Absolute Zero's tasks (docs/algorithms.md#absolute-zero-rewards-and-trr): programs, their validation and execution, buffers, prompts.
 
 A program is a one-argument Python lambda over ints, e.g. `lambda x:x*3+1`. A task is a program
 with inputs and the outputs the executor computed for them:

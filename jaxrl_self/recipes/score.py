@@ -1,4 +1,4 @@
-"""SCoRe (ALGORITHMS.md 3.9): two-attempt self-correction trained by on-policy RL with KL to a reference.
+"""SCoRe (docs/algorithms.md#score): two-attempt self-correction trained by on-policy RL with KL to a reference.
 
 An episode: attempt 1 `y1 ~ pi(.|x)`; attempt 2 `y2 ~ pi(.|x, y1, <retry>)`, where `<retry>` is
 a special token added to the task's char tokenizer (the compact self-correction instruction).

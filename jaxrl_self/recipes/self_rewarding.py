@@ -1,4 +1,4 @@
-"""Self-rewarding language models (ALGORITHMS.md 3.6): the policy judges its own samples and is
+"""Self-rewarding language models (docs/algorithms.md#self-rewarding): the policy judges its own samples and is
 trained with DPO on (highest-scored, lowest-scored) pairs, iterated M_1 -> M_2 -> ...
 
 The judge is the policy itself, asked with a judge prompt and answering with a score in text:

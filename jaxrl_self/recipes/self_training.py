@@ -1,4 +1,4 @@
-"""STaR and ReST-EM (ALGORITHMS.md 3.8): sample -> keep verified-correct -> fine-tune, iterated.
+"""STaR and ReST-EM (docs/algorithms.md#star-and-rest-em): sample -> keep verified-correct -> fine-tune, iterated.
 
 One round on a fixed pool of `method.num_problems` training problems:
 

@@ -1,4 +1,4 @@
-"""SPIN — self-play fine-tuning (ALGORITHMS.md 3.7).
+"""SPIN — self-play fine-tuning (docs/algorithms.md#dpo-and-spin-losses).
 
 Round t on a fixed pool of `method.num_problems` training problems (the SFT data's prompts): the
 current model p_t generates `method.samples_per_prompt` completions y' per prompt; each forms a

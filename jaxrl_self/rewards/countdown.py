@@ -1,4 +1,4 @@
-"""Countdown verifier (ALGORITHMS.md 5.1, TinyZero scoring).
+"""Countdown verifier (docs/algorithms.md#procedural-tasks-countdown-and-arithmetic, TinyZero scoring).
 
 The answer is the last ``<answer>...</answer>``. It must contain only digits, ``+ - * /``,
 parentheses and spaces; its integer literals must be exactly the given numbers (as a multiset);

@@ -1,4 +1,4 @@
-"""Absolute Zero's proposer and solver rewards as array ops (ALGORITHMS.md 3.11).
+"""Absolute Zero's proposer and solver rewards as array ops (docs/algorithms.md#absolute-zero-rewards-and-trr).
 
 Learnability: a proposed task the solver always or never solves teaches nothing, so the proposer
 is paid `1 - s` for a solve rate `s` strictly between 0 and 1, and 0 otherwise. The final reward

@@ -1,4 +1,5 @@
-"""Label-free rewards from the model's own probabilities (ALGORITHMS.md 3.2, 3.3).
+"""Label-free rewards from the model's own probabilities (docs/algorithms.md#intuitor-self-certainty,
+docs/algorithms.md#rent-entropy-minimisation).
 
 These are rewards, not losses: every output is wrapped in ``stop_gradient``. All means over
 tokens are masked means ``sum(x * m) / max(sum(m), 1)``.

@@ -111,7 +111,7 @@ def length_penalty(lengths: jax.Array, *, max_len: int, cache_len: int) -> jax.A
 
 def majority_vote(answer_tokens: jax.Array,
                   answer_valid: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """Majority vote within each group over fixed-width answers (TTRL, ALGORITHMS.md 3.1).
+    """Majority vote within each group over fixed-width answers (TTRL, docs/algorithms.md#ttrl-majority-vote).
 
     Two answers agree when their whole ``[A]`` rows are equal (pad them identically). Invalid
     answers never vote and never agree. Ties go to the answer that occurs first.

@@ -1,4 +1,4 @@
-"""Preference updates (DPO, ALGORITHMS.md 3.10; SPIN 3.7): a jitted step over (prompt, chosen,
+"""Preference updates (DPO and SPIN, docs/algorithms.md#dpo-and-spin-losses): a jitted step over (prompt, chosen,
 rejected) triples, shared by SPIN and self-rewarding.
 
 Sequence log-probs are sums over completion tokens (incl. EOS). The reference is

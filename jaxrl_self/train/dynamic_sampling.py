@@ -1,4 +1,4 @@
-"""DAPO dynamic sampling (ALGORITHMS.md 2.5) with fixed shapes: keep sampling rounds of B prompts
+"""DAPO dynamic sampling (docs/algorithms.md#dynamic-sampling-and-group-filtering) with fixed shapes: keep sampling rounds of B prompts
 until B groups whose rewards are not all equal are collected, or the round cap is reached.
 
 A rollout is any pytree of arrays whose leading axis is N = B*G rows (row b*G+g is completion g of

@@ -1,12 +1,12 @@
 """The RL learner: rewards and advantages of a rollout batch, the loss of each algorithm, and the jitted
 update (epochs x minibatches x gradient-accumulated micro-batches over one rollout batch).
 
-Algorithms (`config.rl.algorithm`, ALGORITHMS.md 2): grpo, dr_grpo, dapo, gspo, rloo,
-reinforce_pp, ppo. Where the KL to the reference goes:
-  grpo, dr_grpo, gspo   k3 loss term `kl_coef * agg(k3)` (2.3)
-  rloo                  sequence k1 penalty in the reward `R - kl_coef * sum_t (old - ref)` (2.2)
-  reinforce_pp, ppo     token k1 penalty in the reward (2.6, 2.8)
-  dapo                  none (2.5)
+Algorithms (`config.rl.algorithm`, docs/algorithms.md#choosing-an-algorithm-in-the-config): grpo, dr_grpo, dapo, gspo, rloo,
+reinforce_pp, ppo. Where the KL to the reference goes (docs/algorithms.md#kl-to-the-reference-placement-and-estimators):
+  grpo, dr_grpo, gspo   k3 loss term `kl_coef * agg(k3)`
+  rloo                  sequence k1 penalty in the reward `R - kl_coef * sum_t (old - ref)`
+  reinforce_pp, ppo     token k1 penalty in the reward
+  dapo                  none
 PPO's critic is a value head on the policy's hidden states (`train.value_head`).
 
 A rollout batch is a dict of arrays over N = B*G rows (row b*G+g is completion g of prompt b):

@@ -1,6 +1,6 @@
 """PPO's critic: a linear value head on the policy model's own final hidden states.
 
-Choice (ALGORITHMS.md 2.8): the critic shares the policy's trunk instead of being a second model.
+Choice (docs/algorithms.md#ppo-value-head-and-gae): the critic shares the policy's trunk instead of being a second model.
 `V_t = h_t . w + b`, where `h_t` is the final normed hidden state at the position that predicts
 completion token t (the state before token t is emitted), so values line up with log-probs.
 The head's parameters `{"kernel": [E], "bias": []}` live in `TrainState.value_params`, next to

@@ -1,4 +1,4 @@
-"""Advantage estimators against the worked examples of ALGORITHMS.md and NumPy references."""
+"""Advantage estimators against the worked examples of docs/algorithms.md and NumPy references."""
 
 import jax
 import jax.numpy as jnp
@@ -59,7 +59,7 @@ def test_outcome_token_rewards_example():
 
 
 def test_reinforce_pp_kl_example_is_whitened_returns():
-    # ALGORITHMS.md 2.6: returns [0.99, 1.01, 1.01], then whitened over the 3 valid tokens.
+    # docs/algorithms.md#reinforce-and-reinforce-baseline: returns [0.99, 1.01, 1.01], then whitened over the 3 valid tokens.
     mask = np.array([[1, 1, 1, 0]], np.float32)
     old_logp = np.array([[0.2, 0.0, -0.1, 0.0]], np.float32)
     advantages = reinforce_pp_advantages(np.array([1.0]), mask, old_logp, np.zeros_like(old_logp), kl_coef=0.1)

@@ -1,4 +1,4 @@
-"""Masked reductions and aggregation modes (ALGORITHMS.md 1.1, 6)."""
+"""Masked reductions and aggregation modes (docs/algorithms.md#loss-aggregation-modes, docs/algorithms.md#numerics-and-masking)."""
 
 import jax
 import jax.numpy as jnp

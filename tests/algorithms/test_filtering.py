@@ -1,4 +1,5 @@
-"""DAPO dynamic sampling and overlong shaping (ALGORITHMS.md 2.5)."""
+"""DAPO dynamic sampling and overlong shaping (docs/algorithms.md#dynamic-sampling-and-group-filtering,
+docs/algorithms.md#overlong-reward-shaping)."""
 
 import jax
 import numpy as np

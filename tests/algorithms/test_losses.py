@@ -1,4 +1,4 @@
-"""Token log-probs, entropy, KL estimators and PPO/GSPO/value/DPO losses (ALGORITHMS.md 1, 2, 3.10)."""
+"""Token log-probs, entropy, KL estimators and PPO/GSPO/value/DPO losses (docs/algorithms.md)."""
 
 import jax
 import jax.numpy as jnp

@@ -1,4 +1,4 @@
-"""pass@k, maj@k, mean@k and the summary table (ALGORITHMS.md 4.1-4.2)."""
+"""pass@k, maj@k, mean@k and the summary table (docs/algorithms.md#passk-majk-and-meank)."""
 import itertools
 
 import pytest

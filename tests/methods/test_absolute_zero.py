@@ -6,10 +6,8 @@ That rate is measured on the moving buffer: the references start as the identity
 the model's own proposals. On the fixed held-out measures (valid rate on fixed reference prompts,
 solver greedy and sampled accuracy on fixed synthetic tasks, none of whose prompts the warm start
 shows) this run does not improve: the warm start leaves the solver at ~12% greedy, ~6% correct
-answers at temperature 1, too sparse a signal for 24 steps to lift (measured before -> after: valid
-rate 0.43 -> 0.45-0.53 over three runs (validation's wall-clock limits make it depend on the
-machine's load), greedy accuracy 0.125 -> 0.104, sampled 0.057 -> 0.055-0.060; on 8 host devices
-the valid rate went 0.43 -> 0.48). Solver-only RL on the held-out family itself does not lift it
+answers at temperature 1, too sparse a signal for 24 steps to lift (the figures measured before
+and after are in docs/results.md#figures-recorded-by-the-tests). Solver-only RL on the held-out family itself does not lift it
 either (README); the variants tried are listed there. Those measures are asserted to be reported and
 not to collapse (valid rate down by < 0.15, accuracies above half their start), not to rise."""
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Absolute Zero raising held-out solver accuracy: the fixed-seed run of
 `configs/absolute_zero_smollm2.py` (SmolLM2-135M-Instruct, 3-shot prompts, 20 self-play steps).
 
-Opt-in: the run takes 40-45 minutes on 2 CPU cores (passed in 39 min 24 s), well past the whole
+Opt-in: the run takes 40-45 minutes on 2 CPU cores (docs/results.md), well past the whole
 suite's 15-minute budget, so it runs only with `JAXRL_SELF_LONG_TESTS=1` and is otherwise reported
 as skipped with that reason (`-ra` lists it in every suite run). The char-model recipe that fits the suite
 (`test_absolute_zero.py`) does not lift held-out solver accuracy (README); this is the run that does.

@@ -7,21 +7,15 @@ solutions (`task.self_check`, 1-digit addition) the sum is computed twice, each 
 one in 30% of the demonstrations, and when the two disagree the demonstrated answer is a uniform
 guess: a model trained on them is sure of its answer after two agreeing computations and has ~10
 equally likely answer digits after two disagreeing ones, so right computations earn more confidence
-than wrong ones. (With the earlier rule, "answer either of the two", INTUITOR had almost no signal: KL(U || p) is
-minus the mean log-probability over the vocabulary, and splitting the answer between two tokens
-raises one log-probability by the depth of the tail while lowering the other V-2 by ln 2 each.)
+than wrong ones.
 
 What the runs show: the warm start's greedy answer (its mode) is right on most held-out sums but its
 samples at T=1 are right in only ~40% of cases, and 60 GRPO steps with either reward sharpen the
-samples towards the mode. Measured with these settings on one device (held-out pass@1 = mean over
-8 samples at T=1 of 128 problems, the run report's vote evaluation): RL on the training prompts,
-INTUITOR 0.405 -> 0.494 and RENT 0.405 -> 0.502; test-time training on the unlabeled held-out
-prompts, INTUITOR 0.405 -> 0.541 and RENT 0.566; greedy 0.789 unchanged and maj@8 0.484 -> 0.492-0.500
-in all four. (On 8 host devices, as these tests ran before: 0.397 -> 0.465, 0.464, 0.563, 0.580; with
-throwaway scripts over RL seeds 0-2 the training-prompt rises were +0.053 to +0.075 and the
-test-time ones +0.16 to +0.19.) More steps or lr 2e-4 raised pass@1 no further and
-flipped one held-out sum's greedy answer (0.789 -> 0.703). The gain is sharpening, not new
-knowledge: a held-out sum whose mode is wrong stays wrong.
+samples towards the mode: held-out pass@1 (mean over 8 samples at T=1, the run report's vote
+evaluation) rises, with RL on the training prompts and with test-time training on the unlabeled
+held-out prompts. The gain is sharpening, not new knowledge: a held-out sum whose mode is wrong
+stays wrong. The figures measured, and why an earlier version of the task gave INTUITOR no signal,
+are in docs/results.md#figures-recorded-by-the-tests.
 """
 from __future__ import annotations
 
@@ -63,7 +57,7 @@ def test_confidence_rewards_raise_held_out_accuracy(confident_warm, tmp_path, re
     greedy = summary["held-out greedy accuracy"]
     before, after = ({"greedy": greedy[a], **votes[b]} for a, b in (("after SFT", "before"), ("after RL", "after")))
     print(reward, "test-time" if test_time else "train prompts", before, after)
-    # smallest rises measured (module docstring): +0.053 on the training prompts, +0.136 at test time
+    # smallest rises measured (docs/results.md#figures-recorded-by-the-tests): +0.053 on the training prompts, +0.136 at test time
     assert after["pass@1"] >= before["pass@1"] + (0.08 if test_time else 0.02), (reward, before, after)
     # sharpening towards the mode keeps it: greedy and maj@8 may not fall by one held-out sum's share
     assert after["greedy"] >= before["greedy"] - 0.1, (reward, before, after)

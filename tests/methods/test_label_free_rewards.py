@@ -1,4 +1,4 @@
-"""Label-free reward recipes on hand-written completions (ALGORITHMS.md 3.1-3.4): worked examples,
+"""Label-free reward recipes on hand-written completions (docs/algorithms.md, TTRL to Co-Reward): worked examples,
 row selection, configuration errors, and that the references never reach "reward"."""
 from pathlib import Path
 
@@ -44,7 +44,7 @@ def score(method, batch, references):
 
 
 def test_ttrl_worked_example():
-    # ALGORITHMS.md 3.1: answers [3, 3, 5, None] -> label 3, maj_ratio 0.5, r = [1, 1, 0, 0]
+    # docs/algorithms.md#ttrl-majority-vote: answers [3, 3, 5, None] -> label 3, maj_ratio 0.5, r = [1, 1, 0, 0]
     _, method = make_method("ttrl")
     rewards = score(method, rollout([3, 3, 5, None, 7, 8, 8, 7]), ["3"] * 4 + ["8"] * 4)
     np.testing.assert_array_equal(rewards["reward"], [1, 1, 0, 0, 1, 0, 0, 1])  # tie 7/8: the earliest (7) wins

@@ -3,10 +3,8 @@ the module on 1-digit addition with exact demonstrations.
 
 The test split's problems are disjoint from training (12 held-out sums); RL on the training prompts
 with TTRL or Co-Reward raises greedy accuracy on them, measured with the true labels the recipes
-never see (fixed seeds: 0.383 -> 0.477 and 0.570 when measured). INTUITOR and RENT find no signal
-on this task (measured, greedy / sampled at T=1, mean of 8: from this warm start, 0.383 / 0.311, at
-lr 1e-4 greedy ends at 0.38-0.48 depending on the seed and sampled at 0.27-0.33; at lr 3e-4 both
-collapse): a token's entropy depends only on the tokens before it, so these rewards credit the digit
+never see (fixed seeds; the figures are in docs/results.md#figures-recorded-by-the-tests). INTUITOR and RENT find no signal
+on this task: a token's entropy depends only on the tokens before it, so these rewards credit the digit
 sampled where the model is unsure only through what follows it, and here the answer that follows
 is copied from the work as confidently after a wrong digit as after a right one. Their training test
 is `test_confidence_training.py`, on the self-check task built to give confidence that link.

@@ -1,4 +1,4 @@
-"""Countdown verifier (ALGORITHMS.md 5.1)."""
+"""Countdown verifier (docs/algorithms.md#procedural-tasks-countdown-and-arithmetic)."""
 from fractions import Fraction
 
 import pytest

@@ -1,4 +1,5 @@
-"""Self-certainty and entropy rewards (ALGORITHMS.md 3.2, 3.3)."""
+"""Self-certainty and entropy rewards (docs/algorithms.md#intuitor-self-certainty,
+docs/algorithms.md#rent-entropy-minimisation)."""
 import math
 
 import jax

@@ -210,7 +210,7 @@ def test_ppo_value_targets_and_whitened_advantages():
     values = jnp.asarray([[0.5, 0.5, 0.5, 9.0], [0.0, 0.2, 9.0, 9.0]])
     rl.group_size = 2
     out = compute_advantages(rl, jnp.asarray([1.0, 0.0]), mask, jnp.zeros((2, 4)), None, values)
-    # gamma = lambda = 1: returns are the outcome at every valid token (ALGORITHMS.md 2.8 example)
+    # gamma = lambda = 1: returns are the outcome at every valid token (docs/algorithms.md#ppo-value-head-and-gae example)
     np.testing.assert_allclose(out["returns"], [[1, 1, 1, 0], [0, 0, 0, 0]], atol=1e-6)
     np.testing.assert_allclose(masked_mean(out["advantages"], mask), 0.0, atol=1e-6)
     np.testing.assert_allclose(np.asarray(out["advantages"])[np.asarray(mask) == 0], 0.0)
