@@ -40,6 +40,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.task.max_target = 100
 
     config.model = ml_collections.ConfigDict()
+    # A model to start from instead of one from scratch: a .gguf file, a Hugging Face or orbax model
+    # directory, or another run's directory (docs/runs.md); its architecture replaces the sizes below
+    config.model.init_from = ""
     config.model.hidden_size = 128
     config.model.num_layers = 2
     config.model.num_heads = 4
@@ -80,13 +83,14 @@ def get_config() -> ml_collections.ConfigDict:
     config.rl.learning_rate = 5e-4
     config.rl.moments_dtype = "float32"  # Adam's first moment: "bfloat16" halves it (docs/scaling.md)
     config.rl.warmup_steps = 0
+    config.rl.lr_schedule = "cosine"  # after the warmup: "cosine" decay to 10% over rl.steps, or "constant" (docs/runs.md)
     config.rl.kl_coef = 0.04
     config.rl.eps_low = 0.2
     config.rl.eps_high = 0.2
     config.rl.std_ddof = 1
     config.rl.advantage_eps = 1e-6
     config.rl.entropy_coef = 0.0
-    config.rl.loss_aggregation = ""  # "" = the algorithm's default (ALGORITHMS.md 1.1)
+    config.rl.loss_aggregation = ""  # "" = the algorithm's default (docs/algorithms.md#loss-aggregation-modes)
     config.rl.epochs = 1
     config.rl.minibatches = 1
     config.rl.micro_batches = 1
@@ -94,12 +98,12 @@ def get_config() -> ml_collections.ConfigDict:
     config.rl.weight_decay = 0.0  # AdamW decoupled weight decay
     config.rl.ref_refresh_every = 0  # copy the policy into the KL reference every N RL steps; 0 = never
     config.rl.group_baseline = True  # reinforce_pp: subtract the group mean reward first (REINFORCE++-baseline)
-    # PPO (ALGORITHMS.md 2.8): value head on the policy's hidden states, GAE, clipped value loss
+    # PPO (docs/algorithms.md#ppo-value-head-and-gae): value head on the policy's hidden states, GAE, clipped value loss
     config.rl.gamma = 1.0
     config.rl.gae_lambda = 0.95
     config.rl.value_coef = 0.1  # c_v
     config.rl.value_clip_eps = 0.2  # eps_v
-    # DAPO (ALGORITHMS.md 2.5): dynamic sampling resamples prompts until every group has reward
+    # DAPO (docs/algorithms.md#dynamic-sampling-and-group-filtering): dynamic sampling resamples prompts until every group has reward
     # signal, at most this many extra rounds per step (groups still without signal are masked out)
     config.rl.max_resample_rounds = 3
     config.rl.overlong_max_len = 0  # L_max of the overlong reward shaping (any algorithm); 0 = off

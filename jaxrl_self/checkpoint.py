@@ -48,7 +48,7 @@ from typing import Any, Callable, Optional
 import jax
 import orbax.checkpoint as ocp
 
-from jaxrl_self.config import ConfigError
+from jaxrl_self.errors import ConfigError, naming_path
 
 log = logging.getLogger(__name__)
 
@@ -94,12 +94,14 @@ class Checkpointer:
         """
         if self.read_only:
             raise RuntimeError(f"cannot save into {self.directory}: this Checkpointer is read-only")
-        self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
-                          metrics=metrics, force=True)
+        with naming_path(self.directory):  # a full disk: an OSError naming the checkpoint directory
+            self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
+                              metrics=metrics, force=True)
 
     def wait(self) -> None:
         """Blocks until every started save is committed to disk."""
-        self.manager.wait_until_finished()
+        with naming_path(self.directory):
+            self.manager.wait_until_finished()
 
     def steps(self) -> list[int]:
         """Steps of the committed checkpoints, oldest first."""
@@ -181,8 +183,10 @@ class Checkpointer:
 
     def close(self) -> None:
         """Waits for pending saves and releases the manager."""
-        self.manager.wait_until_finished()
-        self.manager.close()
+        try:
+            self.wait()
+        finally:
+            self.manager.close()
 
 
 # errors whose type says the data read is unreadable or inconsistent: undecodable JSON, msgpack, UTF-8 or

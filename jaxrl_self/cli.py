@@ -1,4 +1,4 @@
-"""`jaxrl-self train|eval|sample|convert` — parses arguments and calls library code.
+"""`jaxrl-self train|eval|sample|convert|export` — parses arguments and calls library code.
 
 Exit codes:
   0   done (`train`: the run finished; starting it again only re-evaluates)
@@ -14,7 +14,6 @@ Exit codes:
 from __future__ import annotations
 
 import argparse
-import errno
 import json
 import logging
 import math
@@ -24,6 +23,7 @@ import sys
 from pathlib import Path
 
 from jaxrl_self.config import DEFAULT_CONFIG_FILE, ConfigError
+from jaxrl_self.errors import DropStorageErrorTracebacks, storage_error
 from jaxrl_self.models.hf_config import CheckpointError as ModelFileError
 from jaxrl_self.tasks.errors import DataError
 
@@ -90,7 +90,23 @@ def _parser() -> argparse.ArgumentParser:
     from jaxrl_self.models.convert import add_convert_arguments
 
     add_convert_arguments(sub.add_parser("convert", help="convert a model checkpoint between formats (GGUF, HF safetensors, orbax)"))
+    export = sub.add_parser("export", help="write a run's checkpoint as a Hugging Face model directory (docs/runs.md)",
+                            description="Write a run's checkpoint as a Hugging Face model directory: config.json, "
+                                        "model.safetensors and the run's tokenizer, loadable with transformers' "
+                                        "AutoModelForCausalLM / AutoTokenizer.from_pretrained(OUT_DIR).")
+    export.add_argument("run_dir", type=Path, help="the run directory (its --workdir)")
+    export.add_argument("out_dir", type=Path, help="output directory (must not exist or be empty)")
+    export.add_argument("--checkpoint", choices=("latest", "best"), default="latest", help=checkpoint_help)
+    export.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32", help="dtype of the tensors written")
     return parser
+
+
+def _export(args) -> int:
+    from jaxrl_self.recipes.export import export_run
+
+    files = export_run(args.run_dir, args.out_dir, args.checkpoint, args.dtype)
+    print(f"exported the {args.checkpoint} checkpoint of {args.run_dir} -> {args.out_dir} (hf): {', '.join(files)}")
+    return 0
 
 
 def _train(args, overrides) -> int:
@@ -140,7 +156,7 @@ def _eval(args) -> int:
         raise ConfigError(f"--k {' '.join(map(str, bad))}: each k must be in [1, --num-samples={args.num_samples}] "
                           "(pass@k needs at least k samples per problem)")
     output = args.output or args.workdir / "eval.json"
-    if not os.access(output if output.exists() else output.parent, os.W_OK):  # fail before the work, not after
+    if not (output.parent.is_dir() and os.access(output if output.exists() else output.parent, os.W_OK)):  # before the work
         raise ConfigError(f"cannot write the results to {output}: {'it' if output.exists() else 'its directory'} "
                           "is missing, read-only or not writable")
     results = evaluate_run(args.workdir, num_samples=args.num_samples, ks=args.k, temperature=args.temperature,
@@ -178,38 +194,25 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     for noisy in ("absl", "orbax", "jax._src"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    for handler in logging.getLogger().handlers:  # a full disk is reported below, once
+        handler.addFilter(DropStorageErrorTracebacks())
     try:
         args, rest = _parser().parse_known_args(argv)
         if args.command == "train":
             return _train(args, rest)
         if rest:
             raise ConfigError(f"unrecognised arguments: {' '.join(rest)}")
-        return {"eval": _eval, "sample": _sample, "convert": _convert}[args.command](args)
+        return {"eval": _eval, "sample": _sample, "convert": _convert, "export": _export}[args.command](args)
     except (ConfigError, DataError, ModelFileError) as error:  # ConfigError includes checkpoint.CheckpointError
         print(f"jaxrl-self: error: {error}", file=sys.stderr)
         return 2
     except Exception as error:  # a missing file, a full disk or an unwritable output, however wrapped
-        cause = _os_error(error)
+        cause = storage_error(error)
         if cause is None:
             raise
         where = f": {cause.filename}" if cause.filename else ""
         print(f"jaxrl-self: error: {cause.strerror or cause}{where}", file=sys.stderr)
         return 2
-
-
-# errors of the file system a person must fix: exit 2 with one line, not a traceback
-USER_OS_ERRORS = (errno.ENOENT, errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
-
-
-def _os_error(error: BaseException):
-    """The first OSError with one of `USER_OS_ERRORS` in `error`'s chain of causes, else None."""
-    seen = set()
-    while error is not None and id(error) not in seen:
-        seen.add(id(error))
-        if isinstance(error, OSError) and error.errno in USER_OS_ERRORS:
-            return error
-        error = error.__cause__ or error.__context__
-    return None
 
 
 if __name__ == "__main__":

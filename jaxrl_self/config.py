@@ -14,14 +14,19 @@ import ast
 import difflib
 import importlib.util
 import json
+import math
 import re
 from pathlib import Path
 from typing import Sequence
 
 import ml_collections
 
+from jaxrl_self.algorithms.aggregation import AGGREGATION_MODES
 from jaxrl_self.algorithms.registry import ALGORITHMS
+from jaxrl_self.errors import ConfigError  # noqa: F401 (re-exported: jaxrl_self.config.ConfigError)
 from jaxrl_self.models.config import ATTENTION_IMPLEMENTATIONS, REMAT_MODES
+from jaxrl_self.tasks import arithmetic, word_arithmetic
+from jaxrl_self.tasks.jsonl import ANSWER_FORMATS, PROMPT_PLACEHOLDER
 
 RL_ALGORITHMS = tuple(ALGORITHMS)
 TASKS = ("arithmetic", "countdown", "word_arithmetic", "jsonl", "tfds")
@@ -29,10 +34,7 @@ TASKS = ("arithmetic", "countdown", "word_arithmetic", "jsonl", "tfds")
 # your own as "module.path:function" (imported when the run starts; docs/rewards.md)
 REWARD_METHODS = ("verifier", "ttrl", "intuitor", "rent", "co_reward")
 REWARD_FUNCTION = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
-
-
-class ConfigError(ValueError):
-    """A config problem a person must fix; the CLI prints it and exits with code 2."""
+MAX_SEED = 2**32 - 1  # seeds are unsigned 32-bit integers (JAX keys, NumPy generators)
 
 
 DEFAULT_CONFIG_FILE = Path(__file__).resolve().parent.parent / "configs" / "default.py"
@@ -40,7 +42,6 @@ DEFAULT_CONFIG_FILE = Path(__file__).resolve().parent.parent / "configs" / "defa
 # Keys a config may add to those of configs/default.py: options of the tasks, models and recipes
 # (`method.loop`) that the default job does not use. Any other key is a typo.
 RECIPE_KEYS = {
-    "model": ("init_from",),  # a pretrained model: .gguf file, HF or orbax directory (train/context.py)
     # word_arithmetic, jsonl and tfds tasks (tasks/registry.py)
     "task": ("answer_format", "train_file", "test_file", "dataset", "data_dir", "prompt_field", "answer_field", "template"),
     "method": (
@@ -189,10 +190,10 @@ KEY_TYPES = {
     "model.hidden_size": int, "model.num_layers": int, "model.num_heads": int, "model.num_kv_heads": int,
     "model.head_dim": int, "model.intermediate_size": int, "model.rope_theta": float,
     "model.max_position_embeddings": int, "model.dtype": str, "model.param_dtype": str, "model.remat": str, "model.attention": str,
-    "model.logprob_chunk": int, "model.scan_layers": bool,
+    "model.logprob_chunk": int, "model.scan_layers": bool, "model.init_from": str,
     "sft.steps": int, "sft.batch_size": int, "sft.learning_rate": float, "sft.warmup_steps": int,
     "rl.algorithm": str, "rl.reward": str, "rl.steps": int, "rl.prompts_per_step": int, "rl.group_size": int,
-    "rl.max_new_tokens": int, "rl.temperature": float, "rl.top_k": int, "rl.top_p": float, "rl.learning_rate": float, "rl.moments_dtype": str,
+    "rl.max_new_tokens": int, "rl.temperature": float, "rl.top_k": int, "rl.top_p": float, "rl.learning_rate": float, "rl.lr_schedule": str, "rl.moments_dtype": str,
     "rl.warmup_steps": int, "rl.kl_coef": float, "rl.eps_low": float, "rl.eps_high": float, "rl.std_ddof": int,
     "rl.advantage_eps": float, "rl.entropy_coef": float, "rl.loss_aggregation": str, "rl.epochs": int,
     "rl.minibatches": int, "rl.micro_batches": int, "rl.max_grad_norm": float, "rl.weight_decay": float,
@@ -207,7 +208,11 @@ TASK_KEY_TYPES = {
     "arithmetic": {"task.digits": int, "task.ops": str, "task.demo_error_rate": float, "task.show_work": bool, "task.self_check": bool,
                    "task.check_error_rate": float},
     "countdown": {"task.num_numbers": int, "task.max_number": int, "task.max_target": int},
-    "word_arithmetic": {"task.digits": int, "task.ops": str, "task.answer_format": str, "model.init_from": str},
+    "word_arithmetic": {"task.digits": int, "task.ops": str, "task.answer_format": str},
+    "jsonl": {"task.train_file": str, "task.test_file": str, "task.prompt_field": str, "task.answer_field": str,
+              "task.answer_format": str, "task.template": str},
+    "tfds": {"task.dataset": str, "task.data_dir": str, "task.prompt_field": str, "task.answer_field": str,
+             "task.answer_format": str, "task.template": str},
 }
 
 
@@ -223,14 +228,14 @@ def _lookup(config: ml_collections.ConfigDict, dotted_key: str):
 def _check_type(config: ml_collections.ConfigDict, dotted_key: str, expected: type) -> None:
     value = _lookup(config, dotted_key)
     if expected is float:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     elif expected is int:
         ok = isinstance(value, int) and not isinstance(value, bool)
     elif expected is tuple:
         ok = isinstance(value, (tuple, list)) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
     else:
         ok = isinstance(value, expected)
-    what = "a tuple of ints" if expected is tuple else f"of type {expected.__name__}"
+    what = {tuple: "a tuple of ints", float: "a finite number"}.get(expected, f"of type {expected.__name__}")
     _require(ok, dotted_key, f"must be {what}, got {value!r} ({type(value).__name__})")
 
 
@@ -245,11 +250,9 @@ def validate(config: ml_collections.ConfigDict, source: str | Path | None = None
     chat_modes = ("auto", "on", "off")  # jaxrl_self/tasks/chat.py CHAT_TEMPLATE_MODES
     _require(config.task.chat_template in chat_modes, "task.chat_template",
              f"must be one of {chat_modes}, got {config.task.chat_template!r}")
-    if config.task.name == "arithmetic":
-        _require(config.task.digits >= 1, "task.digits", f"must be >= 1, got {config.task.digits}")
-        for key in ("demo_error_rate", "check_error_rate"):
-            rate = config.task[key]
-            _require(0.0 <= rate <= 1.0, f"task.{key}", f"must be in [0, 1], got {rate}")
+    _validate_task(config.task)
+    for key in ("seed", "task.seed"):
+        _require(0 <= _lookup(config, key) <= MAX_SEED, key, f"must be in [0, {MAX_SEED}], got {_lookup(config, key)}")
     model = config.model
     for key in ("hidden_size", "num_layers", "num_heads", "num_kv_heads", "head_dim", "intermediate_size"):
         _require(model[key] >= 1, f"model.{key}", f"must be >= 1, got {model[key]}")
@@ -264,6 +267,7 @@ def validate(config: ml_collections.ConfigDict, source: str | Path | None = None
     _require(model.remat in REMAT_MODES, "model.remat", f"must be one of {REMAT_MODES}, got {model.remat!r}")
     _require(model.attention in ATTENTION_IMPLEMENTATIONS, "model.attention",
              f"must be one of {ATTENTION_IMPLEMENTATIONS}, got {model.attention!r}")
+    _require(model.rope_theta > 0, "model.rope_theta", f"must be > 0, got {model.rope_theta}")
     _require(model.logprob_chunk >= 0, "model.logprob_chunk", f"must be >= 0 (0 = no chunking), got {model.logprob_chunk}")
     sft, rl = config.sft, config.rl
     _require(sft.steps >= 0, "sft.steps", f"must be >= 0, got {sft.steps}")
@@ -274,6 +278,7 @@ def validate(config: ml_collections.ConfigDict, source: str | Path | None = None
              f"must be one of {REWARD_METHODS} or a reward function of your own as 'module.path:function' "
              f"(docs/rewards.md), got {rl.reward!r}")
     _require(rl.prompts_per_step >= 1, "rl.prompts_per_step", f"must be >= 1, got {rl.prompts_per_step}")
+    _require(rl.group_size >= 1, "rl.group_size", f"must be >= 1, got {rl.group_size}")
     if ALGORITHMS[rl.algorithm].min_group_size > 1:
         _require(rl.group_size >= ALGORITHMS[rl.algorithm].min_group_size, "rl.group_size",
                  f"group methods ({rl.algorithm}) need a group of >= 2 completions per prompt, got {rl.group_size}")
@@ -281,11 +286,19 @@ def validate(config: ml_collections.ConfigDict, source: str | Path | None = None
     _require(rl.temperature >= 0, "rl.temperature", f"must be >= 0, got {rl.temperature}")
     _require(0 < rl.top_p <= 1, "rl.top_p", f"must be in (0, 1], got {rl.top_p}")
     _require(rl.kl_coef >= 0, "rl.kl_coef", f"must be >= 0, got {rl.kl_coef}")
+    _require(0 <= rl.eps_low < 1, "rl.eps_low", f"must be in [0, 1) (the ratio is clipped at 1 - eps_low), got {rl.eps_low}")
+    _require(rl.eps_high >= 0, "rl.eps_high", f"must be >= 0, got {rl.eps_high}")
+    _require(rl.std_ddof in (0, 1), "rl.std_ddof", f"must be 0 (population std) or 1 (unbiased std), got {rl.std_ddof}")
+    _require(rl.advantage_eps > 0, "rl.advantage_eps", f"must be > 0, got {rl.advantage_eps}")
+    _require(rl.entropy_coef >= 0, "rl.entropy_coef", f"must be >= 0 (0 = no entropy bonus), got {rl.entropy_coef}")
+    aggregations = ("", *AGGREGATION_MODES)
+    _require(rl.loss_aggregation in aggregations, "rl.loss_aggregation",
+             f"must be one of {aggregations} ('' = the algorithm's default), got {rl.loss_aggregation!r}")
+    _require(rl.lr_schedule in ("cosine", "constant"), "rl.lr_schedule", f"must be 'cosine' or 'constant', got {rl.lr_schedule!r}")
     _require(rl.moments_dtype in ("float32", "bfloat16"), "rl.moments_dtype", f"must be 'float32' or 'bfloat16', got {rl.moments_dtype!r}")
     for key in ("learning_rate",):
         _require(sft[key] > 0, f"sft.{key}", f"must be > 0, got {sft[key]}")
         _require(rl[key] > 0, f"rl.{key}", f"must be > 0, got {rl[key]}")
-    _require(rl.epochs >= 1 and rl.minibatches >= 1, "rl.minibatches", "rl.epochs and rl.minibatches must be >= 1")
     _require(rl.max_grad_norm > 0, "rl.max_grad_norm", f"must be > 0, got {rl.max_grad_norm}")
     _require(rl.weight_decay >= 0, "rl.weight_decay", f"must be >= 0, got {rl.weight_decay}")
     _require(rl.ref_refresh_every >= 0, "rl.ref_refresh_every", f"must be >= 0 (0 = never), got {rl.ref_refresh_every}")
@@ -293,7 +306,6 @@ def validate(config: ml_collections.ConfigDict, source: str | Path | None = None
     _require(0 <= rl.gae_lambda <= 1, "rl.gae_lambda", f"must be in [0, 1], got {rl.gae_lambda}")
     _require(rl.value_coef >= 0, "rl.value_coef", f"must be >= 0, got {rl.value_coef}")
     _require(rl.value_clip_eps > 0, "rl.value_clip_eps", f"must be > 0, got {rl.value_clip_eps}")
-    _require(rl.max_resample_rounds >= 0, "rl.max_resample_rounds", f"must be >= 0, got {rl.max_resample_rounds}")
     if rl.overlong_max_len > 0:
         _require(0 < rl.overlong_cache_len <= rl.overlong_max_len, "rl.overlong_cache_len",
                  f"must be in (0, rl.overlong_max_len={rl.overlong_max_len}] when overlong shaping is on, got {rl.overlong_cache_len}")
@@ -301,14 +313,16 @@ def validate(config: ml_collections.ConfigDict, source: str | Path | None = None
         _require(rl.group_size >= 2, "rl.group_size", f"rl.filter_zero_advantage_groups needs a group of >= 2, got {rl.group_size}")
     if rl.algorithm == "reinforce_pp" and rl.group_baseline:
         _require(rl.group_size >= 2, "rl.group_size", f"reinforce_pp with rl.group_baseline needs a group of >= 2, got {rl.group_size}")
+    for key in ("rl.epochs", "rl.minibatches", "rl.micro_batches", "model.max_position_embeddings", "task.test_size",
+                "log_every", "eval.num_examples", "eval.batch_size", "eval.every", "checkpoint.every",
+                "checkpoint.max_to_keep", "train.max_consecutive_nonfinite", "task.max_prompt_len", "task.max_reference_len"):
+        _require(_lookup(config, key) >= 1, key, f"must be >= 1, got {_lookup(config, key)}")
+    for key in ("sft.warmup_steps", "rl.warmup_steps", "rl.top_k", "rl.max_resample_rounds", "rl.overlong_max_len",
+                "rl.overlong_cache_len"):
+        _require(_lookup(config, key) >= 0, key, f"must be >= 0, got {_lookup(config, key)}")
     rows = rl.prompts_per_step * rl.group_size
     _require(rows % (rl.minibatches * rl.micro_batches) == 0, "rl.micro_batches",
              f"prompts_per_step*group_size ({rows}) must be divisible by minibatches*micro_batches ({rl.minibatches}*{rl.micro_batches})")
-    for key in ("log_every", "eval.num_examples", "eval.batch_size", "eval.every", "checkpoint.every",
-                "checkpoint.max_to_keep", "train.max_consecutive_nonfinite", "task.max_prompt_len", "task.max_reference_len"):
-        _require(_lookup(config, key) >= 1, key, f"must be >= 1, got {_lookup(config, key)}")
-    for key in ("sft.warmup_steps", "rl.warmup_steps", "rl.top_k"):
-        _require(_lookup(config, key) >= 0, key, f"must be >= 0, got {_lookup(config, key)}")
     rl_steps = range(sft.steps + 1, sft.steps + rl.steps + 1)
     bad_steps = [s for s in config.train.debug_inject_nan_at_steps if s not in rl_steps]
     _require(not bad_steps, "train.debug_inject_nan_at_steps",
@@ -317,6 +331,29 @@ def validate(config: ml_collections.ConfigDict, source: str | Path | None = None
     _require(total_len <= model.max_position_embeddings, "rl.max_new_tokens",
              f"task.max_prompt_len + rl.max_new_tokens = {total_len} exceeds the model's context model.max_position_embeddings = {model.max_position_embeddings}")
     _validate_mesh(config)
+
+
+def _validate_task(task: ml_collections.ConfigDict) -> None:
+    """The options of the task `task.name` names: each within what the task can generate or read."""
+    if task.name in ("arithmetic", "word_arithmetic"):
+        module = arithmetic if task.name == "arithmetic" else word_arithmetic
+        digits = range(1, arithmetic.MAX_DIGITS + 1) if task.name == "arithmetic" else word_arithmetic.DIGITS
+        _require(task.digits in digits, "task.digits", f"must be in [{digits[0]}, {digits[-1]}], got {task.digits}")
+        _require(task.ops and not set(task.ops) - set(module.OPS), "task.ops",
+                 f"must be a non-empty string of the operations {module.OPS!r}, got {task.ops!r}")
+    if task.name == "arithmetic":
+        for key in ("demo_error_rate", "check_error_rate"):
+            _require(0.0 <= task[key] <= 1.0, f"task.{key}", f"must be in [0, 1], got {task[key]}")
+    if task.name == "word_arithmetic":
+        formats = tuple(word_arithmetic.INSTRUCTIONS)
+        _require(task.answer_format in formats, "task.answer_format", f"must be one of {formats}, got {task.answer_format!r}")
+    if task.name == "countdown":
+        for key in ("num_numbers", "max_number", "max_target"):
+            _require(task[key] >= 1, f"task.{key}", f"must be >= 1, got {task[key]}")
+    if task.name in ("jsonl", "tfds"):
+        _require(task.answer_format in ANSWER_FORMATS, "task.answer_format",
+                 f"must be one of {ANSWER_FORMATS}, got {task.answer_format!r}")
+        _require(PROMPT_PLACEHOLDER in task.template, "task.template", f"must contain {PROMPT_PLACEHOLDER}, got {task.template!r}")
 
 
 def _validate_mesh(config: ml_collections.ConfigDict) -> None:

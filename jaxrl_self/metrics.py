@@ -22,6 +22,8 @@ from typing import Any
 import numpy as np
 import tqdm
 
+from jaxrl_self.errors import naming_path
+
 METRICS_FILE = "metrics.jsonl"
 TENSORBOARD_DIR = "tensorboard"
 
@@ -112,8 +114,9 @@ class MetricsWriter:
         row = {"step": int(step)}
         for key, value in metrics.items():
             row[key] = _json_value(key, value)
-        self._jsonl.write(json.dumps(row) + "\n")
-        self._jsonl.flush()
+        with naming_path(self._jsonl.name):  # a full disk: an OSError naming metrics.jsonl
+            self._jsonl.write(json.dumps(row) + "\n")
+            self._jsonl.flush()
         if self._tensorboard is not None:
             for key, value in row.items():
                 if key == "step":

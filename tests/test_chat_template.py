@@ -1,5 +1,6 @@
 """Chat templates on data-task prompts (issue 38): rendered once by the task, so that training (SFT
-and RL), `eval` and `sample` all see the same text; `task.chat_template` = auto | on | off.
+and RL), `eval` and `sample` all see the same text; `task.chat_template` = auto | on | off. A
+trained run exported to Hugging Face (`jaxrl-self export`) keeps the template and the logits.
 
 The model: a tiny random Llama written as a GGUF file whose metadata carries a ChatML template
 (`tests/tiny_models.py`); plus an instruct-style BPE tokenizer trained here with the `tokenizers`
@@ -11,19 +12,22 @@ import json
 
 import jax
 import ml_collections
+import numpy as np
 import pytest
+import transformers
 from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 
 from jaxrl_self import cli
 from jaxrl_self.config import ConfigError, load_config_file, validate
 from jaxrl_self.models.hf_tokenizer import HFTokenizer
 from jaxrl_self.recipes import train_and_evaluate
-from jaxrl_self.recipes.runs import evaluate_run, sample_run
+from jaxrl_self.recipes.export import export_run
+from jaxrl_self.recipes.runs import evaluate_run, load_run, sample_run
 from jaxrl_self.tasks.arithmetic import make_tokenizer
 from jaxrl_self.tasks.chat import chat_markers, prompt_renderer
 from jaxrl_self.tasks.registry import build_task
 from tiny_job import REPO
-from tiny_models import build_hf_model, tokenizer_tokens, write_tiny_gguf
+from tiny_models import build_hf_model, hf_logits, jax_logits, tokenizer_tokens, write_tiny_gguf
 
 USER_TURN, ASSISTANT_TURN = "<|im_start|>user\n", "<|im_end|>\n<|im_start|>assistant\n"  # tiny_models.CHAT_TEMPLATE
 TEMPLATE = "{prompt} Answer after ####."
@@ -164,6 +168,17 @@ def test_training_eval_and_sample_see_the_chat_template(tmp_path, monkeypatch, c
         assert len(completions) == 2 and len(completions[0]) == 1
         sample_run(workdir, ["raw text", "more"], raw=True, max_new_tokens=3)
         assert spy.take()[0][1] == ["raw text", "more"]
+
+        # the trained run exported to Hugging Face: transformers loads the model, the tokenizer with its chat template
+        export_run(workdir, tmp_path / "hf")
+        hf_tokenizer = transformers.AutoTokenizer.from_pretrained(tmp_path / "hf")
+        user = [{"role": "user", "content": "What is 2+3? Answer after ####."}]
+        assert hf_tokenizer.apply_chat_template(user, tokenize=False, add_generation_prompt=True) == results["samples"][0]["prompt"]
+        run, params = load_run(workdir)
+        text = results["samples"][0]["prompt"] + "2+3=5 #### 5"
+        ids = [bos, *run.tokenizer.encode(text)]
+        assert hf_tokenizer(text, add_special_tokens=False)["input_ids"] == ids[1:]
+        assert float(np.max(np.abs(jax_logits(run.graphdef, params, ids) - hf_logits(tmp_path / "hf", ids)))) < 1e-4
 
         # usage errors of a run: one line, exit 2
         for argv, message in ((["--prompt", "x" * 80], "--prompt 1 is"), (["--prompt", "hi", "--max-new-tokens", "100"], "context")):

@@ -11,11 +11,13 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "jaxrl_self"
 LAYERS = [  # lowest first; a unit may import the units of earlier layers and itself
+    {"errors"},
     {"parallel", "algorithms", "metrics"},
     {"report"},
     {"models", "rewards"},
-    {"sampling", "config"},
+    {"sampling"},
     {"checkpoint", "tasks"},
+    {"config"},
     {"eval"},
     {"methods"},
     {"train"},

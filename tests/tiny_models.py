@@ -103,3 +103,24 @@ def write_tiny_gguf(path: str, hf_model, tensor_types: dict = QUANT):
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
+
+
+def jax_logits(graphdef, params, ids: list[int]) -> np.ndarray:
+    """A jaxrl_self model's logits `[T, V]` of one unpadded sequence of token `ids`."""
+    import jax.numpy as jnp
+    from flax import nnx
+
+    tokens = jnp.asarray([ids], jnp.int32)
+    positions = jnp.arange(len(ids))[None]
+    logits, _ = nnx.merge(graphdef, params)(tokens, positions, jnp.ones_like(tokens, bool))
+    return np.asarray(logits[0])
+
+
+def hf_logits(model_dir, ids: list[int]) -> np.ndarray:
+    """`transformers`' logits `[T, V]` of the model in `model_dir` on token `ids` (CPU torch, float32)."""
+    import torch
+    import transformers
+
+    model = transformers.AutoModelForCausalLM.from_pretrained(model_dir, torch_dtype=torch.float32).eval()
+    with torch.no_grad():
+        return model(torch.tensor([ids])).logits[0].numpy()

@@ -19,6 +19,8 @@ from typing import Callable, Optional
 import jax
 import orbax.checkpoint as ocp
 from flax import nnx
+from tokenizers import AddedToken, Regex, Tokenizer, decoders, pre_tokenizers
+from tokenizers.models import WordLevel
 
 from jaxrl_self.models.checkpoint_io import (
     ShardingFor,
@@ -30,6 +32,8 @@ from jaxrl_self.models.config import ModelConfig
 from jaxrl_self.models.gguf import load_gguf_weights, open_gguf
 from jaxrl_self.models.gguf_tokenizer import write_gguf_tokenizer
 from jaxrl_self.models.hf_config import CheckpointError, read_hf_config
+from jaxrl_self.models.hf_tokenizer import HFTokenizer
+from jaxrl_self.models.tokenizer import CharTokenizer, ExtendedTokenizer
 from jaxrl_self.models.transformer import Transformer
 
 PARAMS_DIR = "params"
@@ -41,8 +45,9 @@ _HF_KEYS_KEPT = ("bos_token_id", "eos_token_id", "pad_token_id")
 DEFAULT_MAX_SHARD_BYTES = 5 * 2**30
 
 
-def _require_empty(out_dir: str):
-    if os.path.exists(out_dir) and os.listdir(out_dir):
+def require_empty(out_dir: str):
+    """Raises CheckpointError unless `out_dir` is absent or an empty directory."""
+    if os.path.exists(out_dir) and (not os.path.isdir(out_dir) or os.listdir(out_dir)):
         raise CheckpointError(f"output directory {out_dir!r} exists and is not empty")
 
 
@@ -67,7 +72,7 @@ def save_orbax_model(out_dir: str, config: ModelConfig, params: nnx.State, hf_co
 
 def hf_to_orbax(hf_dir: str, out_dir: str) -> ModelConfig:
     """Converts an HF checkpoint directory into an orbax model directory (layout in the module docstring)."""
-    _require_empty(out_dir)
+    require_empty(out_dir)
     config, _, params = load_hf_checkpoint(hf_dir)
     has_tokenizer = os.path.isfile(os.path.join(hf_dir, "tokenizer.json"))
     save_orbax_model(out_dir, config, params, read_hf_config(hf_dir),
@@ -77,7 +82,7 @@ def hf_to_orbax(hf_dir: str, out_dir: str) -> ModelConfig:
 
 def gguf_to_orbax(gguf_path: str, out_dir: str) -> ModelConfig:
     """Converts a GGUF file (weights dequantized to float32, tokenizer from its metadata) into an orbax model directory."""
-    _require_empty(out_dir)
+    require_empty(out_dir)
     reader = open_gguf(gguf_path)
     config, _, params, hf_config = load_gguf_weights(reader, gguf_path)
     save_orbax_model(out_dir, config, params, hf_config, lambda dst: write_gguf_tokenizer(reader, gguf_path, dst))
@@ -87,7 +92,7 @@ def gguf_to_orbax(gguf_path: str, out_dir: str) -> ModelConfig:
 def gguf_to_hf(gguf_path: str, out_dir: str, *, max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
                dtype: str = "float32") -> list[str]:
     """Converts a GGUF file into an HF checkpoint directory (dequantized weights + tokenizer); returns the files written."""
-    _require_empty(out_dir)
+    require_empty(out_dir)
     reader = open_gguf(gguf_path)
     config, _, params, hf_config = load_gguf_weights(reader, gguf_path)
     extra = {key: hf_config[key] for key in _HF_KEYS_KEPT if key in hf_config}
@@ -110,6 +115,15 @@ def load_orbax_model(ckpt_dir: str, *, sharding_for: Optional[ShardingFor] = Non
         raise CheckpointError(f"no {PARAMS_DIR}/ in orbax model directory {ckpt_dir!r}")
     with open(config_path) as f:
         config = ModelConfig.from_dict(json.load(f))
+    graphdef, targets = abstract_params(config, sharding_for)
+    params = ocp.StandardCheckpointer().restore(params_path, targets)
+    return config, graphdef, params
+
+
+def abstract_params(config: ModelConfig, sharding_for: Optional[ShardingFor] = None) -> tuple[nnx.GraphDef, nnx.State]:
+    """(graphdef, params) of the model `config` describes, its params `jax.ShapeDtypeStruct`s
+    (float32, placed by `sharding_for(logical_axes, shape)`, default the first device): a target
+    to restore a checkpoint's params into."""
     graphdef, abstract = nnx.split(nnx.eval_shape(lambda: Transformer(config, rngs=nnx.Rngs(0))))
     default_sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
 
@@ -118,15 +132,13 @@ def load_orbax_model(ckpt_dir: str, *, sharding_for: Optional[ShardingFor] = Non
         sharding = sharding_for(variable.get_metadata().get("logical_axes"), shape) if sharding_for else default_sharding
         return variable.replace(jax.ShapeDtypeStruct(shape, variable.dtype, sharding=sharding))
 
-    targets = jax.tree.map(target, abstract, is_leaf=lambda x: isinstance(x, nnx.Variable))
-    params = ocp.StandardCheckpointer().restore(params_path, targets)
-    return config, graphdef, params
+    return graphdef, jax.tree.map(target, abstract, is_leaf=lambda x: isinstance(x, nnx.Variable))
 
 
 def orbax_to_hf(ckpt_dir: str, out_dir: str, *, max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
                 dtype: str = "float32") -> list[str]:
     """Exports an orbax model directory as an HF checkpoint directory; returns the files written."""
-    _require_empty(out_dir)
+    require_empty(out_dir)
     config, _, params = load_orbax_model(ckpt_dir)
     hf_config_path = os.path.join(ckpt_dir, HF_CONFIG_FILE)
     extra = {}
@@ -138,6 +150,47 @@ def orbax_to_hf(ckpt_dir: str, out_dir: str, *, max_shard_bytes: int = DEFAULT_M
     return export_hf_checkpoint(
         config, params, out_dir, max_shard_bytes=max_shard_bytes, dtype=dtype, extra_config=extra,
         tokenizer_dir=tokenizer_dir if os.path.isdir(tokenizer_dir) else None)
+
+
+def write_tokenizer(tokenizer, out_dir: str) -> list[str]:
+    """Writes `tokenizer` as tokenizer.json + tokenizer_config.json, which `transformers`'
+    `AutoTokenizer.from_pretrained(out_dir)` loads and which encodes text to the same ids; returns
+    the files written.
+
+    tokenizer: an `HFTokenizer` (from an HF directory or a GGUF file), a `CharTokenizer` (a
+    procedural task's: a character vocabulary, its multi-character tags as added tokens), or an
+    `ExtendedTokenizer` over either (its extra tokens added after the vocabulary).
+    """
+    extra_tokens = ()
+    if isinstance(tokenizer, ExtendedTokenizer):
+        tokenizer, extra_tokens = tokenizer.base, tokenizer.extra_tokens
+    if isinstance(tokenizer, HFTokenizer):
+        fast = Tokenizer.from_str(tokenizer.tokenizer.to_str())
+        config = {**tokenizer.special_tokens, "chat_template": tokenizer.chat_template}
+    elif isinstance(tokenizer, CharTokenizer):
+        fast = Tokenizer(WordLevel(tokenizer.token_to_id))
+        fast.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")  # one piece per character
+        fast.decoder = decoders.Fuse()  # joined without spaces
+        pad, bos, eos, *tags = tokenizer.special_tokens
+        fast.add_special_tokens([AddedToken(t, normalized=False) for t in (pad, bos, eos)])
+        fast.add_tokens([AddedToken(t, normalized=False) for t in tags])  # task tags: kept when decoding
+        config = {"pad_token": pad, "bos_token": bos, "eos_token": eos}
+    else:
+        raise CheckpointError(f"cannot write a {type(tokenizer).__name__} as Hugging Face tokenizer files")
+    fast.add_tokens([AddedToken(t, normalized=False) for t in extra_tokens])  # kept when decoding, as there
+    os.makedirs(out_dir, exist_ok=True)
+    fast.save(os.path.join(out_dir, "tokenizer.json"))
+    config = {"tokenizer_class": "PreTrainedTokenizerFast", "clean_up_tokenization_spaces": False,
+              **{key: value for key, value in config.items() if value is not None}}
+    with open(os.path.join(out_dir, "tokenizer_config.json"), "w") as f:
+        json.dump(config, f, indent=2)
+    return ["tokenizer.json", "tokenizer_config.json"]
+
+
+def special_token_ids(tokenizer) -> dict:
+    """config.json's bos_token_id / eos_token_id / pad_token_id of `tokenizer` (those it has)."""
+    ids = {"bos_token_id": tokenizer.bos_id, "eos_token_id": tokenizer.eos_id, "pad_token_id": tokenizer.pad_id}
+    return {key: value for key, value in ids.items() if value is not None}
 
 
 def add_convert_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:

@@ -18,6 +18,7 @@ from jaxrl_self.eval.evaluate import evaluate, generate
 from jaxrl_self.methods import run_scorer
 from jaxrl_self.recipes import build_recipe
 from jaxrl_self.tasks.chat import prompt_renderer
+from jaxrl_self.tasks.encoding import prompt_length
 from jaxrl_self.train.context import RunContext
 from jaxrl_self.train.loop import fresh_state
 from jaxrl_self.train.workdir import BEST_CHECKPOINT_DIR, CHECKPOINT_DIR, CONFIG_FILE
@@ -83,8 +84,8 @@ def render_prompts(run, prompts, raw: bool = False) -> list[str]:
     """`prompts` as the run's training rendered its task's questions: the task's renderer (a data
     task: `task.template`, then the chat template), else the chat template alone when the tokenizer
     has one and `task.chat_template` is not "off" (procedural tasks with a character tokenizer: as
-    given). `raw`: as given. Raises ConfigError for an empty prompt or one longer than the run's
-    `task.max_prompt_len` once rendered."""
+    given). `raw`: as given. Raises ConfigError for an empty prompt, one the run's tokenizer cannot
+    encode, or one longer than the run's `task.max_prompt_len` once rendered."""
     if raw:
         rendered = list(prompts)
     else:
@@ -99,8 +100,10 @@ def render_prompts(run, prompts, raw: bool = False) -> list[str]:
     for number, (prompt, text) in enumerate(zip(prompts, rendered), start=1):
         if not prompt.strip():
             raise ConfigError(f"--prompt {number} is empty")
-        ids, bos = run.tokenizer.encode(text), run.tokenizer.bos_id
-        length = len(ids) + (bos is not None and ids[:1] != [bos])  # + the BOS `encode_prompts` adds
+        try:
+            length = prompt_length(run.tokenizer, text)
+        except ValueError as error:  # a character tokenizer's alphabet
+            raise ConfigError(f"--prompt {number} cannot be tokenized: {error}") from None
         if length > run.prompt_len:
             raise ConfigError(f"--prompt {number} is {length} tokens once rendered, more than the run's "
                               f"task.max_prompt_len = {run.prompt_len}")

@@ -1,4 +1,4 @@
-"""Multi-digit arithmetic (ALGORITHMS.md 5.2) with a worked, column-by-column solution format.
+"""Multi-digit arithmetic (docs/algorithms.md#procedural-tasks-countdown-and-arithmetic) with a worked, column-by-column solution format.
 
 Prompt "347+285=", solution "<think>7+5=12 4+8+1=13 3+2+1=6</think><answer>632</answer>".
 Subtraction (a >= b) works column by column with borrows ("14-8=6" when a ten was borrowed).
@@ -17,6 +17,8 @@ from jaxrl_self.tasks.base import Example
 from jaxrl_self.tasks.procedural import ProceduralExamples
 
 TAGS = ("<think>", "</think>", "<answer>", "</answer>")
+OPS = "+-"  # the operations `ops` may list
+MAX_DIGITS = 18  # operands are drawn as int64: 10**digits must fit
 
 
 def make_tokenizer() -> CharTokenizer:
@@ -93,8 +95,8 @@ class ArithmeticTask:
         for name, rate in (("demo_error_rate", demo_error_rate), ("check_error_rate", check_error_rate)):
             if not 0.0 <= rate <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {rate}")
-        if digits < 1 or not ops or set(ops) - set("+-"):
-            raise ValueError(f"arithmetic task needs digits >= 1 and ops from '+-', got digits={digits}, ops={ops!r}")
+        if not 1 <= digits <= MAX_DIGITS or not ops or set(ops) - set(OPS):
+            raise ValueError(f"arithmetic task needs digits in [1, {MAX_DIGITS}] and ops from {OPS!r}, got digits={digits}, ops={ops!r}")
         self.digits, self.ops, self.seed, self.show_work, self.demo_error_rate = digits, ops, seed, show_work, demo_error_rate
         self.self_check, self.check_error_rate = self_check, check_error_rate
         self.sizes = {"train": train_size, "test": test_size}

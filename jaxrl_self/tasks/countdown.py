@@ -1,4 +1,4 @@
-"""Countdown (ALGORITHMS.md 5.1): reach a target with the given numbers, each used exactly once.
+"""Countdown (docs/algorithms.md#procedural-tasks-countdown-and-arithmetic): reach a target with the given numbers, each used exactly once.
 
 The generator builds a random expression tree over the sampled numbers and keeps instances whose
 value is a positive integer <= max_target, so every instance is solvable; that expression is the

@@ -18,6 +18,12 @@ def encode_prompts(tokenizer, prompts: Sequence[str], prompt_len: int):
     return pad_batch([ids if ids[:1] == bos else bos + ids for ids in encoded], prompt_len, tokenizer.pad_id, side="left")
 
 
+def prompt_length(tokenizer, prompt: str) -> int:
+    """Tokens of `prompt` as `encode_prompts` writes it (with BOS), before padding."""
+    ids = tokenizer.encode(prompt)
+    return len(ids) + (tokenizer.bos_id is not None and ids[:1] != [tokenizer.bos_id])
+
+
 def encode_pairs(tokenizer, prompts: Sequence[str], completions: Sequence[str], prompt_len: int, completion_len: int):
     """Prompts left-padded to `[N, prompt_len]`, completions (+ EOS) right-padded to `[N, completion_len]`."""
     prompt_tokens, prompt_mask = encode_prompts(tokenizer, prompts, prompt_len)

@@ -2,8 +2,8 @@
 
 A line such as ``{"question": "Tom has 3 apples ...", "answer": "... #### 42"}`` becomes
 ``Example(prompt="Tom has 3 apples ...", reference="42", solution="... #### 42", uid=i)``.
-Blank lines are skipped; any other line that cannot become an example stops loading with a
-`DataError` naming the file, the 1-based line number and the field.
+Blank lines are skipped; any other line that cannot become an example, or a file with no
+example at all, stops loading with a `DataError` naming the file, the 1-based line number and the field.
 """
 from __future__ import annotations
 
@@ -70,10 +70,11 @@ def read_jsonl_examples(
     answer_field: str,
     answer_format: AnswerFormat,
     template: str = PROMPT_PLACEHOLDER,
-) -> list[Example]:
+) -> tuple[list[Example], list[int]]:
     """Reads every non-blank line of a JSONL file as an `Example`; uid is its index among them.
+    Returns the examples and the 1-based line number of each.
 
-    Raises DataError naming the path when the file cannot be read, and naming the path, the
+    Raises DataError naming the path when the file cannot be read or has no example, and naming the path, the
     1-based line number and the field for a line that is not UTF-8, not valid JSON, not an
     object, lacks a field, has a non-string field, or has an answer of the wrong form.
     """
@@ -83,7 +84,7 @@ def read_jsonl_examples(
     except OSError as error:
         raise DataError(f"cannot read JSONL file {os.fspath(path)!r}: {error.strerror or error}") from error
 
-    examples = []
+    examples, line_numbers = [], []
     for line_number, raw_line in enumerate(raw_lines, start=1):
         where = f"{os.fspath(path)}:{line_number}"
         try:
@@ -117,7 +118,10 @@ def read_jsonl_examples(
                 uid=len(examples),
             )
         )
-    return examples
+        line_numbers.append(line_number)
+    if not examples:
+        raise DataError(f"{os.fspath(path)}: no examples (the file is empty or has only blank lines)")
+    return examples, line_numbers
 
 
 class MathDataTask:
@@ -136,6 +140,10 @@ class MathDataTask:
     def score(self, completion: str, reference: str) -> Mapping[str, float]:
         """Scores a completion with `jaxrl_self.rewards.math_verify.math_score`."""
         return math_score(completion, reference)
+
+    def where(self, split: str, index: int) -> str:
+        """Where example `index` of `split` comes from, for messages."""
+        return f"task {self.name!r}, {split} example {index}"
 
 
 class JsonlTask(MathDataTask):
@@ -163,8 +171,12 @@ class JsonlTask(MathDataTask):
     ):
         check_task_options(answer_format, template)
         self.name = name
-        self._examples = {
-            split: read_jsonl_examples(path, prompt_field, answer_field, answer_format, template)
-            for split, path in files.items()
-        }
+        self._examples, self._lines = {}, {}
+        for split, path in files.items():
+            self._examples[split], lines = read_jsonl_examples(path, prompt_field, answer_field, answer_format, template)
+            self._lines[split] = [f"{os.fspath(path)}:{line}" for line in lines]
+
+    def where(self, split: str, index: int) -> str:
+        """The file and 1-based line of example `index` of `split`: "train.jsonl:12"."""
+        return self._lines[split][index]
 

@@ -1,15 +1,54 @@
-"""Builds the task a config names (`config.task.name`) with its options."""
+"""Builds the task a config names (`config.task.name`) with its options, and checks its examples once."""
 from __future__ import annotations
 
-from jaxrl_self.config import ConfigError
+from jaxrl_self.errors import ConfigError
+from jaxrl_self.tasks.encoding import prompt_length
+from jaxrl_self.tasks.errors import DataError
+from jaxrl_self.tasks.procedural import ProceduralExamples
+
+PROCEDURAL_SCAN = 256  # examples per split of a procedural task that `check_examples` reads
 
 
 def build_task(task_config, tokenizer=None):
-    """A Task from `config.task`: arithmetic | countdown | word_arithmetic | jsonl | tfds.
+    """A Task from `config.task`: arithmetic | countdown | word_arithmetic | jsonl | tfds, whose
+    examples fit `task.max_prompt_len` and `task.max_reference_len` (`check_examples`).
 
     tokenizer: the pretrained model's tokenizer (`config.model.init_from`); tasks that render
     prompts with a chat template (word_arithmetic) need it, procedural ones bring their own.
     """
+    task = _make_task(task_config, tokenizer)
+    check_examples(task, task_config.max_prompt_len, task_config.max_reference_len)
+    return task
+
+
+def check_examples(task, max_prompt_len: int, max_reference_len: int) -> None:
+    """Raises DataError, naming the example (a JSONL task: its file and line), for an empty split,
+    a prompt longer than `max_prompt_len` tokens (as rendered, with BOS) or a reference answer
+    longer than `max_reference_len` bytes (UTF-8), so that no run fails when it draws that example.
+    Data tasks: every example; procedural tasks draw every instance alike: the first
+    `PROCEDURAL_SCAN` of each split."""
+    where = getattr(task, "where", lambda split, index: f"task {task.name!r}, {split} example {index}")
+    for split in ("train", "test"):
+        examples = task.examples(split)
+        if not len(examples):
+            raise DataError(f"task {task.name!r}: the {split} split has no examples")
+        if isinstance(examples, ProceduralExamples):
+            examples = examples[:PROCEDURAL_SCAN]
+        for index, example in enumerate(examples):
+            try:
+                length = prompt_length(task.tokenizer, example.prompt)
+            except ValueError as error:
+                raise DataError(f"{where(split, index)}: the prompt cannot be tokenized: {error}") from None
+            if length > max_prompt_len:
+                raise DataError(f"{where(split, index)}: the prompt is {length} tokens (with BOS), more than "
+                                f"config.task.max_prompt_len = {max_prompt_len}")
+            size = len(example.reference.encode("utf-8"))
+            if size > max_reference_len:
+                raise DataError(f"{where(split, index)}: the reference answer {example.reference[:40]!r} is {size} bytes, "
+                                f"more than config.task.max_reference_len = {max_reference_len}")
+
+
+def _make_task(task_config, tokenizer):
     name = task_config.name
     if name == "word_arithmetic":
         if tokenizer is None:

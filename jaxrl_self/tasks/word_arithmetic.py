@@ -42,7 +42,9 @@ TEMPLATES = {
     ">": ("A red box holds {a} {items} and a blue box holds {b} {items}. How many {items} are in the fuller box?",
           "{name} has two bags: one with {a} {items}, the other with {b} {items}. How many {items} are in the bigger bag?"),
 }
-INSTRUCTIONS = {
+OPS = "".join(TEMPLATES)  # the operations `ops` may list
+DIGITS = (1, 2)  # the operand sizes `digits` may be
+INSTRUCTIONS = {  # answer_format -> the instruction after the question
     "number": "Reply with only the final number.",
     "tag": "Write the final number inside answer tags.",
 }
@@ -78,10 +80,10 @@ class WordArithmeticTask:
 
     def __init__(self, tokenizer, ops: str = "+-*", digits: int = 2, answer_format: str = "tag", seed: int = 0,
                  train_size: int = 100_000, test_size: int = 200):
-        if not ops or set(ops) - set(TEMPLATES):
-            raise ValueError(f"word_arithmetic ops must be a non-empty subset of '+-*>', got {ops!r}")
-        if digits not in (1, 2):
-            raise ValueError(f"word_arithmetic digits must be 1 or 2, got {digits}")
+        if not ops or set(ops) - set(OPS):
+            raise ValueError(f"word_arithmetic ops must be a non-empty subset of {OPS!r}, got {ops!r}")
+        if digits not in DIGITS:
+            raise ValueError(f"word_arithmetic digits must be one of {DIGITS}, got {digits}")
         if answer_format not in INSTRUCTIONS:
             raise ValueError(f"word_arithmetic answer_format must be one of {sorted(INSTRUCTIONS)}, got {answer_format!r}")
         self.tokenizer, self.ops, self.digits, self.answer_format, self.seed = tokenizer, ops, digits, answer_format, seed

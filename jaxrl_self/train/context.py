@@ -1,10 +1,11 @@
 """The run context: what every recipe trains with, built once per run from the config.
 
 A `RunContext` owns the device mesh, the task and tokenizer, the model (from scratch, or
-`config.model.init_from`: a `.gguf` file, a Hugging Face or an orbax model directory), the SFT
-and RL optimizers, the samplers and the held-out examples. Recipes (`jaxrl_self/recipes/`) read
-it; the outer loop (`train.loop.train`) adds the checkpoints, metrics, progress, preemption and
-non-finite handling. docs/recipes.md shows how a recipe uses it.
+`config.model.init_from`: a `.gguf` file, a Hugging Face or an orbax model directory, or another
+run's checkpoint: `train.run_dir`), the SFT and RL optimizers, the samplers and the held-out
+examples. Recipes (`jaxrl_self/recipes/`) read it; the outer loop (`train.loop.train`) adds the
+checkpoints, metrics, progress, preemption and non-finite handling. docs/recipes.md shows how a
+recipe uses it.
 """
 from __future__ import annotations
 
@@ -19,13 +20,13 @@ import optax
 from jaxrl_self.eval.evaluate import evaluate, generate
 from jaxrl_self.methods import run_scorer
 from jaxrl_self.models.config import model_config_from, with_execution_options
-from jaxrl_self.models.pretrained import load_pretrained
 from jaxrl_self.models.transformer import model_graphdef
 from jaxrl_self.parallel import make_mesh, shard_batch, shard_state, sharding_for
 from jaxrl_self.sampling.sampler import SamplingConfig, make_sampler
 from jaxrl_self.tasks.encoding import encode_prompts
 from jaxrl_self.tasks.iterator import PromptIterator
 from jaxrl_self.tasks.registry import build_task
+from jaxrl_self.train.run_dir import load_model
 from jaxrl_self.train.state import init_model, init_train_state, make_optimizer
 from jaxrl_self.train.value_head import init_value_head
 
@@ -62,7 +63,7 @@ class RunContext:
         self.mesh = make_mesh(config.mesh)
         pretrained = config.model.get("init_from")
         if pretrained:
-            model_config, _, init_params, tokenizer = load_pretrained(
+            model_config, _, init_params, tokenizer = load_model(
                 pretrained, config.model.dtype, sharding_for=sharding_for(self.mesh), scan_layers=config.model.scan_layers)
         else:
             tokenizer = scratch_tokenizer
@@ -161,4 +162,5 @@ def rl_optimizer(config) -> optax.GradientTransformation:
     rl = config.rl
     return make_optimizer(rl.learning_rate, rl.steps * rl.epochs * rl.minibatches, rl.warmup_steps,
                           weight_decay=rl.weight_decay, max_grad_norm=rl.max_grad_norm,
-                          moments_dtype=rl.moments_dtype, param_dtype=config.model.param_dtype)
+                          moments_dtype=rl.moments_dtype, param_dtype=config.model.param_dtype,
+                          schedule=rl.get("lr_schedule", "cosine"))

@@ -79,10 +79,17 @@ def _to_master(master, param, update):
     return master.astype(param.dtype).astype(jnp.float32) - param.astype(jnp.float32)
 
 
+LR_SCHEDULES = ("cosine", "constant")  # after the linear warmup
+
+
 def make_optimizer(learning_rate: float, total_steps: int, warmup_steps: int = 0, weight_decay: float = 0.0,
                    max_grad_norm: float = 1.0, moments_dtype: Optional[str] = None,
-                   param_dtype: str = "float32") -> optax.GradientTransformation:
-    """AdamW with linear warmup + cosine decay to 10% and global-norm clipping.
+                   param_dtype: str = "float32", schedule: str = "cosine") -> optax.GradientTransformation:
+    """AdamW with a linear warmup, then the learning-rate `schedule`, and global-norm clipping.
+
+    schedule: "cosine" decays to 10% at `total_steps`; "constant" stays at `learning_rate`, so the
+    first n updates do not depend on `total_steps` (a run extended to more steps equals a run
+    started with them: docs/runs.md).
 
     moments_dtype: dtype of Adam's first moment ("float32", or "bfloat16": 2 bytes per parameter
     instead of 4); None keeps the parameters' dtype. The second moment stays in the parameters' dtype.
@@ -90,10 +97,17 @@ def make_optimizer(learning_rate: float, total_steps: int, warmup_steps: int = 0
     wraps the optimizer in `with_master_weights`, so Adam's parameters (and its moments with
     moments_dtype None) are the float32 master.
     """
-    schedule = optax.warmup_cosine_decay_schedule(
-        init_value=0.0 if warmup_steps else learning_rate, peak_value=learning_rate,
-        warmup_steps=warmup_steps, decay_steps=max(total_steps, warmup_steps + 1), end_value=0.1 * learning_rate)
-    optimizer = optax.chain(optax.clip_by_global_norm(max_grad_norm), optax.adamw(schedule, weight_decay=weight_decay,
+    if schedule not in LR_SCHEDULES:
+        raise ValueError(f"learning-rate schedule must be one of {LR_SCHEDULES}, got {schedule!r}")
+    start = 0.0 if warmup_steps else learning_rate
+    if schedule == "cosine":
+        rate = optax.warmup_cosine_decay_schedule(
+            init_value=start, peak_value=learning_rate, warmup_steps=warmup_steps,
+            decay_steps=max(total_steps, warmup_steps + 1), end_value=0.1 * learning_rate)
+    else:
+        rate = optax.join_schedules([optax.linear_schedule(start, learning_rate, warmup_steps),
+                                     optax.constant_schedule(learning_rate)], boundaries=[warmup_steps])
+    optimizer = optax.chain(optax.clip_by_global_norm(max_grad_norm), optax.adamw(rate, weight_decay=weight_decay,
                                                                                 mu_dtype=moments_dtype))
     return optimizer if jnp.dtype(param_dtype) == jnp.float32 else with_master_weights(optimizer)
 

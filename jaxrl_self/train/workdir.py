@@ -1,7 +1,10 @@
 """The run directory: created if needed, checked for writability and for a config from another run.
 
 `<workdir>/config.json` holds the resolved config of the run (written atomically); starting the
-same workdir again with the same config resumes it, with another config is refused. A start checks
+same workdir again with the same config resumes it, with another config is refused, except for
+more training steps (`LENGTH_KEYS`: `rl.steps`, or `method.iterations` for the iterative recipes),
+which extends the run: it continues from its last checkpoint to the new end, and config.json is
+updated to the new length once the run has loaded. Fewer steps are refused. A start checks
 the workdir first (`prepare_workdir`) and records its config only once the model and data have
 loaded (`claim_workdir`), so a start that fails on a bad model path or data file leaves the
 workdir free for the fixed command.
@@ -27,6 +30,7 @@ from pathlib import Path
 from typing import Iterator
 
 from jaxrl_self.config import ConfigError, config_to_json
+from jaxrl_self.errors import naming_path
 
 log = logging.getLogger(__name__)
 
@@ -36,15 +40,23 @@ CHECKPOINT_DIR = "checkpoints"  # the last checkpoint.max_to_keep steps
 BEST_CHECKPOINT_DIR = "best_checkpoint"  # the step with the best held-out accuracy
 # every process of a multi-process run passes its own process id; the rest of the config must match
 PER_PROCESS_KEYS = frozenset({"config.distributed.process_id"})
+# the training length (`Recipe.num_steps`: RL recipes read rl.steps, the iterative ones method.iterations):
+# a restart may raise it to extend a run, never lower it
+LENGTH_KEYS = ("rl.steps", "method.iterations")
 
 
 def prepare_workdir(config, workdir) -> Path:
     """Creates `workdir` and checks it; refuses a workdir made with another config. Writes no file:
     `claim_workdir` records the config once the run's model and data have loaded.
 
+    A config that asks for more training steps (a larger value at one of `LENGTH_KEYS`) extends
+    the run; with `rl.lr_schedule = "cosine"` that logs a warning, since the decay of the steps
+    still to come then follows the new length (a run started with it would differ).
+
     Raises ConfigError when the directory cannot be created or written, when its config.json
-    cannot be read, or when that config differs from `config` (naming the differing keys) other
-    than in `config.distributed.process_id` (the processes of one run share the workdir).
+    cannot be read, when that config differs from `config` (naming the differing keys) other than
+    in `config.distributed.process_id` (the processes of one run share the workdir) and in a
+    larger training length, or when `config` asks for fewer training steps than the run's.
     """
     workdir = Path(workdir)
     try:
@@ -60,11 +72,40 @@ def prepare_workdir(config, workdir) -> Path:
             existing = json.loads(path.read_text())
         except (OSError, ValueError) as error:
             raise ConfigError(f"cannot read {path} ({error}); fix or remove it, or use a new --workdir") from error
-        changed = sorted(set(_differences(existing, json.loads(resolved))) - PER_PROCESS_KEYS)
+        wanted = json.loads(resolved)
+        lengths = _length_changes(existing, wanted)
+        changed = sorted(set(_differences(existing, wanted)) - PER_PROCESS_KEYS - {f"config.{key}" for key in lengths})
         if changed:
             raise ConfigError(f"the workdir {workdir} holds a run made with a different config (differs at: "
-                              f"{', '.join(changed[:8])}); use a new --workdir, or the same config to resume")
+                              f"{', '.join(changed[:8])}); use a new --workdir, the same config to resume, or the same "
+                              f"config with more steps ({' or '.join(LENGTH_KEYS)}) to extend it")
+        for key, (old, new) in lengths.items():
+            if new < old:
+                raise ConfigError(f"config.{key} = {new} is fewer than the {old} of the run in {workdir}: a run can be "
+                                  f"extended, not shortened; use a new --workdir, or evaluate a checkpoint of this one")
+            log.info("extending the run in %s: config.%s %d -> %d", workdir, key, old, new)
+            if key == "rl.steps" and config.rl.get("lr_schedule", "cosine") == "cosine":
+                log.warning("rl.lr_schedule is 'cosine': the learning rate of the remaining steps decays over the new "
+                            "rl.steps = %d, so this run will not equal one started with it (rl.lr_schedule = 'constant' "
+                            "makes extending exact: docs/runs.md)", new)
     return workdir
+
+
+def _length_changes(existing: dict, wanted: dict) -> dict[str, tuple[int, int]]:
+    """{key: (old, new)} for the `LENGTH_KEYS` whose integer value differs between two config JSONs."""
+    changes = {}
+    for key in LENGTH_KEYS:
+        old, new = _get(existing, key), _get(wanted, key)
+        if isinstance(old, int) and isinstance(new, int) and old != new:
+            changes[key] = (old, new)
+    return changes
+
+
+def _get(tree: dict, dotted_key: str):
+    """The value at "a.b" in a JSON tree, or None."""
+    for part in dotted_key.split("."):
+        tree = tree.get(part) if isinstance(tree, dict) else None
+    return tree
 
 
 def lock_path(workdir, process_index: int = 0) -> Path:
@@ -127,24 +168,37 @@ def _describe_holder(descriptor: int) -> str:
 
 
 def claim_workdir(config, workdir: Path) -> None:
-    """Records `config` as the run of `workdir` (checked by `prepare_workdir`), unless it already is."""
+    """Records `config` as the run of `workdir` (checked by `prepare_workdir`), unless it already
+    is; an extended run's config.json gets its new length (`LENGTH_KEYS`), the rest kept as it is."""
     path = Path(workdir) / CONFIG_FILE
     if not path.exists():
         _write_atomically(path, config_to_json(config))
+        return
+    existing = json.loads(path.read_text())
+    lengths = _length_changes(existing, json.loads(config_to_json(config)))
+    if lengths:
+        for key, (_, new) in lengths.items():
+            *parents, name = key.split(".")
+            section = existing
+            for part in parents:
+                section = section[part]
+            section[name] = new
+        _write_atomically(path, json.dumps(existing, indent=2, sort_keys=True))
 
 
 def _write_atomically(path: Path, text: str) -> None:
     """Writes `text` to a temporary file next to `path` and renames it: a crash leaves no half file."""
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(descriptor, "w") as file:
-            file.write(text)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise
+    with naming_path(path):  # a full disk: an OSError naming the file
+        descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+        try:
+            with os.fdopen(descriptor, "w") as file:
+                file.write(text)
+                file.flush()
+                os.fsync(file.fileno())
+            os.replace(temporary, path)
+        except BaseException:
+            os.unlink(temporary)
+            raise
 
 
 def _differences(a, b, prefix="config"):

@@ -9,16 +9,17 @@ from jaxrl_self.tasks.registry import build_task
 
 def _jsonl_config(path):
     return ml_collections.ConfigDict(dict(name="jsonl", train_file=str(path), test_file=str(path), prompt_field="question",
-                                          answer_field="answer", answer_format="gsm8k", template="Q: {prompt}"))
+                                          answer_field="answer", answer_format="gsm8k", template="{prompt} =",
+                                          max_prompt_len=64, max_reference_len=32))
 
 
 def test_jsonl_task_uses_the_given_tokenizer(tmp_path):
     path = tmp_path / "data.jsonl"
-    path.write_text('{"question": "2+2?", "answer": "so #### 4"}\n')
+    path.write_text('{"question": "2+2", "answer": "so #### 4"}\n')  # in the character tokenizer's alphabet
     tokenizer = make_tokenizer()
     task = build_task(_jsonl_config(path), tokenizer)
     assert task.tokenizer is tokenizer
-    assert task.examples("train")[0].prompt == "Q: 2+2?"
+    assert task.examples("train")[0].prompt == "2+2 ="
     assert task.examples("test")[0].reference == "4"
     assert task.score("#### 4", "4")["correct"] == 1.0
 

@@ -7,7 +7,13 @@ from jaxrl_self.tasks.word_arithmetic import DEMOS, WordArithmeticTask, parse_an
 
 
 class ChatTokenizer:
-    """Just enough of HFTokenizer for the task: a ChatML-like `apply_chat_template`."""
+    """Just enough of HFTokenizer for the task: a ChatML-like `apply_chat_template`, and one id per
+    character for the prompt-length check when the task is built."""
+
+    bos_id = 1
+
+    def encode(self, text):
+        return [ord(character) for character in text]
 
     def apply_chat_template(self, messages, add_generation_prompt=True):
         text = "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in messages)
@@ -66,7 +72,8 @@ def test_comparison_asks_for_the_larger_of_two_different_amounts():
 def test_registry_needs_a_pretrained_tokenizer():
     import ml_collections
 
-    cfg = ml_collections.ConfigDict(dict(name="word_arithmetic", ops="+", digits=1, answer_format="number", seed=0, test_size=8))
+    cfg = ml_collections.ConfigDict(dict(name="word_arithmetic", ops="+", digits=1, answer_format="number", seed=0, test_size=8,
+                                         max_prompt_len=512, max_reference_len=32))  # one id per character
     with pytest.raises(ConfigError, match="config.model.init_from"):
         build_task(cfg)
     task = build_task(cfg, ChatTokenizer())
