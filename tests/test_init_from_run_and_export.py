@@ -27,6 +27,8 @@ def test_init_from_a_run_starts_from_its_checkpoint(tmp_path_factory, which):
                    "--config.sft.steps=0", "--config.rl.steps=0")
     workdir = root / "run"
     assert result.returncode == 0, result.stderr[-3000:]
+    assert f"loading the model {init_from} onto 1 device(s) ..." in result.stderr  # before the load, not only after
+    assert "M parameters in" in result.stderr
     source_state = load_state(source / which, checkpoint_steps(source / which)[-1])
     assert_same_state(_params(load_state(workdir / "checkpoints", 0)), _params(source_state))
 

@@ -10,6 +10,8 @@ recipe uses it.
 from __future__ import annotations
 
 import dataclasses
+import logging
+import time
 from typing import Callable, Optional, Sequence
 
 import jax
@@ -30,6 +32,8 @@ from jaxrl_self.train.run_dir import load_model
 from jaxrl_self.train.state import init_model, init_train_state, make_optimizer
 from jaxrl_self.train.value_head import init_value_head
 
+
+log = logging.getLogger(__name__)
 
 def grow_vocabulary(params, vocab_size: int):
     """`params` with the embedding (and an untied output head) grown to `vocab_size` rows: a
@@ -63,8 +67,12 @@ class RunContext:
         self.mesh = make_mesh(config.mesh)
         pretrained = config.model.get("init_from")
         if pretrained:
+            started = time.perf_counter()
+            log.info("loading the model %s onto %d device(s) ...", pretrained, self.mesh.devices.size)
             model_config, _, init_params, tokenizer = load_model(
                 pretrained, config.model.dtype, sharding_for=sharding_for(self.mesh), scan_layers=config.model.scan_layers)
+            log.info("loaded %s: %.1fM parameters in %.1f s", pretrained,
+                     sum(leaf.size for leaf in jax.tree.leaves(init_params)) / 1e6, time.perf_counter() - started)
         else:
             tokenizer = scratch_tokenizer
         self.task = build_task(config.task, tokenizer) if scratch_tokenizer is None else None
