@@ -48,7 +48,7 @@ from typing import Any, Callable, Optional
 import jax
 import orbax.checkpoint as ocp
 
-from jaxrl_self.errors import ConfigError, naming_path
+from jaxrl_self.errors import ConfigError, exception_chain, naming_path
 
 log = logging.getLogger(__name__)
 
@@ -216,7 +216,7 @@ def is_corruption(error: BaseException) -> bool:
     Anything else (e.g. RuntimeError, TypeError: not about the data) is transient: re-raising
     costs a restart, moving an intact checkpoint aside would lose the run's progress.
     """
-    chain = list(_exception_chain(error))
+    chain = list(exception_chain(error))
     for link in chain:
         if isinstance(link, (MemoryError, KeyboardInterrupt, SystemExit, InterruptedError)):
             return False
@@ -228,21 +228,6 @@ def is_corruption(error: BaseException) -> bool:
                     or any(text in message for text in _TRANSIENT_TEXT)):
                 return False
     return any(isinstance(link, _DATA_ERRORS + _MISSING_FILE_ERRORS) for link in chain)
-
-
-def _exception_chain(error: BaseException):
-    """`error`, its causes and contexts, and the members of exception groups (each once)."""
-    seen, pending = set(), [error]
-    while pending:
-        link = pending.pop()
-        if link is None or id(link) in seen:
-            continue
-        seen.add(id(link))
-        yield link
-        pending.append(link.__cause__)
-        if not link.__suppress_context__:
-            pending.append(link.__context__)
-        pending.extend(getattr(link, "exceptions", ()))
 
 
 def _reason(error: BaseException) -> str:

@@ -22,7 +22,7 @@ USER_OS_ERRNOS = (errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.ENOSPC, errno
 _TENSORSTORE_OS_ERROR = re.compile(r"\[os_error_code='(\d+)'\]")
 
 
-def _chain(error: Optional[BaseException]) -> Iterator[BaseException]:
+def exception_chain(error: Optional[BaseException]) -> Iterator[BaseException]:
     """`error`, its causes and contexts, and the members of exception groups (each once)."""
     seen, pending = set(), [error]
     while pending:
@@ -38,7 +38,7 @@ def _chain(error: Optional[BaseException]) -> Iterator[BaseException]:
 def storage_error(error: BaseException) -> Optional[OSError]:
     """The OSError with one of `USER_OS_ERRNOS` in `error`'s chain (tensorstore's ValueErrors
     included, as an OSError without a file name), else None."""
-    for link in _chain(error):
+    for link in exception_chain(error):
         if isinstance(link, OSError) and link.errno in USER_OS_ERRNOS:
             return link
         match = _TENSORSTORE_OS_ERROR.search(str(link)) if isinstance(link, ValueError) else None
