@@ -3,7 +3,7 @@
     jaxrl-self train --config configs/arithmetic_dapo.py --workdir runs/arithmetic_dapo
 
 Loads configs/default.py (3-digit addition, SFT warm start) and overrides the RL algorithm and its
-hyper-parameters. No KL term. Dynamic sampling resamples prompts (up to rl.max_resample_rounds extra rounds)
+hyper-parameters. No KL term. Dynamic sampling resamples prompts (up to rl.dapo.max_resample_rounds extra rounds)
 until every group has reward signal; several minibatch steps per rollout.
 """
 import pathlib
@@ -23,7 +23,7 @@ def get_config():
     rl.eps_low = 0.2
     rl.eps_high = 0.28  # clip-higher
     rl.kl_coef = 0.0
-    rl.max_resample_rounds = 3
+    rl.dapo.max_resample_rounds = 3
     rl.overlong_max_len = rl.max_new_tokens  # worked 3-digit sums take ~31 tokens
     rl.overlong_cache_len = 6
     rl.minibatches = 4  # 4 optimizer steps per rollout, on old log-probs

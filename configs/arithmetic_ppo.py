@@ -21,10 +21,10 @@ def get_config():
     rl = config.rl
     rl.algorithm = "ppo"
     rl.kl_coef = 0.04  # k1 penalty in the token reward
-    rl.gamma = 1.0
-    rl.gae_lambda = 0.95
-    rl.value_coef = 0.1
-    rl.value_clip_eps = 0.2
+    rl.ppo.gamma = 1.0
+    rl.ppo.gae_lambda = 0.95
+    rl.ppo.value_coef = 0.1
+    rl.ppo.value_clip_eps = 0.2
     rl.eps_low = rl.eps_high = 0.2
     rl.epochs = 2
     rl.minibatches = 2

@@ -20,7 +20,7 @@ def get_config():
     rl = config.rl
     rl.algorithm = "reinforce_pp"
     rl.kl_coef = 0.04  # k1 penalty in the token reward
-    rl.group_baseline = True
+    rl.reinforce_pp.group_baseline = True
     rl.eps_low = rl.eps_high = 0.2
     rl.minibatches = 2
     return config

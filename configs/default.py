@@ -97,15 +97,20 @@ def get_config() -> ml_collections.ConfigDict:
     config.rl.max_grad_norm = 1.0  # global-norm gradient clipping of the RL optimizer
     config.rl.weight_decay = 0.0  # AdamW decoupled weight decay
     config.rl.ref_refresh_every = 0  # copy the policy into the KL reference every N RL steps; 0 = never
-    config.rl.group_baseline = True  # reinforce_pp: subtract the group mean reward first (REINFORCE++-baseline)
+    # options of one algorithm each
+    config.rl.reinforce_pp = ml_collections.ConfigDict()
+    config.rl.reinforce_pp.group_baseline = True  # subtract the group mean reward first (REINFORCE++-baseline)
     # PPO (docs/algorithms.md#ppo-value-head-and-gae): value head on the policy's hidden states, GAE, clipped value loss
-    config.rl.gamma = 1.0
-    config.rl.gae_lambda = 0.95
-    config.rl.value_coef = 0.1  # c_v
-    config.rl.value_clip_eps = 0.2  # eps_v
-    # DAPO (docs/algorithms.md#dynamic-sampling-and-group-filtering): dynamic sampling resamples prompts until every group has reward
-    # signal, at most this many extra rounds per step (groups still without signal are masked out)
-    config.rl.max_resample_rounds = 3
+    config.rl.ppo = ml_collections.ConfigDict()
+    config.rl.ppo.gamma = 1.0
+    config.rl.ppo.gae_lambda = 0.95
+    config.rl.ppo.value_coef = 0.1  # c_v
+    config.rl.ppo.value_clip_eps = 0.2  # eps_v
+    # DAPO (docs/algorithms.md#dynamic-sampling-and-group-filtering): dynamic sampling resamples prompts until every
+    # group has reward signal, at most this many extra rounds per step (groups still without signal are masked out)
+    config.rl.dapo = ml_collections.ConfigDict()
+    config.rl.dapo.max_resample_rounds = 3
+    # for any algorithm
     config.rl.overlong_max_len = 0  # L_max of the overlong reward shaping (any algorithm); 0 = off
     config.rl.overlong_cache_len = 0  # L_cache: the penalty ramps from 0 to -1 over the last L_cache tokens
     config.rl.filter_zero_advantage_groups = False  # mask groups whose rewards are all equal out of the loss
@@ -142,7 +147,6 @@ def get_config() -> ml_collections.ConfigDict:
     config.distributed.process_id = 0
     config.distributed.auto = False  # jax.distributed.initialize() finds everything (Cloud TPU pod, SLURM, MPI, GKE)
 
-    config.train = ml_collections.ConfigDict()  # run control (jaxrl_self/train/faults.py)
-    config.train.max_consecutive_nonfinite = 10  # stop (exit code 3) after this many skipped steps in a row
-    config.train.debug_inject_nan_at_steps = ()  # test hook: RL steps whose loss is made NaN
+    config.faults = ml_collections.ConfigDict()  # what a run does when training goes wrong (jaxrl_self/train/faults.py)
+    config.faults.max_consecutive_nonfinite = 10  # stop (exit code 3) after this many skipped steps in a row
     return config

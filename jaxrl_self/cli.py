@@ -6,7 +6,7 @@ Exit codes:
   2   a problem a person must fix — bad arguments or config, missing or malformed data files, a
       checkpoint that does not fit the config, an unwritable workdir — one line on stderr
       starting with "jaxrl-self: error:"
-  3   `train` stopped: config.train.max_consecutive_nonfinite steps in a row had a non-finite
+  3   `train` stopped: config.faults.max_consecutive_nonfinite steps in a row had a non-finite
       loss or gradient; a checkpoint of that step was saved
   75  `train` stopped on SIGTERM/SIGINT (preemption) after saving a checkpoint; the message gives
       the command that resumes the run (the same command again)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ast
 import difflib
+import functools
 import importlib.util
 import json
 import math
@@ -35,24 +36,42 @@ TASKS = ("arithmetic", "countdown", "word_arithmetic", "jsonl", "tfds")
 REWARD_METHODS = ("verifier", "ttrl", "intuitor", "rent", "co_reward")
 REWARD_FUNCTION = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
 MAX_SEED = 2**32 - 1  # seeds are unsigned 32-bit integers (JAX keys, NumPy generators)
+NAN_TEST_HOOK = "JAXRL_SELF_TEST_NAN_AT"  # "5,7": RL steps (global numbering) whose loss a test makes NaN
 
 
 DEFAULT_CONFIG_FILE = Path(__file__).resolve().parent.parent / "configs" / "default.py"
 
-# Keys a config may add to those of configs/default.py: options of the tasks, models and recipes
-# (`method.loop`) that the default job does not use. Any other key is a typo.
+# Keys a config may add to those of configs/default.py, with their types: options of the tasks and
+# recipes (`method.loop`) that the default job does not use. Any other key is a typo.
 RECIPE_KEYS = {
     # word_arithmetic, jsonl and tfds tasks (tasks/registry.py)
-    "task": ("answer_format", "train_file", "test_file", "dataset", "data_dir", "prompt_field", "answer_field", "template"),
-    "method": (
-        "iterations", "num_problems", "samples_per_prompt", "temperature", "train_steps", "train_batch_size",
-        "learning_rate", "batch_size", "beta",  # shared by the iterative recipes (recipes/*.py)
-        "max_per_problem", "rationalize", "hint_template", "hint_prompt_len", "steps_growth",  # star, rest_em
-        "judge_fraction", "judge_prompt_len", "judge_new_tokens", "judge_samples", "judge_temperature",
-        "max_score",  # self_rewarding
-        "stage1_steps", "alpha", "beta1", "beta2", "retry_demos", "eval_samples",  # score
-        "proposals_per_kind", "buffer_size", "sandbox_timeout_s", "eval_tasks_per_kind", "few_shot",  # absolute_zero
+    "task": dict(answer_format=str, train_file=str, test_file=str, dataset=str, data_dir=str, prompt_field=str,
+                 answer_field=str, template=str),
+    "method": dict(
+        # shared by the iterative recipes (recipes/*.py)
+        iterations=int, num_problems=int, samples_per_prompt=int, temperature=float, train_steps=int,
+        train_batch_size=int, learning_rate=float, batch_size=int, beta=float,
+        max_per_problem=int, rationalize=bool, hint_template=str, hint_prompt_len=int, steps_growth=float,  # star, rest_em
+        judge_fraction=float, judge_prompt_len=int, judge_new_tokens=int, judge_samples=int,
+        judge_temperature=float, max_score=int,  # self_rewarding
+        stage1_steps=int, alpha=float, beta1=float, beta2=float, retry_demos=str, eval_samples=int,  # score
+        proposals_per_kind=int, buffer_size=int, sandbox_timeout_s=float, eval_tasks_per_kind=int, few_shot=int,  # absolute_zero
     ),
+}
+# The keys each data task needs besides those of configs/default.py
+TASK_KEYS = {
+    "word_arithmetic": ("answer_format",),
+    "jsonl": ("train_file", "test_file", "prompt_field", "answer_field", "answer_format", "template"),
+    "tfds": ("dataset", "data_dir", "prompt_field", "answer_field", "answer_format", "template"),
+}
+# Keys that moved: old dotted key -> what to write instead (a ConfigError says so)
+RENAMED_KEYS = {
+    "rl.gamma": "config.rl.ppo.gamma", "rl.gae_lambda": "config.rl.ppo.gae_lambda",
+    "rl.value_coef": "config.rl.ppo.value_coef", "rl.value_clip_eps": "config.rl.ppo.value_clip_eps",
+    "rl.group_baseline": "config.rl.reinforce_pp.group_baseline",
+    "rl.max_resample_rounds": "config.rl.dapo.max_resample_rounds",
+    "train": "config.faults", "train.max_consecutive_nonfinite": "config.faults.max_consecutive_nonfinite",
+    "train.debug_inject_nan_at_steps": f"the environment variable {NAN_TEST_HOOK} (a test hook, not a setting)",
 }
 
 
@@ -95,6 +114,8 @@ def _parse_value(text: str):
 
 def apply_override(config: ml_collections.ConfigDict, dotted_key: str, text: str) -> None:
     """Sets `config.<dotted_key>` from the command-line text, checking the key and the type."""
+    if dotted_key in RENAMED_KEYS:
+        raise ConfigError(f"--config.{dotted_key} moved: use {RENAMED_KEYS[dotted_key]}")
     *parents, leaf = dotted_key.split(".")
     node = config
     for depth, name in enumerate(parents):
@@ -159,14 +180,17 @@ def _dotted_keys(config: ml_collections.ConfigDict, prefix: str = "") -> set[str
 def _check_known_keys(config: ml_collections.ConfigDict, source: str | Path | None = None) -> None:
     """Raises ConfigError listing every key of `config` that is neither in configs/default.py nor in
     RECIPE_KEYS, each with the nearest valid key; `source` is the config file, named in the message."""
-    known = _dotted_keys(_run_config_file(DEFAULT_CONFIG_FILE))
-    known |= {f"{section}.{name}" for section, names in RECIPE_KEYS.items() for name in names}
+    known = set(key_types())
+    known |= {key.rpartition(".")[0] for key in known} - {""}
     unknown = _dotted_keys(config) - known
     problems = []
     for key in sorted(unknown):
         section = key.rpartition(".")[0]
         if section in unknown:
             continue  # inside an unknown section: the section is reported
+        if key in RENAMED_KEYS:
+            problems.append(f"config.{key} moved: use {RENAMED_KEYS[key]}")
+            continue
         match = (difflib.get_close_matches(key, [k for k in known if k.rpartition(".")[0] == section], n=1)
                  or difflib.get_close_matches(key, known, n=1))  # a typo in the field's name first, else anywhere
         hint = f"did you mean 'config.{match[0]}'?" if match else "configs/default.py lists every key with its default"
@@ -181,39 +205,20 @@ def _require(condition: bool, key: str, message: str) -> None:
         raise ConfigError(f"config.{key}: {message}")
 
 
-# Types of the keys the library reads; float keys also take ints. Checked before any range so
-# that a string where a number belongs gives a message, not a TypeError from a comparison.
-KEY_TYPES = {
-    "seed": int, "log_every": int,
-    "task.name": str, "task.seed": int, "task.test_size": int, "task.max_prompt_len": int, "task.max_reference_len": int,
-    "task.chat_template": str,
-    "model.hidden_size": int, "model.num_layers": int, "model.num_heads": int, "model.num_kv_heads": int,
-    "model.head_dim": int, "model.intermediate_size": int, "model.rope_theta": float,
-    "model.max_position_embeddings": int, "model.dtype": str, "model.param_dtype": str, "model.remat": str, "model.attention": str,
-    "model.logprob_chunk": int, "model.scan_layers": bool, "model.init_from": str,
-    "sft.steps": int, "sft.batch_size": int, "sft.learning_rate": float, "sft.warmup_steps": int,
-    "rl.algorithm": str, "rl.reward": str, "rl.steps": int, "rl.prompts_per_step": int, "rl.group_size": int,
-    "rl.max_new_tokens": int, "rl.temperature": float, "rl.top_k": int, "rl.top_p": float, "rl.learning_rate": float, "rl.lr_schedule": str, "rl.moments_dtype": str,
-    "rl.warmup_steps": int, "rl.kl_coef": float, "rl.eps_low": float, "rl.eps_high": float, "rl.std_ddof": int,
-    "rl.advantage_eps": float, "rl.entropy_coef": float, "rl.loss_aggregation": str, "rl.epochs": int,
-    "rl.minibatches": int, "rl.micro_batches": int, "rl.max_grad_norm": float, "rl.weight_decay": float,
-    "rl.ref_refresh_every": int, "rl.group_baseline": bool, "rl.gamma": float, "rl.gae_lambda": float,
-    "rl.value_coef": float, "rl.value_clip_eps": float, "rl.max_resample_rounds": int, "rl.overlong_max_len": int,
-    "rl.overlong_cache_len": int, "rl.filter_zero_advantage_groups": bool,
-    "eval.num_examples": int, "eval.batch_size": int, "eval.every": int,
-    "checkpoint.every": int, "checkpoint.max_to_keep": int,
-    "train.max_consecutive_nonfinite": int, "train.debug_inject_nan_at_steps": tuple, "method.loop": str,
-}
-TASK_KEY_TYPES = {
-    "arithmetic": {"task.digits": int, "task.ops": str, "task.demo_error_rate": float, "task.show_work": bool, "task.self_check": bool,
-                   "task.check_error_rate": float},
-    "countdown": {"task.num_numbers": int, "task.max_number": int, "task.max_target": int},
-    "word_arithmetic": {"task.digits": int, "task.ops": str, "task.answer_format": str},
-    "jsonl": {"task.train_file": str, "task.test_file": str, "task.prompt_field": str, "task.answer_field": str,
-              "task.answer_format": str, "task.template": str},
-    "tfds": {"task.dataset": str, "task.data_dir": str, "task.prompt_field": str, "task.answer_field": str,
-             "task.answer_format": str, "task.template": str},
-}
+@functools.lru_cache(maxsize=1)
+def key_types() -> dict[str, type]:
+    """The type of every key a config may have: those of configs/default.py (the type of its default)
+    and of RECIPE_KEYS. Float keys also take ints; tuple keys hold ints."""
+    def leaves(node, prefix=""):
+        for name, value in node.items():
+            if isinstance(value, ml_collections.ConfigDict):
+                yield from leaves(value, f"{prefix}{name}.")
+            else:
+                yield f"{prefix}{name}", tuple if isinstance(value, (tuple, list)) else type(value)
+
+    types = dict(leaves(_run_config_file(DEFAULT_CONFIG_FILE)))
+    types.update({f"{section}.{name}": kind for section, names in RECIPE_KEYS.items() for name, kind in names.items()})
+    return types
 
 
 def _lookup(config: ml_collections.ConfigDict, dotted_key: str):
@@ -245,8 +250,13 @@ def validate(config: ml_collections.ConfigDict, source: str | Path | None = None
     _check_known_keys(config, source)
     _check_type(config, "task.name", str)
     _require(config.task.name in TASKS, "task.name", f"must be one of {TASKS}, got {config.task.name!r}")
-    for key, expected in {**KEY_TYPES, **TASK_KEY_TYPES.get(config.task.name, {})}.items():
-        _check_type(config, key, expected)
+    for key in TASK_KEYS.get(config.task.name, ()):
+        _lookup(config, f"task.{key}")  # a data task's own keys must be there
+    present = _dotted_keys(config)
+    optional = {f"{section}.{name}" for section, names in RECIPE_KEYS.items() for name in names}
+    for key, expected in key_types().items():
+        if key in present or key not in optional:  # every key of configs/default.py must be there
+            _check_type(config, key, expected)
     chat_modes = ("auto", "on", "off")  # jaxrl_self/tasks/chat.py CHAT_TEMPLATE_MODES
     _require(config.task.chat_template in chat_modes, "task.chat_template",
              f"must be one of {chat_modes}, got {config.task.chat_template!r}")
@@ -302,31 +312,29 @@ def validate(config: ml_collections.ConfigDict, source: str | Path | None = None
     _require(rl.max_grad_norm > 0, "rl.max_grad_norm", f"must be > 0, got {rl.max_grad_norm}")
     _require(rl.weight_decay >= 0, "rl.weight_decay", f"must be >= 0, got {rl.weight_decay}")
     _require(rl.ref_refresh_every >= 0, "rl.ref_refresh_every", f"must be >= 0 (0 = never), got {rl.ref_refresh_every}")
-    _require(0 <= rl.gamma <= 1, "rl.gamma", f"must be in [0, 1], got {rl.gamma}")
-    _require(0 <= rl.gae_lambda <= 1, "rl.gae_lambda", f"must be in [0, 1], got {rl.gae_lambda}")
-    _require(rl.value_coef >= 0, "rl.value_coef", f"must be >= 0, got {rl.value_coef}")
-    _require(rl.value_clip_eps > 0, "rl.value_clip_eps", f"must be > 0, got {rl.value_clip_eps}")
+    ppo = rl.ppo
+    _require(0 <= ppo.gamma <= 1, "rl.ppo.gamma", f"must be in [0, 1], got {ppo.gamma}")
+    _require(0 <= ppo.gae_lambda <= 1, "rl.ppo.gae_lambda", f"must be in [0, 1], got {ppo.gae_lambda}")
+    _require(ppo.value_coef >= 0, "rl.ppo.value_coef", f"must be >= 0, got {ppo.value_coef}")
+    _require(ppo.value_clip_eps > 0, "rl.ppo.value_clip_eps", f"must be > 0, got {ppo.value_clip_eps}")
     if rl.overlong_max_len > 0:
         _require(0 < rl.overlong_cache_len <= rl.overlong_max_len, "rl.overlong_cache_len",
                  f"must be in (0, rl.overlong_max_len={rl.overlong_max_len}] when overlong shaping is on, got {rl.overlong_cache_len}")
     if rl.filter_zero_advantage_groups:
         _require(rl.group_size >= 2, "rl.group_size", f"rl.filter_zero_advantage_groups needs a group of >= 2, got {rl.group_size}")
-    if rl.algorithm == "reinforce_pp" and rl.group_baseline:
-        _require(rl.group_size >= 2, "rl.group_size", f"reinforce_pp with rl.group_baseline needs a group of >= 2, got {rl.group_size}")
+    if rl.algorithm == "reinforce_pp" and rl.reinforce_pp.group_baseline:
+        _require(rl.group_size >= 2, "rl.group_size",
+                 f"reinforce_pp with rl.reinforce_pp.group_baseline needs a group of >= 2, got {rl.group_size}")
     for key in ("rl.epochs", "rl.minibatches", "rl.micro_batches", "model.max_position_embeddings", "task.test_size",
                 "log_every", "eval.num_examples", "eval.batch_size", "eval.every", "checkpoint.every",
-                "checkpoint.max_to_keep", "train.max_consecutive_nonfinite", "task.max_prompt_len", "task.max_reference_len"):
+                "checkpoint.max_to_keep", "faults.max_consecutive_nonfinite", "task.max_prompt_len", "task.max_reference_len"):
         _require(_lookup(config, key) >= 1, key, f"must be >= 1, got {_lookup(config, key)}")
-    for key in ("sft.warmup_steps", "rl.warmup_steps", "rl.top_k", "rl.max_resample_rounds", "rl.overlong_max_len",
+    for key in ("sft.warmup_steps", "rl.warmup_steps", "rl.top_k", "rl.dapo.max_resample_rounds", "rl.overlong_max_len",
                 "rl.overlong_cache_len"):
         _require(_lookup(config, key) >= 0, key, f"must be >= 0, got {_lookup(config, key)}")
     rows = rl.prompts_per_step * rl.group_size
     _require(rows % (rl.minibatches * rl.micro_batches) == 0, "rl.micro_batches",
              f"prompts_per_step*group_size ({rows}) must be divisible by minibatches*micro_batches ({rl.minibatches}*{rl.micro_batches})")
-    rl_steps = range(sft.steps + 1, sft.steps + rl.steps + 1)
-    bad_steps = [s for s in config.train.debug_inject_nan_at_steps if s not in rl_steps]
-    _require(not bad_steps, "train.debug_inject_nan_at_steps",
-             f"must list RL steps ({rl_steps.start}..{rl_steps.stop - 1} in global numbering), got {bad_steps}")
     total_len = config.task.max_prompt_len + rl.max_new_tokens
     _require(total_len <= model.max_position_embeddings, "rl.max_new_tokens",
              f"task.max_prompt_len + rl.max_new_tokens = {total_len} exceeds the model's context model.max_position_embeddings = {model.max_position_embeddings}")

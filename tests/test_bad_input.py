@@ -54,9 +54,10 @@ def _train(workdir, *overrides):
     (["--config.checkpoint.every=0"], ["config.checkpoint.every: must be >= 1"]),
     (["--config.rl.group_size=1"], ["config.rl.group_size: group methods (grpo) need a group of >= 2"]),
     (["--config.task.max_prompt_len=100"], ["exceeds the model's context model.max_position_embeddings = 128"]),
-    (["--config.train.max_consecutive_nonfinite=0"], ["config.train.max_consecutive_nonfinite: must be >= 1"]),
-    (["--config.rl.steps=60", "--config.train.debug_inject_nan_at_steps=(3,)"], ["config.train.debug_inject_nan_at_steps: must list RL steps",
-                                                         "301..360"]),
+    (["--config.faults.max_consecutive_nonfinite=0"], ["config.faults.max_consecutive_nonfinite: must be >= 1"]),
+    (["--config.train.max_consecutive_nonfinite=3"], ["--config.train.max_consecutive_nonfinite moved: use config.faults."]),
+    (["--config.rl.gamma=0.9"], ["--config.rl.gamma moved: use config.rl.ppo.gamma"]),
+    (["--config.train.debug_inject_nan_at_steps=(3,)"], ["moved: use the environment variable JAXRL_SELF_TEST_NAN_AT"]),
     (["--config.mesh.num_devices=0", "--config.rl.prompts_per_step=3", "--config.rl.group_size=2"],
      ["prompts_per_step*group_size (6) must be divisible by the data-parallel size 8"]),
     (["--config.mesh.data=3"], ["config.mesh", "3"]),
@@ -145,8 +146,13 @@ def test_config_file_whose_get_config_fails(capsys, tmp_path):
 
 
 def test_config_file_missing_a_key(capsys, tmp_path):
-    path = _config_file(tmp_path, "del config.train")
-    _fails(capsys, ["train", "--config", path], "config.train.max_consecutive_nonfinite is missing")
+    path = _config_file(tmp_path, "del config.faults")
+    _fails(capsys, ["train", "--config", path], "config.faults.max_consecutive_nonfinite is missing")
+
+
+def test_config_file_with_a_key_that_moved(capsys, tmp_path):
+    path = _config_file(tmp_path, "config.rl.value_coef = 0.5")
+    _fails(capsys, ["train", "--config", path], f"config file {path}", "config.rl.value_coef moved: use config.rl.ppo.value_coef")
 
 
 def test_unwritable_workdir(capsys, tmp_path):

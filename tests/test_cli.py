@@ -72,8 +72,7 @@ def test_nonfinite_steps_are_skipped_counted_and_stop_the_run(tmp_path, tmp_path
     """NaN loss injected at RL steps 5, 7 and 8 (test hook) with max_consecutive_nonfinite = 2: step 5 is
     skipped and counted, step 6 trains, steps 7 and 8 in a row stop the run at step 8 with a checkpoint."""
     workdir = tmp_path / "run"
-    result = train(workdir, cache_dir(tmp_path_factory), "--config.train.debug_inject_nan_at_steps=(5, 7, 8)",
-                   "--config.train.max_consecutive_nonfinite=2")
+    result = train(workdir, cache_dir(tmp_path_factory), "--config.faults.max_consecutive_nonfinite=2", nan_at="5,7,8")
     assert result.returncode == 3, result.stderr[-3000:]
     assert ("jaxrl-self: stopped at step 8 (training step 4 after 4 SFT steps): 2 steps in a row had a non-finite "
             "loss or gradient (3 skipped in all); saved a checkpoint there") in result.stderr

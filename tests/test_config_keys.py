@@ -29,8 +29,8 @@ def test_unknown_key_in_a_config_file_names_the_file_the_key_and_the_nearest_one
 
 def test_unknown_key_added_in_python_is_caught_by_validate():
     config = load_config_file(DEFAULT)
-    config.trian = 3
-    with pytest.raises(ConfigError, match=r"unknown config key 'config.trian' \(did you mean 'config.train'\?\)"):
+    config.falts = 3
+    with pytest.raises(ConfigError, match=r"unknown config key 'config.falts' \(did you mean 'config.faults'\?\)"):
         validate(config)
 
 

@@ -46,18 +46,21 @@ def train_command(workdir: Path, *extra: str) -> list[str]:
     return [sys.executable, "-m", "jaxrl_self.cli", "train", "--workdir", str(workdir), *TINY, *extra]
 
 
-def child_env(cache_dir: Path, kill_at: str | None = None) -> dict[str, str]:
+def child_env(cache_dir: Path, kill_at: str | None = None, nan_at: str | None = None) -> dict[str, str]:
     env = {**os.environ, **compilation_cache_env(cache_dir)}
-    env.pop("JAXRL_SELF_TEST_KILL_AT", None)
-    if kill_at:
-        env["JAXRL_SELF_TEST_KILL_AT"] = kill_at
+    for name, value in (("JAXRL_SELF_TEST_KILL_AT", kill_at), ("JAXRL_SELF_TEST_NAN_AT", nan_at)):
+        env.pop(name, None)
+        if value:
+            env[name] = value
     return env
 
 
-def train(workdir: Path, cache_dir: Path, *extra: str, kill_at: str | None = None) -> subprocess.CompletedProcess:
-    """Runs `jaxrl-self train` on the tiny job; `kill_at` sets the SIGKILL test hook ("<event>:<step>")."""
+def train(workdir: Path, cache_dir: Path, *extra: str, kill_at: str | None = None,
+          nan_at: str | None = None) -> subprocess.CompletedProcess:
+    """Runs `jaxrl-self train` on the tiny job; `kill_at` sets the SIGKILL test hook ("<event>:<step>"),
+    `nan_at` the NaN-loss test hook ("5,7": global steps)."""
     started = time.monotonic()
-    result = subprocess.run(train_command(workdir, *extra), cwd=REPO, env=child_env(cache_dir, kill_at),
+    result = subprocess.run(train_command(workdir, *extra), cwd=REPO, env=child_env(cache_dir, kill_at, nan_at),
                             capture_output=True, text=True, timeout=600)
     print(f"train {workdir.name} kill_at={kill_at}: exit {result.returncode} in {time.monotonic() - started:.1f}s")
     return result

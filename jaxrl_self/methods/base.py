@@ -37,6 +37,7 @@ class RewardMethod:
         """`{"reward": [N] float32, ...named components}` (+ "verifier_failures" `[3] int32`)."""
         raise NotImplementedError
 
-    def select_rows(self, batch: dict, rewards: Mapping[str, jax.Array], key) -> dict:
-        """The rows to train on (static shapes); default: all of them."""
+    def select_rows(self, batch, rewards: Mapping[str, jax.Array], key):
+        """The rows of the train batch (a `train.batch.RolloutBatch` pytree) to train on (static
+        shapes); default: all of them."""
         return batch

@@ -134,7 +134,7 @@ class TTRLReward(LabelFreeMethod):
         """A random subset of `train_samples` rows of every group (advantages were computed from all G)."""
         if self.train_samples == self.group_size:
             return batch
-        num_groups = batch["completion_mask"].shape[0] // self.group_size
+        num_groups = jax.tree.leaves(batch)[0].shape[0] // self.group_size
         keys = jax.random.split(jax.random.fold_in(key, 0x77), num_groups)
         picked = jax.vmap(lambda k: jax.random.permutation(k, self.group_size)[:self.train_samples])(keys)
         rows = (jnp.arange(num_groups)[:, None] * self.group_size + jnp.sort(picked, axis=1)).reshape(-1)

@@ -42,6 +42,7 @@ from jaxrl_self.recipes import absolute_zero_tasks as azt
 from jaxrl_self.rewards.code_sandbox import SandboxLimits, mechanism
 from jaxrl_self.rewards.learnability import format_aware_reward, learnability_reward
 from jaxrl_self.tasks.encoding import encode_pairs
+from jaxrl_self.train.batch import RolloutBatch
 from jaxrl_self.train.loop import AFTER_SFT, Recipe
 from jaxrl_self.train.rl_step import make_rl_update
 
@@ -268,13 +269,13 @@ def self_play_step(play: AbsoluteZero, state, buffer: azt.TaskBuffer, step: int,
     rewards = jnp.concatenate([proposer_reward, solver_reward])
     advantages = task_relative_advantages(rewards, class_ids, 6, eps=config.rl.advantage_eps, std_ddof=config.rl.std_ddof)
     (p_tokens, p_mask, p_samples), (s_tokens, s_mask, s_samples) = proposer_rows, solver_rows
-    batch = {
-        "prompt_tokens": np.concatenate([p_tokens, np.repeat(s_tokens, play.group, 0)]),
-        "prompt_mask": np.concatenate([p_mask, np.repeat(s_mask, play.group, 0)]),
-        "completion_tokens": np.concatenate([np.asarray(p_samples.tokens), np.asarray(s_samples.tokens)]),
-        "completion_mask": np.concatenate([np.asarray(p_samples.mask), np.asarray(s_samples.mask)]),
-        "advantages": np.asarray(advantages),
-    }
+    batch = RolloutBatch(
+        prompt_tokens=np.concatenate([p_tokens, np.repeat(s_tokens, play.group, 0)]),
+        prompt_mask=np.concatenate([p_mask, np.repeat(s_mask, play.group, 0)]),
+        completion_tokens=np.concatenate([np.asarray(p_samples.tokens), np.asarray(s_samples.tokens)]),
+        completion_mask=np.concatenate([np.asarray(p_samples.mask), np.asarray(s_samples.mask)]),
+        advantages=np.asarray(advantages),
+    )
     state, update_metrics = play.update(state, play.ctx.shard(batch), key)
 
     metrics = {"propose/valid_rate": valid.mean(), "propose/format_error_rate": np.mean([s == azt.FORMAT_ERROR for s in statuses]),

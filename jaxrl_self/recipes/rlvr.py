@@ -83,7 +83,7 @@ class RLVR(Recipe):
 
         # DAPO keeps sampling until every group has reward signal; others sample one round
         dynamic = algorithm_of(rl).dynamic_sampling
-        max_rounds = 1 + rl.max_resample_rounds if dynamic else 1
+        max_rounds = 1 + rl.dapo.max_resample_rounds if dynamic else 1
         filter_groups = dynamic or rl.filter_zero_advantage_groups
         (batch, rewards), group_valid, score_metrics = collect_groups(draw, self.merge, group_size=g, max_rounds=max_rounds,
                                                                       filter_groups=filter_groups)

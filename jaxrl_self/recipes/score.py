@@ -37,6 +37,7 @@ from jaxrl_self.algorithms.advantages import group_advantages
 from jaxrl_self.config import ConfigError
 from jaxrl_self.models.tokenizer import ExtendedTokenizer, pad_batch
 from jaxrl_self.tasks.encoding import encode_pairs
+from jaxrl_self.train.batch import RolloutBatch
 from jaxrl_self.train.loop import Recipe
 from jaxrl_self.train.rl_step import make_reference_scorer, make_rl_update
 
@@ -221,13 +222,13 @@ class SCoRe(Recipe):
         advantage = lambda r: group_advantages(r.reshape(-1, rl.group_size), std_ddof=rl.std_ddof, eps=rl.advantage_eps).reshape(-1)
         kl1, kl2 = kl_coefficients(stage, method.beta1, method.beta2)
         n = len(r1)
-        batch = ctx.shard({
-            "prompt_tokens": np.concatenate([p1, p2]), "prompt_mask": np.concatenate([m1, m2]),
-            "completion_tokens": np.concatenate([np.asarray(first.tokens), np.asarray(second.tokens)]),
-            "completion_mask": np.concatenate([np.asarray(first.mask), np.asarray(second.mask)]),
-            "advantages": np.concatenate([np.asarray(advantage(reward1)), np.asarray(advantage(reward2))]),
-            "kl_coef": np.concatenate([np.full((n,), kl1, np.float32), np.full((n,), kl2, np.float32)]),
-        })
+        batch = ctx.shard(RolloutBatch(
+            prompt_tokens=np.concatenate([p1, p2]), prompt_mask=np.concatenate([m1, m2]),
+            completion_tokens=np.concatenate([np.asarray(first.tokens), np.asarray(second.tokens)]),
+            completion_mask=np.concatenate([np.asarray(first.mask), np.asarray(second.mask)]),
+            advantages=np.concatenate([np.asarray(advantage(reward1)), np.asarray(advantage(reward2))]),
+            kl_coef=np.concatenate([np.full((n,), kl1, np.float32), np.full((n,), kl2, np.float32)]),
+        ))
         state, update_metrics = self.update(state, control.inject_nan(config.sft.steps + rl_step, self.with_reference(state, batch)), key)
         metrics = {"stage": stage, "reward/attempt1": float(jnp.mean(reward1)), "reward/attempt2": float(jnp.mean(reward2)),
                    **attempt_metrics(r1, r2), **jax.device_get(update_metrics)}

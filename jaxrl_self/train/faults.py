@@ -5,7 +5,7 @@ The SFT and RL loops hand every finished step to one `RunControl`:
 - `observe(step, metrics)` counts steps whose update the NaN/Inf guard skipped (`apply_gradients`
   reports `skipped_nonfinite` > 0) and returns the cumulative `skipped_nonfinite_total` metric;
 - `save(step, state, meta, due, accuracy)` saves a checkpoint when one is due, when a stop signal
-  arrived, or when `config.train.max_consecutive_nonfinite` steps in a row were skipped; saves
+  arrived, or when `config.faults.max_consecutive_nonfinite` steps in a row were skipped; saves
   into the best checkpoint when held-out accuracy improved; and then stops the run by raising
   `Preempted` or `NonFiniteStop` after the checkpoint is on disk.
 
@@ -19,7 +19,7 @@ data, checkpoint), 3 `NonFiniteStop`, 75 `Preempted` (EX_TEMPFAIL: rerun the sam
 
 Test hooks, not for production use:
 
-- `config.train.debug_inject_nan_at_steps`: RL steps (global numbering) at which `inject_nan`
+- `JAXRL_SELF_TEST_NAN_AT=5,7,8` (environment): RL steps (global numbering) at which `inject_nan`
   multiplies the batch's advantages by NaN, so that the loss and gradient are NaN and the guard
   must skip the update.
 - `JAXRL_SELF_TEST_KILL_AT=<event>:<step>` (environment): `kill_point` sends SIGKILL to the process
@@ -38,10 +38,12 @@ from typing import Any, Optional
 import numpy as np
 
 from jaxrl_self.checkpoint import Checkpointer
+from jaxrl_self.config import NAN_TEST_HOOK
+from jaxrl_self.train.batch import RolloutBatch
 
 log = logging.getLogger(__name__)
 
-KILL_ENV = "JAXRL_SELF_TEST_KILL_AT"
+KILL_ENV = "JAXRL_SELF_TEST_KILL_AT"  # test hook: SIGKILL at "<event>:<step>" (`kill_point`)
 EXIT_NONFINITE = 3
 EXIT_PREEMPTED = 75
 
@@ -123,21 +125,22 @@ class RunControl:
     uninterrupted one.
     """
 
-    def __init__(self, train_config, meta: dict, ckpt: Checkpointer, best: Checkpointer, stop_signal: StopSignal,
+    def __init__(self, faults_config, meta: dict, ckpt: Checkpointer, best: Checkpointer, stop_signal: StopSignal,
                  sft_steps: int = 0):
         self.sft_steps = sft_steps  # for messages: global steps count the SFT steps first
-        self.max_consecutive = train_config.max_consecutive_nonfinite
-        self.inject_at = frozenset(train_config.debug_inject_nan_at_steps)
+        self.max_consecutive = faults_config.max_consecutive_nonfinite
+        self.inject_at = frozenset(int(step) for step in os.environ.get(NAN_TEST_HOOK, "").split(",") if step.strip())
         counters = meta.get("nonfinite", {})
         self.total, self.consecutive = counters.get("total", 0), counters.get("consecutive", 0)
         self.best_accuracy = meta.get("best_accuracy")
         self.ckpt, self.best, self.stop_signal = ckpt, best, stop_signal
 
-    def inject_nan(self, step: int, batch: dict) -> dict:
-        """Test hook: `batch` with its advantages times NaN at `config.train.debug_inject_nan_at_steps`."""
+    def inject_nan(self, step: int, batch: RolloutBatch) -> RolloutBatch:
+        """Test hook: `batch` with its advantages times NaN at the global steps the environment variable
+        `JAXRL_SELF_TEST_NAN_AT` lists ("5,7,8")."""
         if step not in self.inject_at:
             return batch
-        return {**batch, "advantages": batch["advantages"] * float("nan")}
+        return batch.replace(advantages=batch.advantages * float("nan"))
 
     def observe(self, step: int, metrics: dict) -> dict:
         """Counts a skipped update (`metrics["skipped_nonfinite"]` > 0) and returns the cumulative metric."""

@@ -215,7 +215,7 @@ def train(config, workdir, recipe: Recipe) -> dict:
                 else:
                     step, meta = 0, {"phase": "sft", "config": json.loads(config_to_json(config))}
                     state = fresh_state(ctx, recipe, "sft")
-                control = RunControl(config.train, meta, ckpt, best, stop_signal, sft_steps=config.sft.steps)
+                control = RunControl(config.faults, meta, ckpt, best, stop_signal, sft_steps=config.sft.steps)
                 with MetricsWriter(workdir, resume_step=step, is_main_process=is_main_process()) as writer:
                     if meta["phase"] == "sft":
                         state, meta, samples = warm_start(ctx, recipe, state, meta, control, writer)

@@ -9,13 +9,8 @@ reinforce_pp, ppo. Where the KL to the reference goes (docs/algorithms.md#kl-to-
   dapo                  none
 PPO's critic is a value head on the policy's hidden states (`train.value_head`).
 
-A rollout batch is a dict of arrays over N = B*G rows (row b*G+g is completion g of prompt b):
-prompt_tokens/prompt_mask `[N, P]`, completion_tokens/completion_mask `[N, T]`; the train batch
-adds advantages `[N]` or `[N, T]`, and when needed old_logp / ref_logp `[N, T]` and, for PPO,
-old_values / returns `[N, T]`; a recipe may add per-row KL coefficients kl_coef `[N]` (then the
-KL term is `agg(kl_coef * k3)` whatever the algorithm). Groups masked out (DAPO dynamic sampling,
-`filter_zero_advantage_groups`) have their completion_mask rows zeroed: they carry no loss and
-do not count in any denominator.
+The train batch is a `train.batch.RolloutBatch` (its docstring lists every field's shape and when
+it is present) over N = B*G rows; `make_batch_builder` builds it from a scored rollout.
 """
 from __future__ import annotations
 
@@ -33,6 +28,7 @@ from jaxrl_self.algorithms.losses import clipped_surrogate, gspo_loss, value_los
 from jaxrl_self.algorithms.registry import algorithm_of
 from jaxrl_self.parallel.rules import activation_mesh
 from jaxrl_self.rewards.host import FAILURE_REASONS
+from jaxrl_self.train.batch import RolloutBatch
 from jaxrl_self.train.policy import completion_logprobs
 from jaxrl_self.train.state import apply_gradients
 from jaxrl_self.train.value_head import completion_logprobs_and_values, trainable, with_trainable
@@ -83,10 +79,10 @@ def compute_advantages(rl, rewards, mask, old_logp=None, ref_logp=None, old_valu
         return {"advantages": adv.rloo_advantages(rewards.reshape(-1, rl.group_size)).reshape(-1)}
     if estimator == "reinforce_pp":
         return {"advantages": adv.reinforce_pp_advantages(rewards, mask, old_logp, ref_logp, kl_coef=kl_coef,
-                                                          group_baseline=rl.group_baseline, group_size=rl.group_size)}
+                                                          group_baseline=rl.reinforce_pp.group_baseline, group_size=rl.group_size)}
     if estimator == "gae":
         token_rewards = adv.outcome_token_rewards(rewards, mask, old_logp, ref_logp, kl_coef)
-        advantages, returns = adv.gae_advantages(token_rewards, old_values, mask, gamma=rl.gamma, lam=rl.gae_lambda)
+        advantages, returns = adv.gae_advantages(token_rewards, old_values, mask, gamma=rl.ppo.gamma, lam=rl.ppo.gae_lambda)
         return {"advantages": adv.whiten(advantages, mask), "returns": returns}
     raise NotImplementedError(f"advantage estimator {estimator!r} (rl.algorithm={rl.algorithm!r})")
 
@@ -105,7 +101,7 @@ def policy_loss(model, batch, rl, num_sequences, num_tokens, value_params=None):
 
     Args:
       model: the policy (`Transformer`).
-      batch: train batch (module docstring) of n rows.
+      batch: `RolloutBatch` of n rows.
       rl: `config.rl`.
       num_sequences, num_tokens: float32 scalars, sequences with a valid token and valid tokens of
         the whole optimizer batch; summing losses (and gradients) over micro-batches then gives
@@ -115,23 +111,23 @@ def policy_loss(model, batch, rl, num_sequences, num_tokens, value_params=None):
       (loss, metrics); metrics are this micro-batch's share of the optimizer-batch value (sum
       them over micro-batches), except "ratio/min" and "ratio/max" (take min / max).
     """
-    mask = batch["completion_mask"].astype(jnp.float32)
-    args = (batch["prompt_tokens"], batch["prompt_mask"], batch["completion_tokens"], batch["completion_mask"], rl.temperature)
+    mask = batch.completion_mask.astype(jnp.float32)
+    args = (batch.prompt_tokens, batch.prompt_mask, batch.completion_tokens, batch.completion_mask, rl.temperature)
     if value_params is None:
         logp, entropy = completion_logprobs(model, *args, with_entropy=True)
     else:
         logp, entropy, values = completion_logprobs_and_values(model, value_params, *args)
-    old_logp = batch.get("old_logp", jax.lax.stop_gradient(logp))
+    old_logp = jax.lax.stop_gradient(logp) if batch.old_logp is None else batch.old_logp
     mode = aggregation_mode(rl)
     agg = lambda per_token: aggregate(per_token, mask, mode, t_const=rl.max_new_tokens, num_sequences=num_sequences,
                                       num_tokens=num_tokens)
     share = jnp.sum(jnp.any(mask > 0, axis=-1)) / jnp.maximum(num_sequences, 1.0)  # metrics sum to batch means
     if algorithm_of(rl).loss == "gspo":
-        per_sequence, stats = gspo_loss(logp, old_logp, batch["advantages"], mask, eps_low=rl.eps_low, eps_high=rl.eps_high)
+        per_sequence, stats = gspo_loss(logp, old_logp, batch.advantages, mask, eps_low=rl.eps_low, eps_high=rl.eps_high)
         loss = jnp.sum(per_sequence) / jnp.maximum(num_sequences, 1.0)
         stats = {k: jnp.broadcast_to(v[:, None], mask.shape) for k, v in stats.items()}
     else:
-        per_token, stats = clipped_surrogate(logp, old_logp, batch["advantages"], eps_low=rl.eps_low, eps_high=rl.eps_high, mask=mask)
+        per_token, stats = clipped_surrogate(logp, old_logp, batch.advantages, eps_low=rl.eps_low, eps_high=rl.eps_high, mask=mask)
         loss = agg(per_token)
     ratio_min, ratio_max = _masked_extremes(stats["ratio"], mask)
     metrics = {
@@ -143,19 +139,19 @@ def policy_loss(model, batch, rl, num_sequences, num_tokens, value_params=None):
         "clip_fraction/low": masked_mean(stats["clipped_low"], mask) * share,
         "clip_fraction/high": masked_mean(stats["clipped_high"], mask) * share,
     }
-    if "ref_logp" in batch:
-        kl = kl_penalty(logp, batch["ref_logp"], "k3")
-        if "kl_coef" in batch:  # a recipe's per-row coefficients `[n]` (SCoRe's two attempts)
-            loss = loss + agg(batch["kl_coef"][:, None] * kl)
+    if batch.ref_logp is not None:
+        kl = kl_penalty(logp, batch.ref_logp, "k3")
+        if batch.kl_coef is not None:  # a recipe's per-row coefficients `[n]` (SCoRe's two attempts)
+            loss = loss + agg(batch.kl_coef[:, None] * kl)
         elif algorithm_of(rl).kl == "loss":
             loss = loss + rl.kl_coef * agg(kl)
         metrics["kl"] = masked_mean(kl, mask) * share
     if rl.entropy_coef > 0:
         loss = loss - rl.entropy_coef * agg(entropy)
     if value_params is not None:
-        v_loss = agg(value_loss(values, batch["old_values"], batch["returns"], mask, clip_eps=rl.value_clip_eps))
-        loss = loss + rl.value_coef * v_loss
-        clipped = (jnp.abs(values - batch["old_values"]) > rl.value_clip_eps).astype(jnp.float32)
+        v_loss = agg(value_loss(values, batch.old_values, batch.returns, mask, clip_eps=rl.ppo.value_clip_eps))
+        loss = loss + rl.ppo.value_coef * v_loss
+        clipped = (jnp.abs(values - batch.old_values) > rl.ppo.value_clip_eps).astype(jnp.float32)
         metrics.update({"value_loss": v_loss, "value/clip_fraction": masked_mean(clipped, mask) * share})
     metrics["loss"] = loss
     return loss, metrics
@@ -173,8 +169,8 @@ def _reduce_metrics(stacked, mean_or_sum):
 
 
 def make_rl_update(graphdef, optimizer, rl, mesh=None):
-    """Jitted `update(state, batch, key) -> (state, metrics)`; `state` is donated (its buffers are
-    reused for the new state: do not read the old one after the call).
+    """Jitted `update(state, batch, key) -> (state, metrics)` on a `RolloutBatch`; `state` is donated
+    (its buffers are reused for the new state: do not read the old one after the call).
 
     For each of `rl.epochs` passes the N rows are shuffled (when there is more than one minibatch)
     and cut into `rl.minibatches` minibatches; each minibatch is one optimizer step whose gradient
@@ -191,7 +187,7 @@ def make_rl_update(graphdef, optimizer, rl, mesh=None):
         return policy_loss(nnx.merge(graphdef, policy_params), micro_batch, rl, num_sequences, num_tokens, value_params)
 
     def grads_of_minibatch(params, minibatch):
-        mask = minibatch["completion_mask"].astype(jnp.float32)
+        mask = minibatch.completion_mask.astype(jnp.float32)
         num_sequences = jnp.sum(jnp.any(mask > 0, axis=-1).astype(jnp.float32))
         num_tokens = jnp.sum(mask)
         micro_batches = jax.tree.map(lambda x: x.reshape(rl.micro_batches, -1, *x.shape[1:]), minibatch)
@@ -210,7 +206,7 @@ def make_rl_update(graphdef, optimizer, rl, mesh=None):
             return _update(state, batch, key)
 
     def _update(state, batch, key):
-        rows = batch["completion_mask"].shape[0]
+        rows = batch.completion_mask.shape[0]
         if rl.minibatches > 1:
             orders = jnp.stack([jax.random.permutation(jax.random.fold_in(key, epoch), rows) for epoch in range(rl.epochs)])
         else:
@@ -256,12 +252,14 @@ def make_reward_scorer(rl, method):
 
 
 def make_batch_builder(graphdef, rl, method, mesh=None):
-    """Jitted `build(state, batch, rewards, group_valid, key) -> (train batch, metrics)`.
+    """Jitted `build(state, batch, rewards, group_valid, key) -> (RolloutBatch, metrics)`.
 
-    Recomputes old log-probs (when `needs_old_logp`), reference log-probs (when the state holds a
-    reference) and PPO's old values under the state's params, computes advantages from all G
-    rewards of every group, zeroes the completion_mask rows of groups with `group_valid` False
-    `[B]`, and lets `method.select_rows` pick the rows to train on. metrics:
+    `batch` is the scored rollout (the dict `method.reward_fn` reads, `methods.base`), whose prompt
+    and completion arrays the `RolloutBatch` keeps. Recomputes old log-probs (when
+    `needs_old_logp`), reference log-probs (when the state holds a reference) and PPO's old values
+    under the state's params, computes advantages from all G rewards of every group, zeroes the
+    completion_mask rows of groups with `group_valid` False `[B]`, and lets `method.select_rows`
+    pick the rows to train on. metrics:
     "groups/with_signal" (fraction of groups whose rewards are not all equal) and, for PPO,
     "value/mean" and "returns/mean". mesh: as for `make_rl_update`.
     """
@@ -274,44 +272,48 @@ def make_batch_builder(graphdef, rl, method, mesh=None):
 
     def _build(state, batch, rewards, group_valid, key):
         mask = batch["completion_mask"].astype(jnp.float32)
-        batch = {k: batch[k] for k in ("prompt_tokens", "prompt_mask", "completion_tokens", "completion_mask")}
         args = (batch["prompt_tokens"], batch["prompt_mask"], batch["completion_tokens"], batch["completion_mask"], rl.temperature)
         model = nnx.merge(graphdef, state.params)
+        old_logp = ref_logp = old_values = None
         if state.value_params is not None:
-            old_logp, _, old_values = completion_logprobs_and_values(model, state.value_params, *args)
-            batch["old_values"] = jax.lax.stop_gradient(old_values)
+            logp, _, values = completion_logprobs_and_values(model, state.value_params, *args)
+            old_values = jax.lax.stop_gradient(values)
         elif with_old_logp:
-            old_logp = completion_logprobs(model, *args)[0]
+            logp = completion_logprobs(model, *args)[0]
         if with_old_logp:
-            batch["old_logp"] = jax.lax.stop_gradient(old_logp)
+            old_logp = jax.lax.stop_gradient(logp)
         if state.ref_params is not None:
-            batch["ref_logp"] = reference_logprobs(graphdef, state, batch, rl)
-        batch.update(compute_advantages(rl, rewards["reward"], mask, batch.get("old_logp"), batch.get("ref_logp"),
-                                        batch.get("old_values")))
+            ref_logp = reference_logprobs(graphdef, state, args)
         row_valid = jnp.repeat(group_valid, rl.group_size)
-        batch["completion_mask"] = jnp.where(row_valid[:, None], batch["completion_mask"], jnp.zeros_like(batch["completion_mask"]))
+        train_batch = RolloutBatch(
+            prompt_tokens=batch["prompt_tokens"], prompt_mask=batch["prompt_mask"],
+            completion_tokens=batch["completion_tokens"],
+            completion_mask=jnp.where(row_valid[:, None], batch["completion_mask"], jnp.zeros_like(batch["completion_mask"])),
+            old_logp=old_logp, ref_logp=ref_logp, old_values=old_values,
+            **compute_advantages(rl, rewards["reward"], mask, old_logp, ref_logp, old_values))
         metrics = {"groups/with_signal": jnp.mean(group_has_signal(rewards["reward"].reshape(-1, rl.group_size)))}
-        if "old_values" in batch:
-            metrics.update({"value/mean": masked_mean(batch["old_values"], mask), "returns/mean": masked_mean(batch["returns"], mask)})
-        return method.select_rows(batch, rewards, key), metrics
+        if old_values is not None:
+            metrics.update({"value/mean": masked_mean(old_values, mask), "returns/mean": masked_mean(train_batch.returns, mask)})
+        return method.select_rows(train_batch, rewards, key), metrics
 
     return build
 
 
-def reference_logprobs(graphdef, state, batch, rl):
-    """Log-probs `[N, T]` of the batch's completions under the frozen reference `state.ref_params` (constant)."""
-    args = (batch["prompt_tokens"], batch["prompt_mask"], batch["completion_tokens"], batch["completion_mask"], rl.temperature)
+def reference_logprobs(graphdef, state, args):
+    """Log-probs `[N, T]` under the frozen reference `state.ref_params` (constant); `args`:
+    `(prompt_tokens, prompt_mask, completion_tokens, completion_mask, temperature)` of `completion_logprobs`."""
     return jax.lax.stop_gradient(completion_logprobs(nnx.merge(graphdef, state.ref_params), *args)[0])
 
 
 def make_reference_scorer(graphdef, rl, mesh=None):
-    """Jitted `(state, batch) -> batch with ref_logp [N, T]`, for recipes that build their own train
-    batches (advantages and, for a per-row KL, `kl_coef [N]`) for `make_rl_update`."""
+    """Jitted `(state, batch) -> batch with ref_logp [N, T]`, for recipes that build their own
+    `RolloutBatch` (advantages and, for a per-row KL, kl_coef `[N]`) for `make_rl_update`."""
 
     @jax.jit
     def with_reference(state, batch):
+        args = (batch.prompt_tokens, batch.prompt_mask, batch.completion_tokens, batch.completion_mask, rl.temperature)
         with activation_mesh(mesh):
-            return {**batch, "ref_logp": reference_logprobs(graphdef, state, batch, rl)}
+            return batch.replace(ref_logp=reference_logprobs(graphdef, state, args))
 
     return with_reference
 

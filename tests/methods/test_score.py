@@ -22,6 +22,7 @@ from jaxrl_self.config import ConfigError, load_config_file, validate
 from jaxrl_self.models.tokenizer import ExtendedTokenizer
 from jaxrl_self.recipes import score, train_and_evaluate
 from jaxrl_self.tasks.arithmetic import make_tokenizer
+from jaxrl_self.train.batch import RolloutBatch
 from jaxrl_self.train.context import RunContext
 from jaxrl_self.train.rl_step import policy_loss
 
@@ -93,10 +94,10 @@ def test_kl_coefficient_applies_per_attempt_row():
     recipe, ctx = built(tiny_config())
     tokens, mask = recipe.encode(ctx, ["1+2=", "1+2="])
     completion, completion_mask = jnp.array([[7, 8, 2, 0]] * 2), jnp.array([[1, 1, 1, 0]] * 2, bool)
-    batch = {"prompt_tokens": tokens, "prompt_mask": mask, "completion_tokens": completion, "completion_mask": completion_mask,
-             "advantages": jnp.zeros(2), "ref_logp": jnp.full((2, 4), -1.0)}
+    batch = RolloutBatch(prompt_tokens=tokens, prompt_mask=mask, completion_tokens=completion, completion_mask=completion_mask,
+                         advantages=jnp.zeros(2), ref_logp=jnp.full((2, 4), -1.0))
     rl = ctx.config.rl
-    loss_of = jax.jit(lambda params, coefs: policy_loss(nnx.merge(ctx.graphdef, params), {**batch, "kl_coef": coefs}, rl,
+    loss_of = jax.jit(lambda params, coefs: policy_loss(nnx.merge(ctx.graphdef, params), batch.replace(kl_coef=coefs), rl,
                                                         jnp.float32(2), jnp.float32(6))[0])
     loss = lambda coefs: float(loss_of(ctx.init_params, jnp.array(coefs)))
     assert loss([1.0, 0.0]) > 0

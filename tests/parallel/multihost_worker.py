@@ -28,6 +28,7 @@ from jaxrl_self.tasks.iterator import PromptIterator
 from jaxrl_self.tasks.registry import build_task
 from jaxrl_self.train.dynamic_sampling import collect_groups, make_group_merger
 from jaxrl_self.models.config import model_config_from
+from jaxrl_self.train.batch import RolloutBatch
 from jaxrl_self.train.rl_step import compute_advantages, make_rl_update
 from jaxrl_self.tasks.encoding import encode_prompts
 from jaxrl_self.train.state import init_model, init_train_state, make_optimizer
@@ -78,10 +79,10 @@ def main(process_id: int, num_processes: int, port: int, out_path: str) -> None:
     @jax.jit
     def train_batch(prompt_tokens, prompt_mask, samples):
         rewards = jnp.sum(samples.mask, axis=-1).astype(jnp.float32) / rl.max_new_tokens
-        return {"prompt_tokens": jnp.repeat(prompt_tokens, rl.group_size, 0),
-                "prompt_mask": jnp.repeat(prompt_mask, rl.group_size, 0),
-                "completion_tokens": samples.tokens, "completion_mask": samples.mask,
-                **compute_advantages(rl, rewards, samples.mask)}
+        return RolloutBatch(prompt_tokens=jnp.repeat(prompt_tokens, rl.group_size, 0),
+                            prompt_mask=jnp.repeat(prompt_mask, rl.group_size, 0),
+                            completion_tokens=samples.tokens, completion_mask=samples.mask,
+                            **compute_advantages(rl, rewards, samples.mask))
 
     examples = task.examples("train")
     iterator = PromptIterator(len(examples), PROMPTS_PER_PROCESS, config.seed,

@@ -21,6 +21,7 @@ from sharding_helpers import (
 from jaxrl_self.config import load_config_file
 from jaxrl_self.parallel import shard_batch, shard_state, state_shardings
 from jaxrl_self.sampling.sampler import SamplingConfig, make_sampler
+from jaxrl_self.train.batch import RolloutBatch
 from jaxrl_self.train.rl_step import make_rl_update
 from jaxrl_self.train.sft import make_sft_step
 from jaxrl_self.train.state import init_model, init_train_state, make_optimizer
@@ -47,8 +48,8 @@ def setup():
         "completion_tokens": rng.integers(0, 64, (ROWS, NEW_TOKENS)).astype(np.int32),
         "completion_mask": np.arange(NEW_TOKENS)[None] < lengths,
     }
-    rl_batch = {**sft_batch, "advantages": rng.normal(size=ROWS).astype(np.float32),
-                "ref_logp": (-4.0 + 0.1 * rng.normal(size=(ROWS, NEW_TOKENS))).astype(np.float32)}
+    rl_batch = RolloutBatch(**sft_batch, advantages=rng.normal(size=ROWS).astype(np.float32),
+                            ref_logp=(-4.0 + 0.1 * rng.normal(size=(ROWS, NEW_TOKENS))).astype(np.float32))
     sampling = SamplingConfig(max_new_tokens=NEW_TOKENS, eos_id=1, pad_id=0, temperature=0.0)
     states = {"rl": init_train_state(params, optimizer, 0, with_reference=True),
               "sft": init_train_state(params, optimizer, 0, with_reference=False)}

@@ -20,6 +20,7 @@ from jaxrl_self.config import load_config_file
 from jaxrl_self.models.checkpoint_io import relayout_params
 from jaxrl_self.models.config import ModelConfig
 from jaxrl_self.models.transformer import cast_matrices, model_graphdef
+from jaxrl_self.train.batch import RolloutBatch
 from jaxrl_self.train.policy import completion_logprobs
 from jaxrl_self.train.rl_step import policy_loss
 from jaxrl_self.train.state import init_model
@@ -44,18 +45,18 @@ def setup():
     rng = np.random.default_rng(0)
     prompt_mask = np.arange(PROMPT_LEN)[None] >= rng.integers(0, PROMPT_LEN - 1, (ROWS, 1))  # left-padded
     lengths = rng.integers(1, NEW_TOKENS + 1, (ROWS, 1))
-    batch = {
-        "prompt_tokens": jnp.asarray(rng.integers(0, VOCAB, (ROWS, PROMPT_LEN)), jnp.int32),
-        "prompt_mask": jnp.asarray(prompt_mask),
-        "completion_tokens": jnp.asarray(rng.integers(0, VOCAB, (ROWS, NEW_TOKENS)), jnp.int32),
-        "completion_mask": jnp.asarray(np.arange(NEW_TOKENS)[None] < lengths),
-        "advantages": jnp.asarray(rng.normal(size=ROWS), jnp.float32),
-        "old_logp": jnp.asarray(-4.0 + 0.1 * rng.normal(size=(ROWS, NEW_TOKENS)), jnp.float32),
-        "ref_logp": jnp.asarray(-4.0 + 0.1 * rng.normal(size=(ROWS, NEW_TOKENS)), jnp.float32),
-    }
+    batch = RolloutBatch(
+        prompt_tokens=jnp.asarray(rng.integers(0, VOCAB, (ROWS, PROMPT_LEN)), jnp.int32),
+        prompt_mask=jnp.asarray(prompt_mask),
+        completion_tokens=jnp.asarray(rng.integers(0, VOCAB, (ROWS, NEW_TOKENS)), jnp.int32),
+        completion_mask=jnp.asarray(np.arange(NEW_TOKENS)[None] < lengths),
+        advantages=jnp.asarray(rng.normal(size=ROWS), jnp.float32),
+        old_logp=jnp.asarray(-4.0 + 0.1 * rng.normal(size=(ROWS, NEW_TOKENS)), jnp.float32),
+        ref_logp=jnp.asarray(-4.0 + 0.1 * rng.normal(size=(ROWS, NEW_TOKENS)), jnp.float32),
+    )
     rl = load_config_file("configs/default.py").rl
     rl.entropy_coef = 0.01  # the entropy path's gradient is compared too
-    mask = batch["completion_mask"].astype(jnp.float32)
+    mask = batch.completion_mask.astype(jnp.float32)
     denominators = (jnp.sum(jnp.any(mask > 0, -1).astype(jnp.float32)), jnp.sum(mask))
 
     def loss_and_grads(model_config):
@@ -88,7 +89,7 @@ def test_options_give_the_plain_loss_metrics_and_gradients(setup, name):
 
 def test_value_head_path_matches_with_chunks(setup):
     params, batch, _, _ = setup
-    args = [batch[k] for k in ("prompt_tokens", "prompt_mask", "completion_tokens", "completion_mask")]
+    args = [batch.prompt_tokens, batch.prompt_mask, batch.completion_tokens, batch.completion_mask]
     head = init_value_head(BASE.hidden_size)
     head = {"kernel": head["kernel"] + 0.1, "bias": head["bias"]}
     plain = completion_logprobs_and_values(nnx.merge(model_graphdef(BASE), params), head, *args, 0.7)
@@ -101,7 +102,7 @@ def test_value_head_path_matches_with_chunks(setup):
 def test_chunked_log_probs_hold_no_full_logits_array(setup):
     """In the chunked path's forward and backward, no array has T*vocab elements per row."""
     params, batch, _, _ = setup
-    args = [batch[k] for k in ("prompt_tokens", "prompt_mask", "completion_tokens", "completion_mask")]
+    args = [batch.prompt_tokens, batch.prompt_mask, batch.completion_tokens, batch.completion_mask]
 
     def shapes_of(model_config):
         loss = lambda p: jnp.sum(completion_logprobs(nnx.merge(model_graphdef(model_config), p), *args, with_entropy=True)[0])
@@ -115,7 +116,7 @@ def test_chunked_log_probs_hold_no_full_logits_array(setup):
 def test_bf16_reference_gives_the_same_log_probs(setup):
     """A bf16 model reads its matrices in bf16 anyway: storing the reference in bf16 changes nothing."""
     params, batch, _, _ = setup
-    args = [batch[k] for k in ("prompt_tokens", "prompt_mask", "completion_tokens", "completion_mask")]
+    args = [batch.prompt_tokens, batch.prompt_mask, batch.completion_tokens, batch.completion_mask]
     bf16 = model_graphdef(dataclasses.replace(BASE, dtype="bfloat16"))
     stored = cast_matrices(params, jnp.bfloat16)
     assert {x.dtype for x in jax.tree.leaves(stored) if x.ndim >= 2} == {jnp.dtype(jnp.bfloat16)}

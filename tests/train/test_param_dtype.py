@@ -114,7 +114,7 @@ def test_rl_update_steps_the_float32_master_as_a_float32_optimizer_would(setup):
     assert_trees_equal(trainable(new), rounded(new.opt_state.master, trainable(new)))
 
     def grads_of(trained):
-        mask = train_batch["completion_mask"].astype(jnp.float32)
+        mask = train_batch.completion_mask.astype(jnp.float32)
         denominators = (jnp.sum(jnp.any(mask > 0, axis=-1).astype(jnp.float32)), jnp.sum(mask))
         halves = [jax.tree.map(lambda x: x[i * x.shape[0] // 2:(i + 1) * x.shape[0] // 2], train_batch) for i in (0, 1)]
         loss = lambda t, half: policy_loss(nnx.merge(graphdef, t["policy"]), half, rl, *denominators, t["value_head"])[0]
@@ -169,7 +169,7 @@ def test_non_finite_loss_keeps_params_master_and_optimizer_state(setup):
     _, _, _, _, new_state, train_batch, update = setup
     state = new_state()
     before = jax.device_get(state)
-    new, metrics = update(state, {**train_batch, "advantages": train_batch["advantages"] * jnp.nan}, jax.random.key(0))
+    new, metrics = update(state, train_batch.replace(advantages=train_batch.advantages * jnp.nan), jax.random.key(0))
     assert float(metrics["skipped_nonfinite"]) == 1.0
     assert_trees_equal((trainable(new), new.opt_state, new.step), (trainable(before), before.opt_state, before.step))
     assert matrices_in(new.params, BF16)
@@ -177,7 +177,7 @@ def test_non_finite_loss_keeps_params_master_and_optimizer_state(setup):
 
 def test_sft_and_dpo_steps_with_bf16_params(setup):
     graphdef, params, _, optimizer, _, train_batch, _ = setup
-    sft_batch = {k: train_batch[k][:4] for k in ("prompt_tokens", "prompt_mask", "completion_tokens", "completion_mask")}
+    sft_batch = {k: getattr(train_batch, k)[:4] for k in ("prompt_tokens", "prompt_mask", "completion_tokens", "completion_mask")}
     state, metrics = make_sft_step(graphdef, optimizer)(init_train_state(params, optimizer, 0, False, param_dtype="bfloat16"),
                                                         sft_batch)
     assert float(metrics["skipped_nonfinite"]) == 0.0 and np.isfinite(float(metrics["grad_norm"]))

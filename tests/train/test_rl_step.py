@@ -16,6 +16,7 @@ from jaxrl_self.config import ConfigError, build_config, load_config_file, valid
 from jaxrl_self.methods.base import RewardMethod
 from jaxrl_self.algorithms.aggregation import masked_mean
 from jaxrl_self.models.config import ModelConfig
+from jaxrl_self.train.batch import RolloutBatch
 from jaxrl_self.train.dynamic_sampling import collect_groups, make_group_merger
 from jaxrl_self.train.policy import completion_logprobs
 from jaxrl_self.train.rl_step import (
@@ -120,7 +121,7 @@ def test_epochs_and_minibatches_take_steps_on_old_logprobs(model):
     state = start_state(params, rl, optimizer)
     batch, rewards = rollout()
     train_batch, _ = make_batch_builder(graphdef, rl, RewardMethod())(state, batch, rewards, jnp.ones(B, bool), jax.random.key(0))
-    assert "old_logp" in train_batch
+    assert train_batch.old_logp is not None
     new_state, metrics = make_rl_update(graphdef, optimizer, rl)(state, train_batch, jax.random.key(0))
     assert int(new_state.step) == 4
     assert float(metrics["ratio/max"]) > 1.0 or float(metrics["ratio/min"]) < 1.0  # later steps are off-policy
@@ -140,7 +141,7 @@ def test_on_policy_gradient_is_advantage_weighted_logprob_gradient(model, algori
     advantages = compute_advantages(rl, rewards["reward"], mask)["advantages"]
     old_logp = completion_logprobs(nnx.merge(graphdef, params), batch["prompt_tokens"], batch["prompt_mask"],
                                    batch["completion_tokens"], batch["completion_mask"])[0]
-    train_batch = {**batch, "advantages": advantages, "old_logp": old_logp}
+    train_batch = RolloutBatch(**batch, advantages=advantages, old_logp=old_logp)
 
     def loss(p):
         return policy_loss(nnx.merge(graphdef, p), train_batch, rl, jnp.float32(N), jnp.sum(mask))[0]
@@ -169,7 +170,7 @@ def test_extra_padding_columns_change_no_loss_or_gradient(model, algorithm):
     @jax.jit
     def loss_and_grads(state, batch, rewards):
         train_batch, _ = build(state, batch, rewards, jnp.ones(B, bool), jax.random.key(0))
-        mask = train_batch["completion_mask"].astype(jnp.float32)
+        mask = train_batch.completion_mask.astype(jnp.float32)
 
         def loss(trainable):
             policy, value = trainable
@@ -191,12 +192,12 @@ def test_masked_groups_count_as_dropped(model, algorithm):
     state = start_state(params, rl, optax.sgd(1.0))
     batch, rewards = rollout()
     train_batch, metrics = make_batch_builder(graphdef, rl, RewardMethod())(state, batch, rewards, jnp.asarray([False, True]), jax.random.key(0))
-    assert not np.any(np.asarray(train_batch["completion_mask"][:G]))
+    assert not np.any(np.asarray(train_batch.completion_mask[:G]))
     assert float(metrics["groups/with_signal"]) == 1.0
 
     def loss(p, rows):
-        part = {k: v[rows] for k, v in train_batch.items()}
-        mask = part["completion_mask"].astype(jnp.float32)
+        part = jax.tree.map(lambda x: x[rows], train_batch)
+        mask = part.completion_mask.astype(jnp.float32)
         num_sequences = jnp.sum(jnp.any(mask > 0, axis=-1)).astype(jnp.float32)
         return policy_loss(nnx.merge(graphdef, p), part, rl, num_sequences, jnp.sum(mask))[0]
 
@@ -205,7 +206,8 @@ def test_masked_groups_count_as_dropped(model, algorithm):
 
 
 def test_ppo_value_targets_and_whitened_advantages():
-    rl = rl_config("ppo", gae_lambda=1.0, kl_coef=0.0)
+    rl = rl_config("ppo", kl_coef=0.0)
+    rl.ppo.gae_lambda = 1.0
     mask = jnp.asarray([[1, 1, 1, 0], [1, 1, 0, 0]], jnp.float32)
     values = jnp.asarray([[0.5, 0.5, 0.5, 9.0], [0.0, 0.2, 9.0, 9.0]])
     rl.group_size = 2
