@@ -41,7 +41,8 @@ def _jsonl(path):
 
 def _task_config(path, **overrides):
     return ml_collections.ConfigDict({**dict(name="jsonl", train_file=str(path), test_file=str(path), prompt_field="question",
-                                             answer_field="answer", answer_format="gsm8k", template=TEMPLATE), **overrides})
+                                             answer_field="answer", answer_format="gsm8k", template=TEMPLATE, max_prompt_len=64,
+                                             max_reference_len=32), **overrides})
 
 
 @pytest.fixture(scope="module")
