@@ -33,12 +33,6 @@ def get_config():
         learning_rate=5e-4,
     ))
     config.eval.every = 20
-    config.method.update(dict(
-        loop="absolute_zero",  # jaxrl_self/recipes/__init__.py
-        proposals_per_kind=8,  # B: proposer prompts (and solver tasks) per task kind per step
-        buffer_size=256,  # valid tasks kept per kind (oldest dropped)
-        sandbox_timeout_s=10.0,  # wall-clock limit of one sandboxed batch of executions
-        eval_tasks_per_kind=32,  # fixed held-out synthetic tasks for the solver's greedy and sampled accuracy
-        few_shot=0,  # worked examples per prompt, one per line (needs a pretrained tokenizer: absolute_zero_smollm2.py)
-    ))
+    config.method.loop = "absolute_zero"  # the recipe (jaxrl_self/recipes/__init__.py); its options and their
+    # defaults, set here with config.method.<option> = value to change one: jaxrl_self/recipes/absolute_zero.py (AbsoluteZero.config_defaults)
     return config

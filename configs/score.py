@@ -32,13 +32,6 @@ def get_config():
     config.sft.update(dict(steps=1000, batch_size=32, learning_rate=3e-3, warmup_steps=5))
     config.rl.update(dict(steps=60, max_new_tokens=24, prompts_per_step=8, group_size=8, temperature=1.0, learning_rate=5e-4))
     config.eval.num_examples = 128
-    config.method.update(dict(
-        loop="score",  # jaxrl_self/recipes/__init__.py
-        stage1_steps=40,  # the first 40 of rl.steps are stage I, the rest stage II
-        alpha=10.0,  # shaped bonus alpha * (r2 - r1) on attempt 2 in stage II
-        beta1=0.01,  # KL to the reference on both attempts in stage II
-        beta2=0.1,  # KL to the reference on attempt 1 in stage I
-        retry_demos="redo_wrong",  # attempt-2 warm start: "redo_wrong" or "copy" (jaxrl_self/recipes/score.py)
-        eval_samples=4,  # held-out episodes per problem at rl.temperature (eval/sampled/...)
-    ))
+    config.method.loop = "score"  # the recipe (jaxrl_self/recipes/__init__.py); its options and their
+    # defaults, set here with config.method.<option> = value to change one: jaxrl_self/recipes/score.py (SCoRe.config_defaults)
     return config

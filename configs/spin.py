@@ -23,16 +23,6 @@ def get_config():
     config.task.digits = 2
     config.rl.max_new_tokens = 32  # the longest 2-digit worked solution is 23 tokens + EOS
     config.sft.steps = 100  # brief: the model lags behind its data
-    config.method.update(dict(
-        loop="spin",  # jaxrl_self/recipes/__init__.py
-        iterations=2,
-        num_problems=512,  # SFT prompts (with their worked solutions) used every iteration
-        samples_per_prompt=1,  # self-generated (rejected) completions per prompt
-        temperature=1.0,
-        beta=0.1,  # lam
-        train_steps=60,  # DPO steps per iteration (from the previous iterate)
-        train_batch_size=32,
-        learning_rate=1e-4,
-        batch_size=256,  # prompts per sampler call
-    ))
+    config.method.loop = "spin"  # the recipe (jaxrl_self/recipes/__init__.py); its options and their
+    # defaults, set here with config.method.<option> = value to change one: jaxrl_self/recipes/spin.py (SPIN.config_defaults)
     return config

@@ -22,20 +22,6 @@ def get_config():
     config.task.digits = 2
     config.rl.max_new_tokens = 32  # the longest 2-digit worked solution is 23 tokens + EOS
     config.sft.steps = 200
-    config.method.update(dict(
-        loop="star",  # jaxrl_self/recipes/__init__.py
-        iterations=3,
-        num_problems=1024,  # the fixed pool of training problems
-        samples_per_prompt=1,  # one rationale per problem
-        temperature=1.0,
-        max_per_problem=1,
-        rationalize=True,
-        hint_template="<answer>{reference}</answer>{prompt}",  # the gold answer as a hint before the problem
-        hint_prompt_len=24,
-        train_steps=100,  # M-step SFT steps of the first loop (from the base model every loop) ...
-        steps_growth=1.2,  # ... growing 20% per loop
-        train_batch_size=64,
-        learning_rate=1e-3,
-        batch_size=256,  # prompts per sampler call
-    ))
+    config.method.loop = "star"  # the recipe (jaxrl_self/recipes/__init__.py); its options and their
+    # defaults, set here with config.method.<option> = value to change one: jaxrl_self/recipes/self_training.py (SelfTraining.config_defaults)
     return config

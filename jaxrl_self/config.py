@@ -41,28 +41,29 @@ NAN_TEST_HOOK = "JAXRL_SELF_TEST_NAN_AT"  # "5,7": RL steps (global numbering) w
 
 DEFAULT_CONFIG_FILE = Path(__file__).resolve().parent.parent / "configs" / "default.py"
 
-# Keys a config may add to those of configs/default.py, with their types: options of the tasks and
-# recipes (`method.loop`) that the default job does not use. Any other key is a typo.
+# Keys a config may add to those of configs/default.py, with their types: options of the data tasks
+# that the default job does not use. `config.method` may also hold the options of the recipe in use,
+# which the recipe declares with their defaults (`Recipe.config_defaults`, `check_recipe_keys`).
+# Any other key is a typo.
 RECIPE_KEYS = {
     # word_arithmetic, jsonl and tfds tasks (tasks/registry.py)
     "task": dict(answer_format=str, train_file=str, test_file=str, dataset=str, data_dir=str, prompt_field=str,
                  answer_field=str, template=str),
-    "method": dict(
-        # shared by the iterative recipes (recipes/*.py)
-        iterations=int, num_problems=int, samples_per_prompt=int, temperature=float, train_steps=int,
-        train_batch_size=int, learning_rate=float, batch_size=int, beta=float,
-        max_per_problem=int, rationalize=bool, hint_template=str, hint_prompt_len=int, steps_growth=float,  # star, rest_em
-        judge_fraction=float, judge_prompt_len=int, judge_new_tokens=int, judge_samples=int,
-        judge_temperature=float, max_score=int,  # self_rewarding
-        stage1_steps=int, alpha=float, beta1=float, beta2=float, retry_demos=str, eval_samples=int,  # score
-        proposals_per_kind=int, buffer_size=int, sandbox_timeout_s=float, eval_tasks_per_kind=int, few_shot=int,  # absolute_zero
-    ),
 }
 # The keys each data task needs besides those of configs/default.py
 TASK_KEYS = {
     "word_arithmetic": ("answer_format",),
     "jsonl": ("train_file", "test_file", "prompt_field", "answer_field", "answer_format", "template"),
     "tfds": ("dataset", "data_dir", "prompt_field", "answer_field", "answer_format", "template"),
+}
+# The options each task reads besides name, seed, test_size, max_prompt_len, max_reference_len and
+# chat_template; a config that sets another task's option (to other than its default) is refused
+TASK_OPTIONS = {
+    "arithmetic": ("digits", "ops", "demo_error_rate", "show_work", "self_check", "check_error_rate"),
+    "countdown": ("num_numbers", "max_number", "max_target"),
+    "word_arithmetic": ("digits", "ops", "answer_format"),
+    "jsonl": TASK_KEYS["jsonl"],
+    "tfds": TASK_KEYS["tfds"],
 }
 # Keys that moved: old dotted key -> what to write instead (a ConfigError says so)
 RENAMED_KEYS = {
@@ -122,6 +123,9 @@ def apply_override(config: ml_collections.ConfigDict, dotted_key: str, text: str
         if name not in node or not isinstance(node[name], ml_collections.ConfigDict):
             raise ConfigError(f"unknown config key 'config.{'.'.join(parents[:depth + 1])}' (in --config.{dotted_key})")
         node = node[name]
+    if leaf not in node and parents == ["method"]:  # a recipe's option: checked with the recipe (check_recipe_keys)
+        node[leaf] = _parse_value(text)
+        return
     if leaf not in node:
         known = ", ".join(sorted(node.keys()))
         raise ConfigError(f"unknown config key 'config.{dotted_key}'; keys at that level: {known}")
@@ -191,6 +195,8 @@ def _check_known_keys(config: ml_collections.ConfigDict, source: str | Path | No
         if key in RENAMED_KEYS:
             problems.append(f"config.{key} moved: use {RENAMED_KEYS[key]}")
             continue
+        if section == "method":
+            continue  # the recipe's own option, or not: `check_recipe_keys` decides once the recipe is known
         match = (difflib.get_close_matches(key, [k for k in known if k.rpartition(".")[0] == section], n=1)
                  or difflib.get_close_matches(key, known, n=1))  # a typo in the field's name first, else anywhere
         hint = f"did you mean 'config.{match[0]}'?" if match else "configs/default.py lists every key with its default"
@@ -206,6 +212,12 @@ def _require(condition: bool, key: str, message: str) -> None:
 
 
 @functools.lru_cache(maxsize=1)
+def _default_config() -> ml_collections.ConfigDict:
+    """configs/default.py's config, read once (never changed: callers only read it)."""
+    return _run_config_file(DEFAULT_CONFIG_FILE)
+
+
+@functools.lru_cache(maxsize=1)
 def key_types() -> dict[str, type]:
     """The type of every key a config may have: those of configs/default.py (the type of its default)
     and of RECIPE_KEYS. Float keys also take ints; tuple keys hold ints."""
@@ -216,9 +228,28 @@ def key_types() -> dict[str, type]:
             else:
                 yield f"{prefix}{name}", tuple if isinstance(value, (tuple, list)) else type(value)
 
-    types = dict(leaves(_run_config_file(DEFAULT_CONFIG_FILE)))
+    types = dict(leaves(_default_config()))
     types.update({f"{section}.{name}": kind for section, names in RECIPE_KEYS.items() for name, kind in names.items()})
     return types
+
+
+def check_recipe_keys(config: ml_collections.ConfigDict, recipe: str, defaults: dict) -> None:
+    """Checks `config.method` for the recipe `recipe`, whose own options and their defaults are
+    `defaults` (`Recipe.config_defaults`): a key that is neither one of them nor of configs/default.py's
+    `method` section is a ConfigError naming the nearest option; each option must have its default's
+    type; a missing option is set to its default (so that config.json records it)."""
+    common = {key.partition(".")[2] for key in key_types() if key.startswith("method.")}
+    unknown = sorted(set(config.method.keys()) - common - set(defaults))
+    if unknown:
+        match = difflib.get_close_matches(unknown[0], [*defaults, *common], n=1)
+        hint = f"did you mean 'config.method.{match[0]}'? " if match else ""
+        raise ConfigError(f"config.method.{unknown[0]}: not an option of the recipe {recipe} ({hint}its options: "
+                          f"{', '.join(sorted(defaults)) or 'none'}, besides those of configs/default.py)")
+    for name, default in defaults.items():
+        if name in config.method:
+            _check_type(config, f"method.{name}", float if isinstance(default, float) else type(default))
+        else:
+            config.method[name] = default
 
 
 def _lookup(config: ml_collections.ConfigDict, dotted_key: str):
@@ -342,7 +373,14 @@ def validate(config: ml_collections.ConfigDict, source: str | Path | None = None
 
 
 def _validate_task(task: ml_collections.ConfigDict) -> None:
-    """The options of the task `task.name` names: each within what the task can generate or read."""
+    """The options of the task `task.name` names: each within what the task can generate or read; no
+    other task's option set to other than its default (it would be silently ignored)."""
+    defaults = _default_config().task
+    for name in sorted(set(task.keys()) & {option for options in TASK_OPTIONS.values() for option in options}):
+        if name not in TASK_OPTIONS[task.name] and (name not in defaults or task[name] != defaults[name]):
+            readers = [other for other, options in TASK_OPTIONS.items() if name in options]
+            _require(False, f"task.{name}", f"task {task.name!r} does not read it (an option of {', '.join(readers)}); "
+                     "remove it, or set task.name")
     if task.name in ("arithmetic", "word_arithmetic"):
         module = arithmetic if task.name == "arithmetic" else word_arithmetic
         digits = range(1, arithmetic.MAX_DIGITS + 1) if task.name == "arithmetic" else word_arithmetic.DIGITS

@@ -57,6 +57,7 @@ def _train(workdir, *overrides):
     (["--config.faults.max_consecutive_nonfinite=0"], ["config.faults.max_consecutive_nonfinite: must be >= 1"]),
     (["--config.train.max_consecutive_nonfinite=3"], ["--config.train.max_consecutive_nonfinite moved: use config.faults."]),
     (["--config.rl.gamma=0.9"], ["--config.rl.gamma moved: use config.rl.ppo.gamma"]),
+    (["--config.task.max_target=50"], ["config.task.max_target: task 'arithmetic' does not read it (an option of countdown)"]),
     (["--config.train.debug_inject_nan_at_steps=(3,)"], ["moved: use the environment variable JAXRL_SELF_TEST_NAN_AT"]),
     (["--config.mesh.num_devices=0", "--config.rl.prompts_per_step=3", "--config.rl.group_size=2"],
      ["prompts_per_step*group_size (6) must be divisible by the data-parallel size 8"]),

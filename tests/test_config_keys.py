@@ -53,3 +53,28 @@ def test_load_config_file_validates_values(tmp_path):
 @pytest.mark.parametrize("name", sorted(path.name for path in (REPO / "configs").glob("*.py")))
 def test_every_shipped_config_loads_and_validates(name):
     validate(load_config_file(REPO / "configs" / name))
+
+
+def test_a_recipe_declares_its_options_and_their_defaults(tmp_path, capsys):
+    """configs/star.py sets only the recipe; its options come from SelfTraining.config_defaults, are
+    type-checked, and a typo or another recipe's option is refused naming the nearest option."""
+    from jaxrl_self.recipes import build_recipe
+
+    config = load_config_file(REPO / "configs" / "star.py")
+    assert "steps_growth" not in config.method
+    build_recipe(config)
+    assert config.method.steps_growth == 1.2 and config.method.iterations == 3  # recorded in config.json
+    star = str(REPO / "configs" / "star.py")
+    for overrides, message in (
+            (["--config.method.iteratons=2"], "config.method.iteratons: not an option of the recipe star (did you mean "
+                                              "'config.method.iterations'?"),
+            (["--config.method.iterations=two"], "config.method.iterations: must be of type int, got 'two'"),
+            (["--config.method.stage1_steps=3"], "config.method.stage1_steps: not an option of the recipe star")):
+        assert cli.main(["train", "--config", star, "--workdir", str(tmp_path / "run"), *overrides]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("jaxrl-self: error: ") and message in err and err.count("\n") == 1, err
+    assert not (tmp_path / "run" / "config.json").exists()
+    config = load_config_file(DEFAULT)
+    config.method.iterations = 3  # the RL recipe has no such option
+    with pytest.raises(ConfigError, match="config.method.iterations: not an option of the recipe rl"):
+        build_recipe(config)

@@ -24,6 +24,7 @@ class RAFT(Recipe):
     name = "RAFT"
 
     def __init__(self, config):
+        super().__init__(config)  # config.method holds no option RAFT does not declare (config_defaults)
         if config.rl.group_size < 1:  # checked before anything is built
             raise ConfigError(f"config.rl.group_size: must be >= 1, got {config.rl.group_size}")
 

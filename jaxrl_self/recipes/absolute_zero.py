@@ -51,8 +51,16 @@ class AbsoluteZero(Recipe):
     """Absolute Zero self-play on the shared loop (module docstring)."""
 
     name = "Absolute Zero"
+    config_defaults = dict(
+        proposals_per_kind=8,  # B: proposer prompts (and solver tasks) per task kind per step
+        buffer_size=256,  # valid tasks kept per kind (oldest dropped)
+        sandbox_timeout_s=10.0,  # wall-clock limit of one sandboxed batch of executions
+        eval_tasks_per_kind=32,  # fixed held-out synthetic tasks for the solver's greedy and sampled accuracy
+        few_shot=0,  # worked examples per prompt, one per line (needs a pretrained tokenizer)
+    )
 
     def __init__(self, config):
+        super().__init__(config)
         rl = config.rl
         rows = 3 * config.method.proposals_per_kind * (1 + rl.group_size)
         if rows % (rl.minibatches * rl.micro_batches):

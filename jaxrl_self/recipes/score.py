@@ -106,8 +106,17 @@ class SCoRe(Recipe):
     """
 
     name = "SCoRe"
+    config_defaults = dict(
+        stage1_steps=40,  # the first stage1_steps of rl.steps are stage I, the rest stage II
+        alpha=10.0,  # shaped bonus alpha * (r2 - r1) on attempt 2 in stage II
+        beta1=0.01,  # KL to the reference on both attempts in stage II
+        beta2=0.1,  # KL to the reference on attempt 1 in stage I
+        retry_demos="redo_wrong",  # attempt-2 warm start: "redo_wrong" or "copy"
+        eval_samples=4,  # held-out episodes per problem at rl.temperature (eval/sampled/...)
+    )
 
     def __init__(self, config):
+        super().__init__(config)
         method = config.method
         if method.retry_demos not in RETRY_DEMOS:
             raise ConfigError(f"config.method.retry_demos: expected one of {RETRY_DEMOS}, got {method.retry_demos!r}")

@@ -118,8 +118,26 @@ class SelfRewarding(IterativeRecipe):
     held-out judge check (module docstring)."""
 
     name = "self_rewarding"
+    config_defaults = dict(
+        iterations=2,  # M1 -> M2 -> M3
+        num_problems=256,  # fresh training prompts per iteration
+        samples_per_prompt=4,
+        temperature=0.7,
+        judge_fraction=0.3,  # share of the warm start's examples that are judged seed examples
+        judge_prompt_len=64,  # tokens of "<judge>" + prompt + response, incl. BOS
+        judge_new_tokens=6,  # "Score: 5" + EOS is 4 tokens
+        judge_samples=1,  # judgements per response (greedy when 1; else sampled and averaged)
+        judge_temperature=0.7,
+        max_score=5,
+        beta=0.1,  # DPO's beta
+        train_steps=10,  # DPO steps per iteration
+        train_batch_size=32,
+        learning_rate=1e-4,
+        batch_size=256,  # prompts per sampler call
+    )
 
     def __init__(self, config):
+        super().__init__(config)
         check_config(config)
         self.cfg = config.method
 

@@ -82,9 +82,26 @@ def check_config(config) -> None:
 class SelfTraining(IterativeRecipe):
     """STaR / ReST-EM on the shared loop (module docstring)."""
 
+    config_defaults = dict(  # STaR's; configs/rest_em.py sets ReST-EM's
+        iterations=3,
+        num_problems=1024,  # the fixed pool of training problems
+        samples_per_prompt=1,  # one rationale per problem
+        temperature=1.0,
+        max_per_problem=1,  # distinct verified-correct completions kept per problem
+        rationalize=True,  # retry a failed problem with the gold answer as a hint
+        hint_template="<answer>{reference}</answer>{prompt}",
+        hint_prompt_len=24,
+        train_steps=100,  # M-step SFT steps of the first iteration (from the base model every iteration) ...
+        steps_growth=1.2,  # ... growing by this factor per iteration
+        train_batch_size=64,
+        learning_rate=1e-3,
+        batch_size=256,  # prompts per sampler call
+    )
+
     def __init__(self, config):
-        check_config(config)
         self.name = config.method.loop
+        super().__init__(config)
+        check_config(config)
 
     def round(self, ctx, iteration, params, base_params):
         return self_training_round(self, ctx, iteration, params, base_params)

@@ -88,8 +88,20 @@ class SPIN(IterativeRecipe):
     """SPIN on the shared loop (module docstring)."""
 
     name = "spin"
+    config_defaults = dict(
+        iterations=2,
+        num_problems=512,  # SFT prompts (with their worked solutions) used every iteration
+        samples_per_prompt=1,  # self-generated (rejected) completions per prompt
+        temperature=1.0,
+        beta=0.1,  # lambda
+        train_steps=60,  # DPO steps per iteration (from the previous iterate)
+        train_batch_size=32,
+        learning_rate=1e-4,
+        batch_size=256,  # prompts per sampler call
+    )
 
     def __init__(self, config):
+        super().__init__(config)
         check_config(config)
         self.heldout_margin = HeldOutMargin()
 

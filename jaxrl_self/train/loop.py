@@ -29,7 +29,7 @@ import jax
 import numpy as np
 
 from jaxrl_self.checkpoint import Checkpointer
-from jaxrl_self.config import config_to_json, validate_devices
+from jaxrl_self.config import check_recipe_keys, config_to_json, validate_devices
 from jaxrl_self.metrics import MetricsWriter, ProgressBar
 from jaxrl_self.report import write_report
 from jaxrl_self.parallel import initialize_distributed, is_main_process
@@ -54,9 +54,14 @@ class Recipe:
     """
 
     name = "recipe"
+    # the recipe's own `config.method` options and their defaults (their types are the defaults'); a
+    # config sets only those it changes
+    config_defaults: dict = {}
 
     def __init__(self, config):
-        """Checks the recipe's own config keys (raising ConfigError) before anything is built."""
+        """Checks the recipe's own `config.method` options (unknown ones, types; missing ones get their
+        defaults), raising ConfigError, before anything is built. A subclass checks their values next."""
+        check_recipe_keys(config, self.name, self.config_defaults)
 
     def scratch_tokenizer(self, config):
         """The tokenizer of a model from scratch when the recipe has no task of the registry, else None."""

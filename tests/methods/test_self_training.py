@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from jaxrl_self.config import load_config_file, validate
-from jaxrl_self.recipes import self_training
+from jaxrl_self.recipes import build_recipe, self_training
 from recipe_helpers import train_from_params, warm_start_params
 from jaxrl_self.tasks.arithmetic import ArithmeticTask
 from jaxrl_self.tasks.base import Example
@@ -31,6 +31,7 @@ def tiny_config(config_file: str, **method):
                                  train_batch_size=32, learning_rate=3e-3, hint_prompt_len=12), **method})
     config.mesh.num_devices = 1  # one device, as the CLI on CPU (tests/conftest.py)
     validate(config)
+    build_recipe(config)  # the recipe's options it does not set get their defaults
     return config
 
 
