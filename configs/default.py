@@ -78,6 +78,8 @@ def get_config() -> ml_collections.ConfigDict:
     config.rl.group_size = 8
     config.rl.max_new_tokens = 40
     config.rl.temperature = 1.0
+    # truncation, in transformers' and vLLM's order: the top_k largest logits (0 = off), then the nucleus
+    # of that set's renormalised distribution reaching top_p (1 = off); jaxrl_self/sampling/processors.py
     config.rl.top_k = 0
     config.rl.top_p = 1.0
     config.rl.learning_rate = 5e-4

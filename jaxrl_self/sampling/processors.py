@@ -76,15 +76,18 @@ def top_p_cutoff(keys: jnp.ndarray, probs: jnp.ndarray, top_p) -> jnp.ndarray:
 def truncate(logits: jnp.ndarray, top_k, top_p, min_p) -> jnp.ndarray:
     """Sets logits outside the top-k / nucleus top-p / min-p sets to -inf. `[N, V] float32`.
 
-    top-k keeps the k largest logits (ties with the k-th kept); top-p keeps the smallest prefix of
-    tokens (by probability) whose mass reaches top_p, always including the most likely token;
-    min-p keeps tokens with p >= min_p * p_max. The sets intersect. Each cut-off search runs only
-    when its setting is active (`lax.cond` on the traced value).
+    Applied in the order `transformers` and vLLM apply them: top-k keeps the k largest logits (ties
+    with the k-th kept); top-p then keeps, of the top-k distribution renormalised, the smallest
+    prefix of tokens (by probability) whose mass reaches top_p, always including the most likely
+    token; min-p keeps tokens with p >= min_p * p_max (a ratio that renormalising leaves alone).
+    Each cut-off search runs only when its setting is active (`lax.cond` on the traced value).
     """
     keys = ordered_key(logits)
     no_cut = jnp.zeros(logits.shape[:-1], jnp.uint32)
     k_cut = jax.lax.cond(top_k > 0, lambda: top_k_cutoff(keys, top_k), lambda: no_cut)
-    p_cut = jax.lax.cond(top_p < 1.0, lambda: top_p_cutoff(keys, jax.nn.softmax(logits, axis=-1), top_p), lambda: no_cut)
+    top_k_logits = jnp.where(keys >= k_cut[:, None], logits, NEG_INF)
+    p_cut = jax.lax.cond(top_p < 1.0, lambda: top_p_cutoff(keys, jax.nn.softmax(top_k_logits, axis=-1), top_p),
+                         lambda: no_cut)
     keep = keys >= jnp.maximum(k_cut, p_cut)[:, None]
     max_logit = jnp.max(logits, axis=-1, keepdims=True)
     keep &= logits >= max_logit + jnp.log(min_p)  # p / p_max = exp(logit - max); log(0) = -inf keeps all

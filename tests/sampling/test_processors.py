@@ -11,19 +11,21 @@ choose_jit = jax.jit(choose_tokens)
 
 
 def reference_keep(logits, top_k, top_p, min_p):
-    """Kept-token mask by the textbook recipe: sort, cut at the k-th logit / nucleus / min-p ratio."""
+    """Kept-token mask by the textbook recipe: sort, cut at the k-th logit, then the nucleus of the
+    top-k distribution renormalised, then the min-p ratio."""
     keep_rows = []
     for row in np.asarray(logits, np.float64):
         keep = np.isfinite(row)
         ordered = np.sort(row)[::-1]
         if top_k > 0:
             keep &= row >= ordered[min(top_k, len(row)) - 1]
-        if top_p < 1.0:
-            probs = np.exp(ordered - ordered[0])
+        if top_p < 1.0:  # on the top-k set's distribution, renormalised
+            candidates = np.sort(row[keep])[::-1]
+            probs = np.exp(candidates - candidates[0])
             probs /= probs.sum()
             mass_before = np.cumsum(probs) - probs
             nucleus = max(int(np.sum(mass_before < top_p)), 1)
-            keep &= row >= ordered[nucleus - 1]
+            keep &= row >= candidates[nucleus - 1]
         keep &= np.exp(row - ordered[0]) >= min_p
         keep_rows.append(keep)
     return np.array(keep_rows)
@@ -50,6 +52,33 @@ def test_truncate_matches_sorting_reference():
         min_p = float(rng.choice([0.0, rng.uniform(0, 1)]))
         kept = np.isfinite(np.asarray(truncate_jit(jnp.asarray(logits), top_k, top_p, min_p)))
         np.testing.assert_array_equal(kept, reference_keep(logits, top_k, top_p, min_p), err_msg=f"trial {trial}: k={top_k} p={top_p} min_p={min_p}")
+
+
+def test_truncate_keeps_what_transformers_warpers_keep():
+    """top-k, then top-p on the renormalised top-k distribution, then min-p: the kept tokens equal
+    those of `transformers`' TopK -> TopP -> MinP warpers (their order in `generate`)."""
+    import torch
+    from transformers.generation.logits_process import MinPLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
+
+    def hf_keep(logits, top_k, top_p, min_p):
+        scores = torch.tensor(logits)
+        warpers = ([TopKLogitsWarper(top_k)] if top_k > 0 else []) + ([TopPLogitsWarper(top_p)] if top_p < 1 else []) + (
+            [MinPLogitsWarper(min_p)] if min_p > 0 else [])
+        for warper in warpers:
+            scores = warper(None, scores)
+        return torch.isfinite(scores).numpy()
+
+    example = np.log(np.array([[0.4, 0.3, 0.2, 0.1]], np.float32))  # the two sets intersected kept 2 tokens
+    kept = np.isfinite(np.asarray(truncate_jit(jnp.asarray(example), 2, 0.55, 0.0)))
+    np.testing.assert_array_equal(kept, hf_keep(example, 2, 0.55, 0.0))
+    assert kept.sum() == 1
+    rng = np.random.default_rng(7)
+    for trial in range(150):
+        logits = (rng.normal(size=(4, 32)) * rng.uniform(0.3, 4)).astype(np.float32)
+        top_k, top_p = int(rng.integers(0, 20)), float(rng.choice([1.0, rng.uniform(0.05, 0.99)]))
+        min_p = float(rng.choice([0.0, rng.uniform(0.01, 0.5)]))
+        np.testing.assert_array_equal(np.isfinite(np.asarray(truncate_jit(jnp.asarray(logits), top_k, top_p, min_p))),
+                                      hf_keep(logits, top_k, top_p, min_p), err_msg=f"trial {trial}: k={top_k} p={top_p} min_p={min_p}")
 
 
 def test_truncate_neutral_settings_keep_everything():
