@@ -9,13 +9,25 @@ completion), GRPO with group-normalised advantages, the `seq_mean_token_mean` lo
 optimizer step per rollout, AdamW (constant lr, no weight decay) with global-norm clipping 1.0,
 on CPU. TRL runs first (XLA's CPU threads slow torch down when interleaved).
 
+With `--kl-coef` > 0 both sides add the k3 KL to a frozen reference (TRL: `beta`, its reference
+model; jaxrl_self: the reference params in the train state).
+
 Prints ONE JSON object: seconds per iteration for each side (mean over `--iters` timed iterations
 after `--warmup` warm-up iterations), their ratio (TRL / jaxrl_self), and jaxrl_self's compile
-time (first iteration minus a warm one), reported separately.
+time (first iteration minus a warm one), reported separately; then the compute roofline of the
+iteration and each side's fraction of it (benchmarks/roofline.py, formulas in its docstring and
+under "roofline_formulas"), with this machine's matmul FLOP/s at the shapes of the work and its
+memory read bandwidth measured in the same run, after both sides: sampling bound (prefill of the
+B prompts once; each decode step max(weights + KV read / bandwidth, matmul time)) + (1 with a KL
+reference) + 3 (forward + backward) forwards of every row at the measured matmul rates, averaged
+over the timed iterations' prompt lengths. The reward and the batch building count nothing.
 
     pip install -e '.[bench]'
     python3 benchmarks/grpo_step.py                     # ~4 min on 2 cores (mostly TRL and XLA compile)
+    python3 benchmarks/grpo_step.py --issue-shape       # the 39M model, 8 prompts x 8 x 64 tokens, k3 KL (issue 32)
     python3 benchmarks/grpo_step.py --layers 2 --iters 3   # quicker
+    python3 benchmarks/grpo_step.py --layers 1 --hidden 64 --intermediate 128 --prompts 2 --group 2 \
+        --new-tokens 8 --warmup 1 --iters 1 --kl-coef 0.04 --read-mib 64   # smoke, < 1 min
 """
 from __future__ import annotations
 
@@ -46,6 +58,8 @@ from jaxrl_self.sampling.sampler import SamplingConfig, make_sampler
 from jaxrl_self.train.rl_step import make_batch_builder, make_reward_scorer, make_rl_update
 from jaxrl_self.train.state import init_train_state
 
+import roofline
+
 DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "configs", "default.py")
 
 
@@ -66,7 +80,19 @@ def parse_args():
     parser.add_argument("--learning-rate", type=float, default=1e-5)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=os.cpu_count())
-    return parser.parse_args()
+    parser.add_argument("--tied", action="store_true", help="tie the output head to the embedding")
+    parser.add_argument("--kl-coef", type=float, default=0.0, help="k3 KL to a frozen reference (TRL's beta); 0: none")
+    parser.add_argument("--min-prompt", type=int, default=4, help="shortest prompt in tokens")
+    parser.add_argument("--issue-shape", action="store_true",
+                        help="issue 32's shape: 39M Qwen2 (hidden 512, 8 layers, 8 heads, 2 kv heads, mlp 1408, vocab 32000, "
+                             "tied), 8 prompts of 64 tokens x G=8, 64 new tokens, k3 KL 0.04 (overrides those flags)")
+    parser.add_argument("--read-mib", type=int, default=256, help="MiB of the array the read bandwidth is measured on")
+    parser.add_argument("--rate-repeats", type=int, default=5, help="timed calls per matmul shape (the median is kept)")
+    args = parser.parse_args()
+    if args.issue_shape:
+        args.__dict__.update(hidden=512, layers=8, heads=8, kv_heads=2, intermediate=1408, vocab=32000, tied=True,
+                             prompts=8, group=8, max_prompt=64, min_prompt=64, new_tokens=64, kl_coef=0.04)
+    return args
 
 
 def reward_text(text: str) -> float:
@@ -85,14 +111,15 @@ def build_checkpoint(args, directory: str) -> PreTrainedTokenizerFast:
     config = Qwen2Config(vocab_size=args.vocab, hidden_size=args.hidden, intermediate_size=args.intermediate,
                          num_hidden_layers=args.layers, num_attention_heads=args.heads, num_key_value_heads=args.kv_heads,
                          max_position_embeddings=args.max_prompt + args.new_tokens + 16, rms_norm_eps=1e-6, rope_theta=10000.0,
-                         tie_word_embeddings=False, pad_token_id=0, eos_token_id=1, bos_token_id=None)
+                         tie_word_embeddings=args.tied, pad_token_id=0, eos_token_id=1, bos_token_id=None)
     Qwen2ForCausalLM(config).save_pretrained(directory)
     return tokenizer
 
 
 def make_prompts(args, count: int) -> list[str]:
+    """`count` prompts of whole words ("w<i>"), each word one token, lengths in [min_prompt, max_prompt]."""
     rng = np.random.default_rng(args.seed)
-    lengths = rng.integers(4, args.max_prompt + 1, size=count)
+    lengths = rng.integers(args.min_prompt, args.max_prompt + 1, size=count)
     return [" ".join(f"w{i}" for i in rng.integers(0, args.vocab - 2, size=n)) for n in lengths]
 
 
@@ -115,10 +142,10 @@ def time_trl(args, directory, tokenizer, prompts):
         output_dir=os.path.join(directory, "trl"), use_cpu=True, bf16=False, seed=args.seed,
         per_device_train_batch_size=args.prompts * args.group, num_generations=args.group, gradient_accumulation_steps=1,
         max_completion_length=args.new_tokens, generation_kwargs={"min_new_tokens": args.new_tokens},
-        temperature=1.0, top_k=0, top_p=1.0, beta=0.0, loss_type="grpo", scale_rewards="group", epsilon=0.2, num_iterations=1,
+        temperature=1.0, top_k=0, top_p=1.0, beta=args.kl_coef, loss_type="grpo", scale_rewards="group", epsilon=0.2, num_iterations=1,
         learning_rate=args.learning_rate, lr_scheduler_type="constant", optim="adamw_torch", weight_decay=0.0, max_grad_norm=1.0,
         max_steps=steps, logging_steps=1, report_to="none", save_strategy="no", shuffle_dataset=False, disable_dropout=True,
-        disable_tqdm=True,
+        disable_tqdm=True, gradient_checkpointing=False,  # TRL 1.x turns it on by default; jaxrl_self runs without remat
     )
     model = Qwen2ForCausalLM.from_pretrained(directory, dtype=torch.float32)
     timer = StepTimer()
@@ -144,12 +171,12 @@ class TextReward(RewardMethod):
 def time_jaxrl_self(args, directory, tokenizer, prompts):
     rl = load_config_file(DEFAULT_CONFIG).rl
     rl.update({"algorithm": "grpo", "group_size": args.group, "prompts_per_step": args.prompts, "max_new_tokens": args.new_tokens,
-               "kl_coef": 0.0, "temperature": 1.0, "learning_rate": args.learning_rate})
+               "kl_coef": args.kl_coef, "temperature": 1.0, "learning_rate": args.learning_rate})
     _, graphdef, params = load_hf_checkpoint(directory)
     optimizer = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(args.learning_rate, weight_decay=0.0))
     # commit every leaf to the device, as the update's outputs are: mixed committed/uncommitted
     # inputs would compile the update a second time on the second iteration
-    state = jax.device_put(init_train_state(params, optimizer, args.seed, with_reference=False), jax.devices()[0])
+    state = jax.device_put(init_train_state(params, optimizer, args.seed, with_reference=args.kl_coef > 0), jax.devices()[0])
     method = TextReward(tokenizer)
     sampler = make_sampler(graphdef, SamplingConfig(max_new_tokens=args.new_tokens, eos_id=-1, pad_id=tokenizer.pad_token_id,
                                                     group_size=args.group, temperature=1.0))
@@ -179,6 +206,29 @@ def time_jaxrl_self(args, directory, tokenizer, prompts):
     return times
 
 
+def iteration_roofline(args, prompts):
+    """This machine's limits (measured now) and the mean lower bound of the timed iterations (module docstring)."""
+    start = time.perf_counter()
+    read = roofline.memory_read_bytes_per_s(args.read_mib * 2**20, repeats=args.rate_repeats)
+    rates = roofline.Rates("float32", repeats=args.rate_repeats)
+    shape = roofline.ModelShape(hidden=args.hidden, layers=args.layers, heads=args.heads, kv_heads=args.kv_heads,
+                                head_dim=args.hidden // args.heads, intermediate=args.intermediate, vocab=args.vocab,
+                                tied=args.tied)
+    bounds = []
+    for index in range(args.warmup, args.warmup + args.iters):
+        lengths = [len(p.split()) for p in prompts[index * args.prompts:(index + 1) * args.prompts]]
+        bounds.append(roofline.grpo_iteration_bound(shape, rates, read["best"], lengths, args.group, args.new_tokens, 4,
+                                                    with_reference=args.kl_coef > 0))
+    mean = {key: float(np.mean([b[key] for b in bounds])) for key in ("seconds", "sampling_s", "forward_s", "train_flops")}
+    mean["forwards"] = bounds[0]["forwards"]
+    mean["memory_bound_steps"] = bounds[0]["sampling"]["memory_bound_steps"]
+    limits = {"read_gbytes_per_s": {k: (v if k in ("nbytes", "threads") else round(v / 1e9, 2)) for k, v in read.items()},
+              "matmul_gflops_per_s_by_shape_mkn": rates.table(), "measure_s": round(time.perf_counter() - start, 1),
+              "params_millions": round(shape.params / 1e6, 2), "layer_matmul_params": shape.layer_matmul_params,
+              "head_params": shape.head_params, "dtype_bytes": 4}
+    return limits, mean
+
+
 def main():
     args = parse_args()
     torch.set_num_threads(args.threads)
@@ -189,12 +239,14 @@ def main():
         jax_times = time_jaxrl_self(args, directory, tokenizer, prompts)
     trl_s = float(np.mean(trl_times[args.warmup:]))
     jax_s = float(np.mean(jax_times[args.warmup:]))
+    limits, bound = iteration_roofline(args, prompts)
     result = {
         "benchmark": "one GRPO iteration (sample + reward + update)",
         "device": str(jax.devices()[0]), "torch_threads": args.threads,
         "model": {"hidden": args.hidden, "layers": args.layers, "heads": args.heads, "kv_heads": args.kv_heads,
-                  "intermediate": args.intermediate, "vocab": args.vocab},
-        "work": {"prompts": args.prompts, "group": args.group, "max_prompt": args.max_prompt, "new_tokens": args.new_tokens,
+                  "intermediate": args.intermediate, "vocab": args.vocab, "tied": args.tied},
+        "work": {"prompts": args.prompts, "group": args.group, "min_prompt": args.min_prompt, "max_prompt": args.max_prompt,
+                 "new_tokens": args.new_tokens, "kl_coef": args.kl_coef,
                  "completion_tokens": args.prompts * args.group * args.new_tokens, "warmup_iters": args.warmup,
                  "timed_iters": args.iters},
         "trl_s_per_iter": round(trl_s, 4),
@@ -204,6 +256,14 @@ def main():
         "trl_first_iter_s": round(trl_times[0], 3),
         "trl_iter_s": [round(t, 3) for t in trl_times[args.warmup:]],
         "jaxrl_self_iter_s": [round(t, 4) for t in jax_times[args.warmup:]],
+        "roofline": {"seconds_per_iter": round(bound["seconds"], 4), "sampling_s": round(bound["sampling_s"], 4),
+                     "forward_s": round(bound["forward_s"], 4), "forwards": bound["forwards"],
+                     "train_gflops": round(bound["train_flops"] / 1e9, 2),
+                     "sampling_memory_bound_steps": bound["memory_bound_steps"],
+                     "trl_fraction": round(bound["seconds"] / trl_s, 3),
+                     "jaxrl_self_fraction": round(bound["seconds"] / jax_s, 3)},
+        "limits": limits,
+        "roofline_formulas": roofline.FORMULAS,
         "versions": {"jax": jax.__version__, "torch": torch.__version__, "trl": __import__("trl").__version__},
     }
     print(json.dumps(result, indent=1))

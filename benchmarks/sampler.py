@@ -1,13 +1,37 @@
-"""Rollout throughput: jaxrl_self's jitted sampler vs `transformers` `generate`, same weights, same work.
+"""Rollout throughput: jaxrl_self's jitted sampler vs `transformers` `generate`, same weights, same work,
+next to this machine's limit measured in the same run (benchmarks/roofline.py).
 
 A random Qwen2-shaped model is built in `transformers` from a fixed seed and the same weights are
-copied into `jaxrl_self.models.Transformer`. Both generate `--new-tokens` tokens for the same batch
-of ragged, left-padded prompts (EOS disabled on both sides so every row runs to the end), greedy
-and sampled (temperature 1, no truncation). Prints ONE JSON object: tokens/s for each side, the
-jaxrl_self compile time (reported separately, excluded from tokens/s), and the speed-up ratios.
+copied into `jaxrl_self.models.Transformer`. Cases (`--cases`, all by default):
 
-    python3 benchmarks/sampler.py                      # default size, < 3 min on 2 cores
-    python3 benchmarks/sampler.py --layers 2 --hidden 256 --vocab 8000   # quicker
+  base       `--batch` ragged, left-padded prompts (lengths drawn from [max/4, max]), `--group`
+             rows each, `--new-tokens` tokens per row, EOS disabled on both sides (every row runs
+             to the end); greedy and sampled (temperature 1, no truncation).
+  rl         the RL shape: `--rl-prompts` prompts of exactly `--rl-prompt-len` tokens, `--rl-group`
+             completions each (the peer: `generate(num_return_sequences=G)`; jaxrl_self prefills
+             each prompt once), `--rl-new-tokens` tokens, sampled, EOS disabled.
+  long_tail  the rl shape, but a fixed `--tail-fraction` of the rows (round(fraction * N), at
+             least 1, rows chosen by the seed) run to `--rl-new-tokens` and every other row stops
+             with EOS after a length drawn (by the seed) from [1, `--tail-short`], the EOS counted.
+             Mechanism, the same on both sides: a per-row EOS schedule applied to the logits
+             after the model, before sampling: EOS gets logit -1e9 until the row's last token, where
+             every other token gets -1e9 and EOS 0, so the lengths are exact for any sampled text.
+             The peer: a `LogitsProcessor` keyed on the generated length; jaxrl_self: a subclass
+             of `Transformer` whose logits apply the schedule keyed on the row's position (the
+             sampler's decode steps call the model on all N rows). Both sides' realised lengths
+             are checked against the schedule. tokens/s counts the tokens each row emits.
+
+Per case and setting the JSON holds tokens/s of each side, their ratio, the roofline tokens/s and
+each side's fraction of it. The roofline (benchmarks/roofline.py, formulas in its docstring and
+printed under "roofline_formulas"): matmul FLOP/s measured at every matmul shape of the case's
+decode steps and prefill, the memory read bandwidth measured over a 256 MiB array; each decode step
+takes at least max(bytes read / bandwidth, matmul time at the measured rates), bytes = the weights
+in jaxrl_self's compute dtype + the KV cache slots each live row attends to. The limits are
+measured after both sides ran (XLA's worker threads slow torch down when they run in between).
+
+    python3 benchmarks/sampler.py                      # default size, a few minutes on 2 cores
+    python3 benchmarks/sampler.py --layers 2 --hidden 128 --intermediate 256 --vocab 2000 --new-tokens 8 \
+        --rl-prompts 2 --rl-group 4 --rl-prompt-len 16 --rl-new-tokens 16 --tail-short 4 --repeats 1   # smoke, < 1 min
 """
 from __future__ import annotations
 
@@ -21,7 +45,9 @@ import jax.numpy as jnp
 import numpy as np
 import torch
 from flax import nnx
-from transformers import Qwen2Config, Qwen2ForCausalLM
+from transformers import LogitsProcessor, LogitsProcessorList, Qwen2Config, Qwen2ForCausalLM
+
+import roofline
 
 from jaxrl_self.models.config import ModelConfig
 from jaxrl_self.models.transformer import Transformer
@@ -45,6 +71,15 @@ def parse_args():
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=os.cpu_count(),
                         help="torch threads to try besides 1 (a short probe picks the faster)")
+    parser.add_argument("--cases", default="base,rl,long_tail", help="comma-separated: base, rl, long_tail")
+    parser.add_argument("--rl-prompts", type=int, default=8, help="rl / long_tail: prompts")
+    parser.add_argument("--rl-group", type=int, default=8, help="rl / long_tail: completions per prompt")
+    parser.add_argument("--rl-prompt-len", type=int, default=64, help="rl / long_tail: tokens of every prompt")
+    parser.add_argument("--rl-new-tokens", type=int, default=128, help="rl / long_tail: most tokens per row")
+    parser.add_argument("--tail-short", type=int, default=16, help="long_tail: short rows stop within this many tokens")
+    parser.add_argument("--tail-fraction", type=float, default=0.1, help="long_tail: fraction of rows that run to the end")
+    parser.add_argument("--read-mib", type=int, default=256, help="MiB of the array the read bandwidth is measured on")
+    parser.add_argument("--rate-repeats", type=int, default=5, help="timed calls per matmul shape (the median is kept)")
     return parser.parse_args()
 
 
@@ -53,7 +88,7 @@ def build_hf_model(args) -> Qwen2ForCausalLM:
     config = Qwen2Config(
         vocab_size=args.vocab, hidden_size=args.hidden, intermediate_size=args.intermediate,
         num_hidden_layers=args.layers, num_attention_heads=args.heads, num_key_value_heads=args.kv_heads,
-        max_position_embeddings=args.max_prompt + args.new_tokens + 16, rms_norm_eps=1e-6,
+        max_position_embeddings=max(args.max_prompt + args.new_tokens, args.rl_prompt_len + args.rl_new_tokens) + 16, rms_norm_eps=1e-6,
         rope_theta=10000.0, tie_word_embeddings=False, pad_token_id=0, eos_token_id=None,
     )
     return Qwen2ForCausalLM(config).eval()
@@ -93,17 +128,90 @@ def to_jaxrl_self(hf: Qwen2ForCausalLM, dtype: str) -> Transformer:
     return model
 
 
+EOS_ID = 1  # the long_tail case's stop token (0 is pad)
+NEG = -1e9  # the logit of a token the EOS schedule rules out
+
+
 def ragged_prompts(args):
     """`[B, max_prompt]` left-padded random prompts (ids 1..V-1) and their mask."""
-    rng = np.random.default_rng(args.seed)
-    lengths = rng.integers(max(1, args.max_prompt // 4), args.max_prompt + 1, size=args.batch)
-    lengths[0] = args.max_prompt
-    tokens = np.zeros((args.batch, args.max_prompt), np.int32)
-    mask = np.zeros((args.batch, args.max_prompt), bool)
+    return make_prompts(args.batch, args.max_prompt, max(1, args.max_prompt // 4), args.vocab, args.seed)
+
+
+def make_prompts(batch, max_prompt, min_prompt, vocab, seed):
+    """`[B, max_prompt]` left-padded random prompts (ids 2..V-1), lengths in [min_prompt, max_prompt], and the mask."""
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(min_prompt, max_prompt + 1, size=batch)
+    lengths[0] = max_prompt
+    tokens = np.zeros((batch, max_prompt), np.int32)
+    mask = np.zeros((batch, max_prompt), bool)
     for i, n in enumerate(lengths):
-        tokens[i, -n:] = rng.integers(1, args.vocab, size=n)
+        tokens[i, -n:] = rng.integers(2, vocab, size=n)
         mask[i, -n:] = True
     return tokens, mask
+
+
+def make_cases(args):
+    """The selected cases: name, prompts, group, new_tokens, settings and (long_tail) each row's length."""
+    cases = []
+    for name in args.cases.split(","):
+        if name == "base":
+            tokens, mask = ragged_prompts(args)
+            cases.append(dict(name=name, tokens=tokens, mask=mask, group=args.group, new_tokens=args.new_tokens,
+                              settings=(("greedy", 0.0), ("sampled", 1.0)), lengths=None))
+        elif name in ("rl", "long_tail"):
+            tokens, mask = make_prompts(args.rl_prompts, args.rl_prompt_len, args.rl_prompt_len, args.vocab, args.seed + 1)
+            rows, lengths = args.rl_prompts * args.rl_group, None
+            if name == "long_tail":
+                rng = np.random.default_rng(args.seed + 2)
+                lengths = rng.integers(1, args.tail_short + 1, size=rows)
+                lengths[rng.permutation(rows)[:max(1, round(args.tail_fraction * rows))]] = args.rl_new_tokens
+            cases.append(dict(name=name, tokens=tokens, mask=mask, group=args.rl_group, new_tokens=args.rl_new_tokens,
+                              settings=(("sampled", 1.0),), lengths=lengths))
+        else:
+            raise SystemExit(f"unknown case {name!r}: choose from base, rl, long_tail")
+    return cases
+
+
+class EosSchedule(LogitsProcessor):
+    """The long_tail schedule for `generate`: row i's token `lengths[i] - 1` is EOS, no earlier one is."""
+
+    def __init__(self, lengths, prompt_width):
+        self.last = torch.as_tensor(np.asarray(lengths) - 1)[:, None]  # [N, 1]
+        self.prompt_width = prompt_width
+
+    def __call__(self, input_ids, scores):
+        t = input_ids.shape[1] - self.prompt_width  # index of the token being chosen
+        is_eos = torch.arange(scores.shape[-1])[None, :] == EOS_ID  # [1, V]
+        forced = torch.where(is_eos, 0.0, NEG).to(scores.dtype)
+        return torch.where(self.last == t, forced, torch.where(is_eos, torch.tensor(NEG, dtype=scores.dtype), scores))
+
+
+class EosScheduleTransformer(Transformer):
+    """`Transformer` whose logits follow the long_tail schedule: the row whose input position is
+    `eos_position[i]` must emit EOS, earlier positions never do (decode steps only: `[N, 1]` inputs)."""
+
+    def __init__(self, config, rows, *, rngs):
+        super().__init__(config, rngs=rngs)
+        self.eos_position = nnx.Variable(jnp.zeros((rows,), jnp.int32))
+
+    def __call__(self, tokens, positions, kv_mask, cache=None, cache_index=0):
+        logits, cache = super().__call__(tokens, positions, kv_mask, cache, cache_index)  # [N, 1, V]
+        if logits.shape[0] != self.eos_position.shape[0] or logits.shape[1] != 1:
+            raise ValueError(f"the EOS schedule expects decode steps on all rows, got logits {logits.shape}")
+        is_eos = jnp.arange(logits.shape[-1]) == EOS_ID  # [V]
+        last = (positions[:, :1] == self.eos_position[...][:, None])[..., None]  # [N, 1, 1]
+        return jnp.where(last, jnp.where(is_eos, 0.0, NEG), jnp.where(is_eos, NEG, logits)), cache
+
+
+def with_eos_schedule(model: Transformer, mask, group, lengths) -> EosScheduleTransformer:
+    """`model`'s weights in an `EosScheduleTransformer`; row b*G+g emits EOS as its token `lengths[row] - 1`
+    (its input position: the prompt's last position + lengths - 1; rows of the full length never do)."""
+    rows = len(lengths)
+    scheduled = nnx.eval_shape(lambda: EosScheduleTransformer(model.config, rows, rngs=nnx.Rngs(0)))
+    nnx.update(scheduled, nnx.state(model))
+    last_prompt_position = np.repeat(mask.sum(1) - 1, group)  # [N]
+    scheduled.eos_position.value = jnp.asarray(last_prompt_position + np.asarray(lengths) - 1, jnp.int32)
+    return scheduled
 
 
 def best_time(fn, repeats):
@@ -121,42 +229,67 @@ def best_time(fn, repeats):
     return min(walls), min(cpus)
 
 
-def time_hf(hf, tokens, mask, args, do_sample):
-    """Best (wall, CPU) seconds of `generate` and its new tokens `[B*G, new_tokens]`.
+def time_hf(hf, case, repeats, do_sample, new_tokens=None):
+    """Best (wall, CPU) seconds of `generate` and its new tokens `[B*G, <= new_tokens]`.
 
-    Prompts are repeated G times up front, as `generate(num_return_sequences=G)` does internally
-    (prefill on B*G rows); greedy `generate` refuses num_return_sequences > 1.
+    Sampled: `generate(num_return_sequences=G)` (prefill on B*G rows); greedy `generate` refuses
+    num_return_sequences > 1, so the prompts are repeated G times up front, as generate does internally.
     """
-    input_ids = torch.from_numpy(tokens).long().repeat_interleave(args.group, dim=0)
-    attention_mask = torch.from_numpy(mask).long().repeat_interleave(args.group, dim=0)
-    settings = dict(max_new_tokens=args.new_tokens, do_sample=do_sample, pad_token_id=0, eos_token_id=None)
+    group, new_tokens = case["group"], new_tokens or case["new_tokens"]
+    input_ids, attention_mask = torch.from_numpy(case["tokens"]).long(), torch.from_numpy(case["mask"]).long()
+    settings = dict(max_new_tokens=new_tokens, do_sample=do_sample, pad_token_id=0, eos_token_id=None)
     if do_sample:
-        settings.update(temperature=1.0, top_k=0, top_p=1.0)
+        settings.update(temperature=1.0, top_k=0, top_p=1.0, num_return_sequences=group)
+    else:
+        input_ids, attention_mask = input_ids.repeat_interleave(group, dim=0), attention_mask.repeat_interleave(group, dim=0)
+    if case["lengths"] is not None:
+        settings.update(eos_token_id=EOS_ID,
+                        logits_processor=LogitsProcessorList([EosSchedule(case["lengths"], input_ids.shape[1])]))
+    width = input_ids.shape[1]
 
     def generate():
         with torch.inference_mode():
             out = hf.generate(input_ids=input_ids, attention_mask=attention_mask, **settings)
-        assert out.shape[1] == args.max_prompt + args.new_tokens, out.shape
+        assert out.shape[1] == width + new_tokens, out.shape
         return out
 
     generate()  # warm-up
-    return (*best_time(generate, args.repeats), generate()[:, args.max_prompt:].numpy())
+    return (*best_time(generate, repeats), generate()[:, width:].numpy())
 
 
-def time_jaxrl_self(model, tokens, mask, args, temperature):
+def hf_lengths(tokens):
+    """Tokens each row of `generate`'s output emitted: up to and including the first EOS."""
+    is_eos = tokens == EOS_ID
+    return np.where(is_eos.any(1), is_eos.argmax(1) + 1, tokens.shape[1])
+
+
+def time_jaxrl_self(model, case, args, temperature):
+    group, lengths = case["group"], case["lengths"]
+    if lengths is not None:
+        model = with_eos_schedule(model, case["mask"], group, lengths)
     graphdef, state = nnx.split(model)
-    config = SamplingConfig(max_new_tokens=args.new_tokens, eos_id=-1, pad_id=0, group_size=args.group)
+    config = SamplingConfig(max_new_tokens=case["new_tokens"], eos_id=-1 if lengths is None else EOS_ID, pad_id=0,
+                            group_size=group)
     run = make_sampler(graphdef, config)
-    tokens, mask, key = jnp.asarray(tokens), jnp.asarray(mask), jax.random.key(args.seed)
+    tokens, mask, key = jnp.asarray(case["tokens"]), jnp.asarray(case["mask"]), jax.random.key(args.seed)
 
     def generate():
         samples = run(state, tokens, mask, key, temperature=temperature)
         samples.tokens.block_until_ready()
-        assert bool(samples.mask.all()), "a row stopped early"
+        if lengths is None:
+            assert bool(samples.mask.all()), "a row stopped early"
+        else:
+            assert np.array_equal(np.asarray(samples.lengths), lengths), "jaxrl_self's lengths differ from the schedule"
         return samples
 
     first_call_s, _ = best_time(generate, 1)
     return (*best_time(generate, args.repeats), first_call_s, np.asarray(generate().tokens))
+
+
+def case_roofline(case, shape, rates, bandwidth, dtype_bytes):
+    rows = len(case["tokens"]) * case["group"]
+    lengths = case["lengths"] if case["lengths"] is not None else np.full(rows, case["new_tokens"])
+    return roofline.sampler_bound(shape, rates, bandwidth, case["mask"].sum(1), case["group"], lengths, dtype_bytes)
 
 
 def main():
@@ -164,47 +297,90 @@ def main():
     load_before = os.getloadavg()[0]
     hf = build_hf_model(args)
     model = to_jaxrl_self(hf, args.dtype)
-    tokens, mask = ragged_prompts(args)
-    generated = args.batch * args.group * args.new_tokens
+    cases = make_cases(args)
+    c = hf.config
+    shape = roofline.ModelShape(hidden=c.hidden_size, layers=c.num_hidden_layers, heads=c.num_attention_heads,
+                                kv_heads=c.num_key_value_heads, head_dim=c.hidden_size // c.num_attention_heads,
+                                intermediate=c.intermediate_size, vocab=c.vocab_size, tied=False)
 
     result = {
         "device": str(jax.devices()[0]), "jax_dtype": args.dtype,
         "model": {"hidden": args.hidden, "layers": args.layers, "heads": args.heads, "kv_heads": args.kv_heads,
                   "intermediate": args.intermediate, "vocab": args.vocab,
                   "params_millions": round(sum(p.numel() for p in hf.parameters()) / 1e6, 1)},
-        "work": {"batch": args.batch, "group": args.group, "prompt_lengths": mask.sum(1).tolist(), "repeats": args.repeats,
-                 "new_tokens": args.new_tokens, "generated_tokens": generated},
+        "repeats": args.repeats,
     }
-    # transformers first, then jaxrl_self: XLA's CPU worker threads slow torch down if they run in between.
-    # torch's intra-op threads collapse when the cores are shared with other processes, so a short probe
-    # picks the faster of 1 and --threads threads for transformers.
-    probe = argparse.Namespace(**{**vars(args), "new_tokens": 8, "repeats": 1})
+    # transformers first, then jaxrl_self, then the machine's limits: XLA's CPU worker threads slow
+    # torch down if they run in between. torch's intra-op threads collapse when the cores are shared
+    # with other processes, so a short probe picks the faster of 1 and --threads threads for transformers.
     probe_s = {}
     for threads in sorted({1, args.threads}):
         torch.set_num_threads(threads)
-        probe_s[threads], _, _ = time_hf(hf, tokens, mask, probe, do_sample=False)
+        probe_s[threads], _, _ = time_hf(hf, {**cases[0], "lengths": None}, 1, do_sample=False, new_tokens=8)
     torch_threads = min(probe_s, key=probe_s.get)
     torch.set_num_threads(torch_threads)
     result["transformers_torch_threads"] = {"used": torch_threads, "probe_s_by_threads": {str(t): round(v, 3) for t, v in probe_s.items()}}
-    settings = (("greedy", 0.0), ("sampled", 1.0))
-    hf_runs = {name: time_hf(hf, tokens, mask, args, do_sample=temperature > 0) for name, temperature in settings}
-    for name, temperature in settings:
-        hf_s, hf_cpu_s, hf_tokens = hf_runs[name]
-        jax_s, jax_cpu_s, first_call_s, jax_tokens = time_jaxrl_self(model, tokens, mask, args, temperature)
-        entry = {
-            "transformers_tokens_per_s": round(generated / hf_s, 1),
-            "jaxrl_self_tokens_per_s": round(generated / jax_s, 1),
-            "speedup": round(hf_s / jax_s, 2),
-            "transformers_s": round(hf_s, 3),
-            "jaxrl_self_s": round(jax_s, 3),
-            "jaxrl_self_compile_s": round(first_call_s - jax_s, 2),
-            "transformers_cpu_s": round(hf_cpu_s, 3),
-            "jaxrl_self_cpu_s": round(jax_cpu_s, 3),
-            "speedup_cpu_time": round(hf_cpu_s / jax_cpu_s, 2),
-        }
-        if temperature == 0.0 and args.dtype == "float32":
-            entry["greedy_rows_identical"] = int(sum(np.array_equal(a, b) for a, b in zip(hf_tokens, jax_tokens)))
-        result[name] = entry
+    hf_runs = {(case["name"], name): time_hf(hf, case, args.repeats, do_sample=temperature > 0)
+               for case in cases for name, temperature in case["settings"]}
+    jax_runs = {(case["name"], name): time_jaxrl_self(model, case, args, temperature)
+                for case in cases for name, temperature in case["settings"]}
+
+    dtype_bytes = jnp.dtype(args.dtype).itemsize
+    limits_start = time.perf_counter()
+    read = roofline.memory_read_bytes_per_s(args.read_mib * 2**20, repeats=args.rate_repeats)
+    rates = roofline.Rates(args.dtype, repeats=args.rate_repeats)
+    bounds = {case["name"]: case_roofline(case, shape, rates, read["best"], dtype_bytes) for case in cases}
+    result["limits"] = {
+        "read_bytes_per_s": {k: (v if k in ("nbytes", "threads") else round(v / 1e9, 2)) for k, v in read.items()},
+        "read_unit": "GB/s", "matmul_gflops_per_s_by_shape_mkn": rates.table(),
+        "measure_s": round(time.perf_counter() - limits_start, 1),
+    }
+    result["roofline_formulas"] = roofline.FORMULAS
+    result["roofline_inputs"] = {"layer_matmul_params": shape.layer_matmul_params, "head_params": shape.head_params,
+                                 "vector_params": shape.vector_params, "dtype_bytes": dtype_bytes,
+                                 "weight_bytes_per_step": shape.step_weight_bytes(dtype_bytes),
+                                 "kv_bytes_per_slot_per_row": shape.kv_bytes_per_slot(dtype_bytes),
+                                 "read_bandwidth_used": "best of limits.read_bytes_per_s"}
+
+    for case in cases:
+        rows = len(case["tokens"]) * case["group"]
+        lengths = case["lengths"] if case["lengths"] is not None else np.full(rows, case["new_tokens"])
+        generated = int(lengths.sum())
+        bound = bounds[case["name"]]
+        out = {"work": {"prompts": len(case["tokens"]), "group": case["group"], "rows": rows,
+                        "prompt_lengths": case["mask"].sum(1).tolist(), "new_tokens": case["new_tokens"],
+                        "generated_tokens": generated},
+               "roofline": {"tokens_per_s": round(bound["roofline_tokens_per_s"], 1), "seconds": round(bound["seconds"], 4),
+                            "prefill_s": round(bound["prefill_s"], 4), "decode_s": round(bound["decode_s"], 4),
+                            "decode_steps": bound["steps"], "memory_bound_steps": bound["memory_bound_steps"],
+                            "decode_gbytes": round(bound["decode_bytes"] / 1e9, 3),
+                            "decode_gflops": round(bound["decode_flops"] / 1e9, 3)}}
+        if case["lengths"] is not None:
+            out["work"]["rows_to_the_end"] = int((lengths == case["new_tokens"]).sum())
+            out["work"]["short_row_lengths"] = sorted(lengths[lengths < case["new_tokens"]].tolist())
+        for name, temperature in case["settings"]:
+            hf_s, hf_cpu_s, hf_tokens = hf_runs[(case["name"], name)]
+            jax_s, jax_cpu_s, first_call_s, jax_tokens = jax_runs[(case["name"], name)]
+            if case["lengths"] is not None:
+                assert np.array_equal(hf_lengths(hf_tokens), lengths), "generate's lengths differ from the schedule"
+            entry = {
+                "transformers_tokens_per_s": round(generated / hf_s, 1),
+                "jaxrl_self_tokens_per_s": round(generated / jax_s, 1),
+                "speedup": round(hf_s / jax_s, 2),
+                "roofline_tokens_per_s": round(bound["roofline_tokens_per_s"], 1),
+                "transformers_fraction_of_roofline": round(bound["seconds"] / hf_s, 3),
+                "jaxrl_self_fraction_of_roofline": round(bound["seconds"] / jax_s, 3),
+                "transformers_s": round(hf_s, 3),
+                "jaxrl_self_s": round(jax_s, 3),
+                "jaxrl_self_compile_s": round(first_call_s - jax_s, 2),
+                "transformers_cpu_s": round(hf_cpu_s, 3),
+                "jaxrl_self_cpu_s": round(jax_cpu_s, 3),
+                "speedup_cpu_time": round(hf_cpu_s / jax_cpu_s, 2),
+            }
+            if temperature == 0.0 and args.dtype == "float32":
+                entry["greedy_rows_identical"] = int(sum(np.array_equal(a, b) for a, b in zip(hf_tokens, jax_tokens)))
+            out[name] = entry
+        result[case["name"]] = out
     result["load_average_1min"] = {"start": round(load_before, 2), "end": round(os.getloadavg()[0], 2), "cores": os.cpu_count()}
     print(json.dumps(result))
 
