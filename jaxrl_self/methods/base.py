@@ -8,7 +8,8 @@ task's verifier.
 
 `batch` holds, for N = (number of prompts) * G rows: prompt_tokens/prompt_mask `[N, P]`,
 completion_tokens/completion_mask `[N, T]`, and the sampler's per-token statistics
-`sampler_entropy` / `sampler_mean_logp_vocab` `[N, T] float32`. `reference_bytes [N, W] uint8`
+`sampler_entropy` / `sampler_mean_logp_vocab` `[N, T] float32` (computed only for a method that
+sets `needs_token_statistics`; zeros otherwise). `reference_bytes [N, W] uint8`
 holds the references (gold labels) row by row; label-free recipes may use them only for
 monitoring metrics, never for "reward".
 """
@@ -25,6 +26,7 @@ class RewardMethod:
     """Base recipe: one prompt per example, references passed through, all rows trained on."""
 
     name = "base"
+    needs_token_statistics = False  # whether reward_fn reads sampler_entropy / sampler_mean_logp_vocab
 
     def prompts(self, examples: Sequence[Example]) -> list[str]:
         return [e.prompt for e in examples]

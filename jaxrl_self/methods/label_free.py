@@ -146,6 +146,7 @@ class IntuitorReward(LabelFreeMethod):
     sampling policy (raw distribution), from the sampler's `sampler_mean_logp_vocab`."""
 
     name = "intuitor"
+    needs_token_statistics = True
 
     def reward_fn(self, batch, reference_bytes):
         reward = self_certainty(batch["sampler_mean_logp_vocab"], batch["completion_mask"], self.vocab_size)
@@ -156,6 +157,7 @@ class RentReward(LabelFreeMethod):
     """RENT: reward = -(1/L) sum_t H_t, the negative mean token entropy, from `sampler_entropy`."""
 
     name = "rent"
+    needs_token_statistics = True
 
     def reward_fn(self, batch, reference_bytes):
         reward = negative_entropy(batch["sampler_entropy"], batch["completion_mask"])

@@ -69,6 +69,13 @@ class KVCache(NamedTuple):
         rows = 1 if self.stacked else 0
         return jax.tree.map(lambda x: jnp.repeat(x, times, axis=rows), self)
 
+    def grow(self, length: int) -> "KVCache":
+        """This cache with zero slots appended up to `length` slots (S -> length; a no-op at S)."""
+        slots = 2 if self.stacked else 1
+        extra = length - jax.tree.leaves(self)[0].shape[slots]
+        widths = lambda x: [(0, extra if axis == slots else 0) for axis in range(x.ndim)]
+        return self if extra == 0 else jax.tree.map(lambda x: jnp.pad(x, widths(x)), self)
+
     def layer(self, i) -> tuple:
         """Layer i's (keys, values), each `[B, S, K, D]`; i may be traced when stacked."""
         if self.stacked:

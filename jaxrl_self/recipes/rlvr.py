@@ -33,8 +33,8 @@ class RLVR(Recipe):
     def setup(self, ctx):
         cfg, rl = ctx.config, ctx.config.rl
         self.name = f"RL ({rl.algorithm})"
-        self.sampler = ctx.sampler(rl.group_size, rl.temperature)
         self.method = build_reward_method(cfg, ctx.task, ctx.tokenizer)
+        self.sampler = ctx.sampler(rl.group_size, rl.temperature, token_statistics=self.method.needs_token_statistics)
         self.score_rewards = make_reward_scorer(rl, self.method)
         self.build_batch = make_batch_builder(ctx.graphdef, rl, self.method, ctx.mesh)
         self.update = make_rl_update(ctx.graphdef, ctx.rl_optimizer, rl, ctx.mesh)

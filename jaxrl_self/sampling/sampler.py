@@ -5,16 +5,27 @@ The prefill covers all prompt columns but the last (prompts are left-padded, so 
 token sits in column P-1); the loop feeds that column at step 0 and each new token after it, so
 one loop body — one forward, one token choice — produces every completion token.
 
+The decode attends only to the cache slots filled so far, up to a static bound: the T steps run
+in `SamplingConfig.decode_windows` segments of C = ceil(T / decode_windows) steps, segment s
+(steps [s*C, (s+1)*C)) over a cache of the first P + (s+1)*C - 1 slots, grown with zero slots
+between segments. Each segment is a `lax.while_loop` of the same body that exits at once when
+every row has stopped; the program holds one decode step per segment, so compile time grows with
+their number (not with T), and growing the cache briefly holds two copies of it. A slot beyond
+the window would only have been masked out (weight exp(-inf) = 0), so the tokens are those of one
+loop over the whole cache; float sums over the shorter rows may round differently (~1e-6 relative).
+
 Log-probabilities returned (`logps`) are those of the temperature-scaled distribution
 `log_softmax(logits / temperature)` (raw logits when greedy), *before* top-k/top-p/min-p
 truncation — the same distribution the trainer recomputes for the importance ratio.
-`entropy` and `mean_logp_vocab` describe the raw model distribution (temperature 1) at each
-generated position; they feed the entropy (RENT) and self-certainty (INTUITOR) rewards without a
-second forward pass.
+With `SamplingConfig.token_statistics`, `entropy` and `mean_logp_vocab` describe the raw model
+distribution (temperature 1) at each generated position; they feed the entropy (RENT) and
+self-certainty (INTUITOR) rewards without a second forward pass. Without it they are zeros and
+no step computes them.
 """
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import NamedTuple
 
 import jax
@@ -41,6 +52,8 @@ class SamplingConfig:
     top_p: float = 1.0
     min_p: float = 0.0
     vocab_size: int = 0  # real vocabulary size; logits beyond it are masked (0: use the logits' size)
+    token_statistics: bool = False  # compute Samples.entropy / mean_logp_vocab (zeros otherwise)
+    decode_windows: int = 4  # decode segments, each attending to a static prefix of the cache (1: the whole cache)
 
 
 class Samples(NamedTuple):
@@ -49,25 +62,41 @@ class Samples(NamedTuple):
     tokens: jnp.ndarray  # [N, T] int32, pad after the stop token
     mask: jnp.ndarray  # [N, T] bool, generated tokens incl. the stop token
     logps: jnp.ndarray  # [N, T] float32, behaviour log-probs (see module docstring)
-    entropy: jnp.ndarray  # [N, T] float32, raw-distribution entropy
-    mean_logp_vocab: jnp.ndarray  # [N, T] float32, (1/V) sum_v log p(v), raw distribution
+    entropy: jnp.ndarray  # [N, T] float32, raw-distribution entropy (zeros without token_statistics)
+    mean_logp_vocab: jnp.ndarray  # [N, T] float32, (1/V) sum_v log p(v), raw distribution (idem)
     lengths: jnp.ndarray  # [N] int32
     truncated: jnp.ndarray  # [N] bool, reached max_new_tokens without a stop token
 
 
-def _token_statistics(logits, tokens, temperature):
-    """Per-row behaviour log-prob of `tokens`, raw entropy and raw mean log-prob over the vocabulary.
-
-    logits `[N, V] float32`, tokens `[N] int32` -> three `[N] float32`.
-    """
+def _chosen_log_prob(logits, tokens, temperature):
+    """Behaviour log-prob `[N]` of `tokens [N] int32` under `logits [N, V] float32` scaled by
+    `temperature`, and that distribution's log-normaliser `logsumexp(scaled) [N]`."""
     scaled = scale_by_temperature(logits, temperature)
-    chosen = jnp.take_along_axis(scaled, tokens[:, None], axis=-1)[:, 0] - jax.nn.logsumexp(scaled, axis=-1)
-    raw_logp = jax.nn.log_softmax(logits, axis=-1)
-    finite = jnp.isfinite(raw_logp)
-    safe_logp = jnp.where(finite, raw_logp, 0.0)
-    entropy = -jnp.sum(jnp.exp(safe_logp) * safe_logp * finite, axis=-1)
-    mean_logp = jnp.sum(safe_logp, axis=-1) / jnp.maximum(jnp.sum(finite, axis=-1), 1)
-    return chosen, entropy, mean_logp
+    normaliser = jax.nn.logsumexp(scaled, axis=-1)
+    return jnp.take_along_axis(scaled, tokens[:, None], axis=-1)[:, 0] - normaliser, normaliser
+
+
+def _raw_statistics(logits, scaled_normaliser, temperature):
+    """Entropy and mean log-prob over the vocabulary of the raw distribution `softmax(logits)`,
+    each `[N] float32`, from logits `[N, V] float32` (-inf slots, padding, left out of both).
+
+    `scaled_normaliser` `[N]` is `_chosen_log_prob`'s; at temperature 1 or greedy the logits were
+    not scaled, so it is the raw log-normaliser as well and no second log-sum-exp runs.
+    """
+    unscaled = (temperature == 1.0) | (temperature <= 0)
+    normaliser = jax.lax.cond(unscaled, lambda: scaled_normaliser, lambda: jax.nn.logsumexp(logits, axis=-1))
+    finite = jnp.isfinite(logits)
+    logp = jnp.where(finite, logits - normaliser[:, None], 0.0)
+    entropy = -jnp.sum(jnp.exp(logp) * logp, axis=-1)  # exp(0) * 0 = 0 at the padding
+    mean_logp = jnp.sum(logp, axis=-1) / jnp.maximum(jnp.sum(finite, axis=-1), 1)
+    return entropy, mean_logp
+
+
+def window_ends(steps: int, windows: int) -> tuple:
+    """The static step at which each of (at most) `windows` decode segments ends: C, 2C, ..., steps
+    with C = ceil(steps / windows)."""
+    chunk = -(-steps // max(windows, 1))
+    return tuple(range(chunk, steps, chunk)) + (steps,)
 
 
 def cast_for_compute(model):
@@ -115,39 +144,48 @@ def sample_from_model(model, prompt_tokens, prompt_mask, key, config: SamplingCo
 
     model = cast_for_compute(model)
     prompt_mask = prompt_mask.astype(bool)
-    # cache slots: P prompt columns, then tokens 0..steps-2 (the last token is never fed back)
+    # cache slots: P prompt columns, then tokens 0..steps-2 (the last token is never fed back);
+    # step t writes slot P-1+t, so the segment ending at step e needs the first P+e-1 slots
+    ends = window_ends(steps, config.decode_windows)
+    width = lambda end: prompt_len + end - 1
     kv_mask = jnp.concatenate([prompt_mask, jnp.ones((batch, steps - 1), bool)], axis=1)
     positions = positions_from_mask(prompt_mask)
-    cache = KVCache.zeros(model.config, batch, prompt_len + steps - 1)
+    cache = KVCache.zeros(model.config, batch, width(ends[0]))
     if prompt_len > 1:  # prefill all but the last prompt column, once per prompt (B rows, not B*G)
-        _, cache = model.hidden_states(prompt_tokens[:, :-1], positions[:, :-1], kv_mask, cache, 0)
+        _, cache = model.hidden_states(prompt_tokens[:, :-1], positions[:, :-1], kv_mask[:, :width(ends[0])], cache, 0)
     cache = cache.repeat(group)
     kv_mask = jnp.repeat(kv_mask, group, axis=0)
     last_position = jnp.repeat(positions[:, -1], group)
     stop_ids = jnp.asarray((config.eos_id, *config.stop_ids), jnp.int32)
 
-    def cond(state):
-        t, _, _, done, _ = state
-        return (t < steps) & ~jnp.all(done)
+    def step(window_mask, state):
+        """Feeds the previous token (the last prompt column at t=0) and records token t of every row.
 
-    def body(state):
-        """Feeds the previous token (the last prompt column at t=0) and records token t of every row."""
+        window_mask `[N, W]` is the kv_mask of the cache's W slots in this segment.
+        """
         t, cache, fed, done, outputs = state
-        logits, cache = model(fed[:, None], (last_position + t)[:, None], kv_mask, cache, prompt_len - 1 + t)
+        logits, cache = model(fed[:, None], (last_position + t)[:, None], window_mask, cache, prompt_len - 1 + t)
         logits = logits[:, 0] if vocab_size is None else mask_padded_vocab(logits[:, 0], vocab_size)
         step_keys = jax.vmap(lambda k: jax.random.fold_in(k, t))(keys)
         token = jnp.where(done, config.pad_id, choose_tokens(step_keys, logits, *params))
-        stats = _token_statistics(logits, token, temperature)
+        logp, normaliser = _chosen_log_prob(logits, token, temperature)
+        stats = _raw_statistics(logits, normaliser, temperature) if config.token_statistics else ()
         live = ~done
-        columns = (token, live) + tuple(jnp.where(live, x, 0.0) for x in stats)
+        columns = (token, live) + tuple(jnp.where(live, x, 0.0) for x in (logp, *stats))
         outputs = tuple(out.at[:, t].set(col) for out, col in zip(outputs, columns))
         return t + 1, cache, token, done | jnp.isin(token, stop_ids), outputs
 
     zeros = jnp.zeros((n, steps), jnp.float32)
-    outputs = (jnp.full((n, steps), config.pad_id, jnp.int32), jnp.zeros((n, steps), bool), zeros, zeros, zeros)
+    float_columns = 3 if config.token_statistics else 1  # logps (+ entropy, mean_logp)
+    outputs = (jnp.full((n, steps), config.pad_id, jnp.int32), jnp.zeros((n, steps), bool)) + (zeros,) * float_columns
     first_fed = jnp.repeat(prompt_tokens[:, -1], group)
-    state = (jnp.int32(0), cache, first_fed, jnp.zeros((n,), bool), outputs)
-    _, _, _, done, (tokens, mask, logps, entropy, mean_logp) = jax.lax.while_loop(cond, body, state)
+    t, fed, done = jnp.int32(0), first_fed, jnp.zeros((n,), bool)
+    for end in ends:  # one while_loop per attention window; those after the last live step exit at once
+        cond = lambda state, end=end: (state[0] < end) & ~jnp.all(state[3])
+        state = (t, cache.grow(width(end)), fed, done, outputs)
+        t, cache, fed, done, outputs = jax.lax.while_loop(cond, functools.partial(step, kv_mask[:, :width(end)]), state)
+    tokens, mask, logps, *stats = outputs
+    entropy, mean_logp = stats if config.token_statistics else (zeros, zeros)
     return Samples(tokens, mask, logps, entropy, mean_logp, jnp.sum(mask, axis=1).astype(jnp.int32), ~done)
 
 

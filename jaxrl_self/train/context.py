@@ -110,13 +110,15 @@ class RunContext:
             iterator.set_state(state)
         return iterator
 
-    def sampler(self, group_size: int, temperature: float, max_new_tokens: Optional[int] = None, stop_ids: Sequence[int] = ()):
+    def sampler(self, group_size: int, temperature: float, max_new_tokens: Optional[int] = None, stop_ids: Sequence[int] = (),
+                token_statistics: bool = False):
         """A jitted sampler on the run's mesh (`sampling.make_sampler`), built once per setting:
-        `group_size` completions per prompt of up to `max_new_tokens` (default `rl.max_new_tokens`)."""
+        `group_size` completions per prompt of up to `max_new_tokens` (default `rl.max_new_tokens`),
+        with the per-token entropy and mean vocabulary log-prob when `token_statistics`."""
         rl, tok = self.config.rl, self.tokenizer
         setting = SamplingConfig(max_new_tokens=max_new_tokens or self.new_tokens, eos_id=tok.eos_id, pad_id=tok.pad_id,
                                  group_size=group_size, temperature=temperature, top_k=rl.top_k, top_p=rl.top_p,
-                                 vocab_size=tok.vocab_size, stop_ids=tuple(stop_ids))
+                                 vocab_size=tok.vocab_size, stop_ids=tuple(stop_ids), token_statistics=token_statistics)
         if setting not in self._samplers:
             self._samplers[setting] = make_sampler(self.graphdef, setting, self.mesh)
         return self._samplers[setting]

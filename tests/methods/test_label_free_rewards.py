@@ -107,6 +107,12 @@ def test_intuitor_and_rent_read_the_sampler_statistics():
                                rtol=1e-6)
 
 
+def test_only_intuitor_and_rent_ask_the_sampler_for_statistics():
+    """The RL recipe samples with `token_statistics` only for methods whose reward reads them."""
+    asks = {name: make_method(name)[1].needs_token_statistics for name in ("ttrl", "intuitor", "rent", "co_reward", "verifier")}
+    assert asks == {"ttrl": False, "intuitor": True, "rent": True, "co_reward": False, "verifier": False}
+
+
 @pytest.mark.parametrize("name", ["ttrl", "intuitor", "rent", "co_reward"])
 def test_references_never_reach_the_reward(name):
     config, method = make_method(name)

@@ -1,5 +1,6 @@
 """The jitted sampler on a tiny random model: greedy vs a no-cache loop, log-probs vs a teacher-forced
-forward, one shared prefill per group, per-row keys, stops, bf16, and shape bucketing."""
+forward, windowed decode vs one window, token statistics on request, one shared prefill per group,
+per-row keys, stops, bf16, and shape bucketing."""
 import dataclasses
 
 import jax
@@ -11,7 +12,8 @@ from flax import nnx
 from jaxrl_self.models.config import ModelConfig
 from jaxrl_self.models.transformer import Transformer, positions_from_mask
 from jaxrl_self.sampling.buckets import bucket_prompt_batch, pad_prompts
-from jaxrl_self.sampling.sampler import SamplingConfig, make_sampler, sample_from_model
+from jaxrl_self.sampling.processors import mask_padded_vocab, scale_by_temperature
+from jaxrl_self.sampling.sampler import SamplingConfig, _chosen_log_prob, _raw_statistics, make_sampler, sample_from_model
 from jaxrl_self.train.policy import completion_logprobs
 
 pytestmark = pytest.mark.usefixtures("fast_compile")  # compile-bound (tests/conftest.py)
@@ -39,13 +41,15 @@ def prompts():
 
 @pytest.fixture(scope="module")
 def grouped_run(split):
-    return make_sampler(split[0], SamplingConfig(max_new_tokens=STEPS, eos_id=EOS, pad_id=PAD, group_size=GROUP))
+    """Group sampler with token statistics, decoding in attention windows of 4, 8 and 12 steps."""
+    return make_sampler(split[0], SamplingConfig(max_new_tokens=STEPS, eos_id=EOS, pad_id=PAD, group_size=GROUP,
+                                                 token_statistics=True, decode_windows=3))
 
 
 @pytest.fixture(scope="module")
 def greedy_run(split):
-    """Greedy sampler with no stop token (eos_id -1 never occurs)."""
-    return make_sampler(split[0], SamplingConfig(max_new_tokens=STEPS, eos_id=-1, pad_id=PAD, temperature=0.0))
+    """Greedy sampler with no stop token (eos_id -1 never occurs), in windows of 2, 4, ... 12 steps."""
+    return make_sampler(split[0], SamplingConfig(max_new_tokens=STEPS, eos_id=-1, pad_id=PAD, temperature=0.0, decode_windows=6))
 
 
 @pytest.fixture(scope="module")
@@ -82,22 +86,73 @@ def test_greedy_matches_full_recompute_loop(split, prompts, no_stop_greedy):
 
 @jax.jit
 def teacher_forced(state, prompt_tokens, prompt_mask, samples, temperature):
-    """Log-probs `[N, T]` of the sampled tokens at `temperature`, and the temperature-1 entropy `[N, T]`."""
+    """Log-probs `[N, T]` of the sampled tokens at `temperature`, the temperature-1 entropy `[N, T]`
+    and the temperature-1 mean log-prob over the vocabulary `[N, T]`."""
     model = nnx.merge(nnx.graphdef(Transformer(CONFIG, rngs=nnx.Rngs(0))), state)
     logp, _ = completion_logprobs(model, prompt_tokens, prompt_mask, samples.tokens, samples.mask, temperature=temperature)
     _, entropy = completion_logprobs(model, prompt_tokens, prompt_mask, samples.tokens, samples.mask, with_entropy=True)
-    return logp, entropy
+    sequence = jnp.concatenate([prompt_tokens, samples.tokens], axis=1)
+    sequence_mask = jnp.concatenate([prompt_mask, samples.mask], axis=1)
+    logits, _ = model(sequence, positions_from_mask(sequence_mask), sequence_mask)
+    mean_logp = jnp.mean(jax.nn.log_softmax(logits[:, prompt_tokens.shape[1] - 1:-1], axis=-1), axis=-1)
+    return logp, entropy, mean_logp
 
 
-def test_logps_and_entropy_match_teacher_forced_forward(split, prompts, grouped_run):
+def test_logps_and_statistics_match_teacher_forced_forward(split, prompts, grouped_run):
     temperature = 0.7
     samples = grouped_run(split[1], *prompts, jax.random.key(1), temperature=temperature, top_p=0.9)
-    logp, entropy = teacher_forced(split[1], *(jnp.repeat(x, GROUP, axis=0) for x in prompts), samples, temperature)
+    logp, entropy, mean_logp = teacher_forced(split[1], *(jnp.repeat(x, GROUP, axis=0) for x in prompts), samples, temperature)
     mask = np.asarray(samples.mask)
     assert samples.logps.dtype == jnp.float32 and mask.sum() > 20
     np.testing.assert_allclose(np.asarray(samples.logps)[mask], np.asarray(logp)[mask], atol=1e-5)
     np.testing.assert_allclose(np.asarray(samples.entropy)[mask], np.asarray(entropy)[mask], atol=1e-5)
-    assert np.all(np.asarray(samples.logps)[~mask] == 0)
+    np.testing.assert_allclose(np.asarray(samples.mean_logp_vocab)[mask], np.asarray(mean_logp)[mask], atol=1e-5)
+    assert np.all(np.asarray(samples.logps)[~mask] == 0) and np.all(np.asarray(samples.entropy)[~mask] == 0)
+
+
+def test_windowed_decode_matches_one_window(split):
+    """2, 3, 7 (chunks of 10, 7, 3 steps) and 20 attention windows give the tokens and log-probs of
+    one window over the whole cache, on random ragged prompts whose rows stop early, late and never.
+    Log-probs agree to float32 rounding, not bitwise: XLA sums the attention's shorter rows in another order."""
+    rng = np.random.default_rng(0)
+    steps, eos = 20, 7
+    prompts = [list(rng.integers(3, CONFIG.vocab_size, size=length)) for length in (1, 4, 9, 13, 2, 16)]
+    tokens, mask = (jnp.asarray(x) for x in pad_prompts(prompts, PAD))
+    sample = lambda windows: make_sampler(split[0], SamplingConfig(max_new_tokens=steps, eos_id=eos, pad_id=PAD, group_size=4,
+                                                                   decode_windows=windows))(split[1], tokens, mask, jax.random.key(8))
+    reference = sample(1)
+    lengths = np.asarray(reference.lengths)
+    assert lengths.min() <= 3 and 10 <= np.max(np.where(reference.truncated, 0, lengths)) and np.any(reference.truncated)
+    for windows in (2, 3, 7, 20):
+        got = sample(windows)
+        for name in ("tokens", "mask", "lengths", "truncated"):
+            np.testing.assert_array_equal(getattr(got, name), getattr(reference, name), err_msg=f"{windows} windows: {name}")
+        np.testing.assert_allclose(got.logps, reference.logps, atol=1e-6, rtol=1e-6, err_msg=f"{windows} windows")
+
+
+def test_token_statistics_only_on_request(split, prompts, grouped_run):
+    """Without `token_statistics` entropy and mean_logp_vocab are zeros; tokens and log-probs are unchanged."""
+    config = SamplingConfig(max_new_tokens=STEPS, eos_id=EOS, pad_id=PAD, group_size=GROUP, decode_windows=3)
+    plain = make_sampler(split[0], config)(split[1], *prompts, jax.random.key(1), temperature=0.7)
+    with_statistics = grouped_run(split[1], *prompts, jax.random.key(1), temperature=0.7)
+    assert not np.any(plain.entropy) and not np.any(plain.mean_logp_vocab) and plain.entropy.shape == plain.logps.shape
+    np.testing.assert_array_equal(plain.tokens, with_statistics.tokens)
+    np.testing.assert_array_equal(plain.logps, with_statistics.logps)
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.0, 0.7])
+def test_statistics_equal_the_full_log_softmax(temperature):
+    """`_raw_statistics` (one log-sum-exp shared with the chosen token's at temperature 1 / greedy)
+    equals entropy and mean log-prob from a full `log_softmax`, padded vocabulary slots left out."""
+    logits = mask_padded_vocab(3 * jax.random.normal(jax.random.key(0), (5, 50)), 45)
+    tokens = jnp.arange(5, dtype=jnp.int32)
+    logp, normaliser = _chosen_log_prob(logits, tokens, jnp.float32(temperature))
+    entropy, mean_logp = jax.jit(_raw_statistics)(logits, normaliser, jnp.float32(temperature))
+    raw = jax.nn.log_softmax(logits[:, :45], axis=-1)
+    np.testing.assert_allclose(entropy, -jnp.sum(jnp.exp(raw) * raw, axis=-1), atol=1e-6, rtol=0)
+    np.testing.assert_allclose(mean_logp, jnp.mean(raw, axis=-1), atol=1e-6, rtol=0)
+    scaled = jax.nn.log_softmax(scale_by_temperature(logits, temperature), axis=-1)
+    np.testing.assert_allclose(logp, scaled[jnp.arange(5), tokens], atol=1e-6, rtol=0)
 
 
 def _all_shapes(jaxpr, shapes):
@@ -180,7 +235,7 @@ def test_bfloat16_compute_returns_close_float32_logps(split, prompts):
     run = make_sampler(bf16_graphdef, SamplingConfig(max_new_tokens=STEPS, eos_id=EOS, pad_id=PAD, group_size=GROUP))
     samples = run(split[1], *prompts, jax.random.key(5))  # the same float32 parameters, bf16 compute
     assert samples.logps.dtype == jnp.float32 and samples.entropy.dtype == jnp.float32
-    fp32_logp, _ = teacher_forced(split[1], *(jnp.repeat(x, GROUP, axis=0) for x in prompts), samples, 1.0)
+    fp32_logp, _, _ = teacher_forced(split[1], *(jnp.repeat(x, GROUP, axis=0) for x in prompts), samples, 1.0)
     mask = np.asarray(samples.mask)
     np.testing.assert_allclose(np.asarray(samples.logps)[mask], np.asarray(fp32_logp)[mask], atol=0.1)
 
