@@ -183,10 +183,11 @@ class Checkpointer:
 
     def close(self) -> None:
         """Waits for pending saves and releases the manager."""
-        try:
-            self.wait()
-        finally:
-            self.manager.close()
+        with naming_path(self.directory):  # closing re-raises a failed save: name the directory there too
+            try:
+                self.manager.wait_until_finished()
+            finally:
+                self.manager.close()
 
 
 # errors whose type says the data read is unreadable or inconsistent: undecodable JSON, msgpack, UTF-8 or

@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 
 from jaxrl_self.config import DEFAULT_CONFIG_FILE, ConfigError
-from jaxrl_self.errors import DropStorageErrorTracebacks, storage_error
+from jaxrl_self.errors import DropStorageErrorTracebacks, quiet_background_storage_errors, storage_error
 from jaxrl_self.models.hf_config import CheckpointError as ModelFileError
 from jaxrl_self.tasks.errors import DataError
 
@@ -196,6 +196,7 @@ def main(argv=None) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     for handler in logging.getLogger().handlers:  # a full disk is reported below, once
         handler.addFilter(DropStorageErrorTracebacks())
+    quiet_background_storage_errors()
     try:
         args, rest = _parser().parse_known_args(argv)
         if args.command == "train":

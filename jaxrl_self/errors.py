@@ -8,6 +8,8 @@ import errno
 import logging
 import os
 import re
+import sys
+import threading
 from typing import Iterator, Optional
 
 
@@ -37,15 +39,16 @@ def exception_chain(error: Optional[BaseException]) -> Iterator[BaseException]:
 
 def storage_error(error: BaseException) -> Optional[OSError]:
     """The OSError with one of `USER_OS_ERRNOS` in `error`'s chain (tensorstore's ValueErrors
-    included, as an OSError without a file name), else None."""
+    included, as an OSError without a file name), else None; one that names a file first."""
+    found = []
     for link in exception_chain(error):
         if isinstance(link, OSError) and link.errno in USER_OS_ERRNOS:
-            return link
+            found.append(link)
         match = _TENSORSTORE_OS_ERROR.search(str(link)) if isinstance(link, ValueError) else None
         if match and int(match.group(1)) in USER_OS_ERRNOS:
             code = int(match.group(1))
-            return OSError(code, os.strerror(code))
-    return None
+            found.append(OSError(code, os.strerror(code)))
+    return next((link for link in found if link.filename), found[0] if found else None)
 
 
 @contextlib.contextmanager
@@ -61,10 +64,35 @@ def naming_path(path) -> Iterator[None]:
         raise OSError(found.errno, found.strerror, str(path)) from error
 
 
+def is_follow_on_of_storage_error(error: BaseException) -> bool:
+    """A storage error, or what orbax's writers raise after one stopped their event loop
+    ("Event loop is closed" from a write callback arriving late)."""
+    return storage_error(error) is not None or (isinstance(error, RuntimeError) and str(error) == "Event loop is closed")
+
+
+def quiet_background_storage_errors() -> None:
+    """Stops the traceback printers of background threads and late callbacks (`sys.excepthook` as
+    called from native threads, `threading.excepthook`, `sys.unraisablehook`) from printing a
+    storage error or its follow-ons: the CLI reports the storage error once, in one line. Any
+    other exception is printed as before."""
+    def quiet(previous, error_of):
+        def hook(*args):
+            if not is_follow_on_of_storage_error(error_of(*args)):
+                previous(*args)
+        hook.quiets_storage_errors = True
+        return hook
+
+    if getattr(sys.excepthook, "quiets_storage_errors", False):
+        return  # installed by an earlier call in this process
+    sys.excepthook = quiet(sys.excepthook, lambda kind, error, traceback: error)
+    threading.excepthook = quiet(threading.excepthook, lambda arguments: arguments.exc_value)
+    sys.unraisablehook = quiet(sys.unraisablehook, lambda unraisable: unraisable.exc_value)
+
+
 class DropStorageErrorTracebacks(logging.Filter):
     """A log filter (for the console's handlers) that drops records carrying a storage error: the
     libraries' background threads log its traceback, and the CLI reports it once, in one line."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         error = record.exc_info[1] if record.exc_info else None
-        return error is None or storage_error(error) is None
+        return error is None or not is_follow_on_of_storage_error(error)

@@ -6,7 +6,8 @@ token sits in column P-1); the loop feeds that column at step 0 and each new tok
 one loop body — one forward, one token choice — produces every completion token.
 
 The decode attends only to the cache slots filled so far, up to a static bound: the T steps run
-in `SamplingConfig.decode_windows` segments of C = ceil(T / decode_windows) steps, segment s
+in `SamplingConfig.decode_windows` segments of C = ceil(T / decode_windows) steps (at least
+`decode_window_min`: a short decode is one loop), segment s
 (steps [s*C, (s+1)*C)) over a cache of the first P + (s+1)*C - 1 slots, grown with zero slots
 between segments. Each segment is a `lax.while_loop` of the same body that exits at once when
 every row has stopped; the program holds one decode step per segment, so compile time grows with
@@ -54,6 +55,9 @@ class SamplingConfig:
     vocab_size: int = 0  # real vocabulary size; logits beyond it are masked (0: use the logits' size)
     token_statistics: bool = False  # compute Samples.entropy / mean_logp_vocab (zeros otherwise)
     decode_windows: int = 4  # decode segments, each attending to a static prefix of the cache (1: the whole cache)
+    # ... each at least this many steps: a short decode runs as one loop (its cache is small, and each
+    # segment adds one more decode step for XLA to compile)
+    decode_window_min: int = 64
 
 
 class Samples(NamedTuple):
@@ -92,10 +96,10 @@ def _raw_statistics(logits, scaled_normaliser, temperature):
     return entropy, mean_logp
 
 
-def window_ends(steps: int, windows: int) -> tuple:
+def window_ends(steps: int, windows: int, min_steps: int = 1) -> tuple:
     """The static step at which each of (at most) `windows` decode segments ends: C, 2C, ..., steps
-    with C = ceil(steps / windows)."""
-    chunk = -(-steps // max(windows, 1))
+    with C = max(ceil(steps / windows), min_steps)."""
+    chunk = max(-(-steps // max(windows, 1)), min_steps, 1)
     return tuple(range(chunk, steps, chunk)) + (steps,)
 
 
@@ -146,7 +150,7 @@ def sample_from_model(model, prompt_tokens, prompt_mask, key, config: SamplingCo
     prompt_mask = prompt_mask.astype(bool)
     # cache slots: P prompt columns, then tokens 0..steps-2 (the last token is never fed back);
     # step t writes slot P-1+t, so the segment ending at step e needs the first P+e-1 slots
-    ends = window_ends(steps, config.decode_windows)
+    ends = window_ends(steps, config.decode_windows, config.decode_window_min)
     width = lambda end: prompt_len + end - 1
     kv_mask = jnp.concatenate([prompt_mask, jnp.ones((batch, steps - 1), bool)], axis=1)
     positions = positions_from_mask(prompt_mask)

@@ -43,13 +43,13 @@ def prompts():
 def grouped_run(split):
     """Group sampler with token statistics, decoding in attention windows of 4, 8 and 12 steps."""
     return make_sampler(split[0], SamplingConfig(max_new_tokens=STEPS, eos_id=EOS, pad_id=PAD, group_size=GROUP,
-                                                 token_statistics=True, decode_windows=3))
+                                                 token_statistics=True, decode_windows=3, decode_window_min=1))
 
 
 @pytest.fixture(scope="module")
 def greedy_run(split):
     """Greedy sampler with no stop token (eos_id -1 never occurs), in windows of 2, 4, ... 12 steps."""
-    return make_sampler(split[0], SamplingConfig(max_new_tokens=STEPS, eos_id=-1, pad_id=PAD, temperature=0.0, decode_windows=6))
+    return make_sampler(split[0], SamplingConfig(max_new_tokens=STEPS, eos_id=-1, pad_id=PAD, temperature=0.0, decode_windows=6, decode_window_min=1))
 
 
 @pytest.fixture(scope="module")
@@ -119,7 +119,7 @@ def test_windowed_decode_matches_one_window(split):
     prompts = [list(rng.integers(3, CONFIG.vocab_size, size=length)) for length in (1, 4, 9, 13, 2, 16)]
     tokens, mask = (jnp.asarray(x) for x in pad_prompts(prompts, PAD))
     sample = lambda windows: make_sampler(split[0], SamplingConfig(max_new_tokens=steps, eos_id=eos, pad_id=PAD, group_size=4,
-                                                                   decode_windows=windows))(split[1], tokens, mask, jax.random.key(8))
+                                                                   decode_windows=windows, decode_window_min=1))(split[1], tokens, mask, jax.random.key(8))
     reference = sample(1)
     lengths = np.asarray(reference.lengths)
     assert lengths.min() <= 3 and 10 <= np.max(np.where(reference.truncated, 0, lengths)) and np.any(reference.truncated)
@@ -132,7 +132,7 @@ def test_windowed_decode_matches_one_window(split):
 
 def test_token_statistics_only_on_request(split, prompts, grouped_run):
     """Without `token_statistics` entropy and mean_logp_vocab are zeros; tokens and log-probs are unchanged."""
-    config = SamplingConfig(max_new_tokens=STEPS, eos_id=EOS, pad_id=PAD, group_size=GROUP, decode_windows=3)
+    config = SamplingConfig(max_new_tokens=STEPS, eos_id=EOS, pad_id=PAD, group_size=GROUP, decode_windows=3, decode_window_min=1)
     plain = make_sampler(split[0], config)(split[1], *prompts, jax.random.key(1), temperature=0.7)
     with_statistics = grouped_run(split[1], *prompts, jax.random.key(1), temperature=0.7)
     assert not np.any(plain.entropy) and not np.any(plain.mean_logp_vocab) and plain.entropy.shape == plain.logps.shape
