@@ -111,7 +111,7 @@ def test_logps_and_statistics_match_teacher_forced_forward(split, prompts, group
 
 
 def test_windowed_decode_matches_one_window(split):
-    """2, 3, 7 (chunks of 10, 7, 3 steps) and 20 attention windows give the tokens and log-probs of
+    """3 and 7 (chunks of 7 and 3 steps) attention windows give the tokens and log-probs of
     one window over the whole cache, on random ragged prompts whose rows stop early, late and never.
     Log-probs agree to float32 rounding, not bitwise: XLA sums the attention's shorter rows in another order."""
     rng = np.random.default_rng(0)
@@ -123,7 +123,7 @@ def test_windowed_decode_matches_one_window(split):
     reference = sample(1)
     lengths = np.asarray(reference.lengths)
     assert lengths.min() <= 3 and 10 <= np.max(np.where(reference.truncated, 0, lengths)) and np.any(reference.truncated)
-    for windows in (2, 3, 7, 20):
+    for windows in (3, 7):
         got = sample(windows)
         for name in ("tokens", "mask", "lengths", "truncated"):
             np.testing.assert_array_equal(getattr(got, name), getattr(reference, name), err_msg=f"{windows} windows: {name}")
