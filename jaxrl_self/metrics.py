@@ -196,17 +196,24 @@ def truncate_metrics(path: str | os.PathLike, max_step: int) -> int:
             kept.append(line + "\n")
         else:
             removed += 1
-    file_descriptor, temporary_path = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(file_descriptor, "w", encoding="utf-8") as temporary:
-            temporary.writelines(kept)
-            temporary.flush()
-            os.fsync(temporary.fileno())
-        os.replace(temporary_path, path)
-    except BaseException:
-        os.unlink(temporary_path)
-        raise
+    write_atomically(path, "".join(kept))
     return removed
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Writes `text` to a temporary file next to `path` and renames it: a crash leaves no half file;
+    a full disk raises an OSError naming `path`."""
+    with naming_path(path):
+        file_descriptor, temporary_path = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+        try:
+            with os.fdopen(file_descriptor, "w", encoding="utf-8") as temporary:
+                temporary.write(text)
+                temporary.flush()
+                os.fsync(temporary.fileno())
+            os.replace(temporary_path, path)
+        except BaseException:
+            os.unlink(temporary_path)
+            raise
 
 
 class ProgressBar:

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Iterator
 
 from jaxrl_self.config import ConfigError, config_to_json
-from jaxrl_self.errors import naming_path
+from jaxrl_self.metrics import write_atomically
 
 log = logging.getLogger(__name__)
 
@@ -172,7 +172,7 @@ def claim_workdir(config, workdir: Path) -> None:
     is; an extended run's config.json gets its new length (`LENGTH_KEYS`), the rest kept as it is."""
     path = Path(workdir) / CONFIG_FILE
     if not path.exists():
-        _write_atomically(path, config_to_json(config))
+        write_atomically(path, config_to_json(config))
         return
     existing = json.loads(path.read_text())
     lengths = _length_changes(existing, json.loads(config_to_json(config)))
@@ -183,22 +183,7 @@ def claim_workdir(config, workdir: Path) -> None:
             for part in parents:
                 section = section[part]
             section[name] = new
-        _write_atomically(path, json.dumps(existing, indent=2, sort_keys=True))
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    """Writes `text` to a temporary file next to `path` and renames it: a crash leaves no half file."""
-    with naming_path(path):  # a full disk: an OSError naming the file
-        descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-        try:
-            with os.fdopen(descriptor, "w") as file:
-                file.write(text)
-                file.flush()
-                os.fsync(file.fileno())
-            os.replace(temporary, path)
-        except BaseException:
-            os.unlink(temporary)
-            raise
+        write_atomically(path, json.dumps(existing, indent=2, sort_keys=True))
 
 
 def _differences(a, b, prefix="config"):
