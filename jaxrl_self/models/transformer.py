@@ -76,6 +76,23 @@ class KVCache(NamedTuple):
         widths = lambda x: [(0, extra if axis == slots else 0) for axis in range(x.ndim)]
         return self if extra == 0 else jax.tree.map(lambda x: jnp.pad(x, widths(x)), self)
 
+    def load_rows(self, source: "KVCache", rows, take) -> "KVCache":
+        """This cache (B rows of S slots) with, in each row b where `take[b]`, its first S' slots
+        replaced by row `rows[b]` of `source` (S' slots): a prefilled prompt moved into a decode slot.
+
+        rows `[B]` int32 indices into source's rows; take `[B]` bool.
+        """
+        axis = 1 if self.stacked else 0
+
+        def load(cache, prefilled):
+            width = prefilled.shape[axis + 1]
+            head = jax.lax.slice_in_dim(cache, 0, width, axis=axis + 1)
+            picked = jnp.take(prefilled, rows, axis=axis)
+            keep = take.reshape((1,) * axis + take.shape + (1,) * (cache.ndim - axis - 1))
+            return jax.lax.dynamic_update_slice_in_dim(cache, jnp.where(keep, picked, head), 0, axis=axis + 1)
+
+        return jax.tree.map(load, self, source)
+
     def layer(self, i) -> tuple:
         """Layer i's (keys, values), each `[B, S, K, D]`; i may be traced when stacked."""
         if self.stacked:
@@ -158,14 +175,13 @@ class Attention(nnx.Module):
         if cache_kv is None:
             query_slots = jnp.arange(num_queries)
         else:
-            k = jax.lax.dynamic_update_slice_in_dim(cache_kv[0], k.astype(cache_kv[0].dtype), cache_index, axis=1)
-            v = jax.lax.dynamic_update_slice_in_dim(cache_kv[1], v.astype(cache_kv[1].dtype), cache_index, axis=1)
-            query_slots = cache_index + jnp.arange(num_queries)
+            k, v = (write_rows(cache, new.astype(cache.dtype), cache_index) for cache, new in zip(cache_kv, (k, v)))
+            query_slots = jnp.asarray(cache_index)[..., None] + jnp.arange(num_queries)  # [Q] or [B, Q]
         key_slots = jnp.arange(k.shape[1])
-        causal = key_slots[None, :] <= query_slots[:, None]  # [Q, S]
+        causal = key_slots <= query_slots[..., None]  # [Q, S] or [B, Q, S]
         if cfg.sliding_window is not None:
-            causal &= key_slots[None, :] > query_slots[:, None] - cfg.sliding_window
-        mask = causal[None] & kv_mask[:, None, :]  # [B, Q, S]
+            causal &= key_slots > query_slots[..., None] - cfg.sliding_window
+        mask = causal & kv_mask[:, None, :]  # [B, Q, S]
         kernel = attention_implementation(cfg, training_tokens=num_queries if cache_kv is None else None)
         if kernel == "splash":
             out = splash_attention(q, k.astype(dtype), v.astype(dtype), kv_mask, cfg.sliding_window)
@@ -174,6 +190,14 @@ class Attention(nnx.Module):
             out = attend(q, k.astype(dtype), v.astype(dtype), mask)
         out = constrain(out, ("batch", "length", "heads", "head_dim"))
         return constrain(jnp.einsum("bqhd,hde->bqe", out, weight(self.o_proj, dtype)), ACTIVATION), (k, v)
+
+
+def write_rows(cache, new, cache_index):
+    """`cache` `[B, S, K, D]` with `new` `[B, Q, K, D]` written at slots `cache_index .. +Q-1`:
+    one scalar slot for every row, or `[B]` int32 slots, one per row (continuous batching)."""
+    if jnp.ndim(cache_index) == 0:
+        return jax.lax.dynamic_update_slice_in_dim(cache, new, cache_index, axis=1)
+    return jax.vmap(lambda row, update, slot: jax.lax.dynamic_update_slice_in_dim(row, update, slot, axis=0))(cache, new, cache_index)
 
 
 def attention_implementation(config: ModelConfig, training_tokens: Optional[int] = None) -> str:
@@ -273,7 +297,8 @@ class Transformer(nnx.Module):
 
         tokens/positions `[B, Q] int32`; kv_mask `[B, S] bool` marks key slots that may be attended
         (False for padding); causality is added here. With a cache, this call's keys are written at
-        slots `cache_index .. cache_index+Q-1` and S is the cache length; without one, S == Q.
+        slots `cache_index .. cache_index+Q-1` (an int, or `[B]` int32: each row its own slots) and S
+        is the cache length; without one, S == Q.
         """
         cfg = self.config
         x = constrain(self.embed_tokens[...].astype(cfg.compute_dtype)[tokens], ACTIVATION)

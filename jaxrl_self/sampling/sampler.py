@@ -58,6 +58,9 @@ class SamplingConfig:
     # ... each at least this many steps: a short decode runs as one loop (its cache is small, and each
     # segment adds one more decode step for XLA to compile)
     decode_window_min: int = 64
+    # rows decoded at once: 0 (or >= B*G) = every row in one static batch; 0 < S < B*G = continuous
+    # batching over S slots (`sample_continuously`)
+    slots: int = 0
 
 
 class Samples(NamedTuple):
@@ -139,9 +142,9 @@ def sample_from_model(model, prompt_tokens, prompt_mask, key, config: SamplingCo
     batch, prompt_len = prompt_tokens.shape
     group, steps = config.group_size, config.max_new_tokens
     n = batch * group
-    vocab_size = config.vocab_size or None
+    if 0 < config.slots < n:
+        return sample_continuously(model, prompt_tokens, prompt_mask, key, config, prompt_ids, knobs)
     params = knobs_from(config) if knobs is None else knobs
-    temperature = params[0]
     if prompt_ids is None:
         prompt_ids = jnp.arange(batch, dtype=jnp.int32)
     keys = row_keys(key, prompt_ids, group)
@@ -169,28 +172,105 @@ def sample_from_model(model, prompt_tokens, prompt_mask, key, config: SamplingCo
         """
         t, cache, fed, done, outputs = state
         logits, cache = model(fed[:, None], (last_position + t)[:, None], window_mask, cache, prompt_len - 1 + t)
-        logits = logits[:, 0] if vocab_size is None else mask_padded_vocab(logits[:, 0], vocab_size)
-        step_keys = jax.vmap(lambda k: jax.random.fold_in(k, t))(keys)
-        token = jnp.where(done, config.pad_id, choose_tokens(step_keys, logits, *params))
-        logp, normaliser = _chosen_log_prob(logits, token, temperature)
-        stats = _raw_statistics(logits, normaliser, temperature) if config.token_statistics else ()
-        live = ~done
-        columns = (token, live) + tuple(jnp.where(live, x, 0.0) for x in (logp, *stats))
+        token, columns = _choose(logits[:, 0], keys, t, done, params, config)
         outputs = tuple(out.at[:, t].set(col) for out, col in zip(outputs, columns))
         return t + 1, cache, token, done | jnp.isin(token, stop_ids), outputs
 
-    zeros = jnp.zeros((n, steps), jnp.float32)
-    float_columns = 3 if config.token_statistics else 1  # logps (+ entropy, mean_logp)
-    outputs = (jnp.full((n, steps), config.pad_id, jnp.int32), jnp.zeros((n, steps), bool)) + (zeros,) * float_columns
     first_fed = jnp.repeat(prompt_tokens[:, -1], group)
-    t, fed, done = jnp.int32(0), first_fed, jnp.zeros((n,), bool)
+    t, fed, done, outputs = jnp.int32(0), first_fed, jnp.zeros((n,), bool), _empty_outputs(n, config)
     for end in ends:  # one while_loop per attention window; those after the last live step exit at once
         cond = lambda state, end=end: (state[0] < end) & ~jnp.all(state[3])
         state = (t, cache.grow(width(end)), fed, done, outputs)
         t, cache, fed, done, outputs = jax.lax.while_loop(cond, functools.partial(step, kv_mask[:, :width(end)]), state)
+    return _samples(outputs, config)
+
+
+def _choose(logits, keys, t, done, params, config: SamplingConfig):
+    """One decode step's token choice for N rows.
+
+    logits `[N, V]` of the fed tokens; keys `[N]` per-row keys; t the step (an int, or `[N]` int32,
+    each row's own); done `[N]` bool rows that have stopped (they get `pad_id`). Returns the
+    tokens `[N] int32` and the output columns (token, live, logp[, entropy, mean_logp]), each `[N]`.
+    """
+    logits = logits if not config.vocab_size else mask_padded_vocab(logits, config.vocab_size)
+    step_keys = jax.vmap(jax.random.fold_in)(keys, jnp.broadcast_to(t, keys.shape))
+    token = jnp.where(done, config.pad_id, choose_tokens(step_keys, logits, *params))
+    logp, normaliser = _chosen_log_prob(logits, token, params[0])
+    stats = _raw_statistics(logits, normaliser, params[0]) if config.token_statistics else ()
+    live = ~done
+    return token, (token, live) + tuple(jnp.where(live, x, 0.0) for x in (logp, *stats))
+
+
+def _empty_outputs(n, config: SamplingConfig):
+    """The output columns of N rows before any step: tokens (pad), mask, logps[, entropy, mean_logp]."""
+    steps = config.max_new_tokens
+    float_columns = 3 if config.token_statistics else 1
+    return (jnp.full((n, steps), config.pad_id, jnp.int32), jnp.zeros((n, steps), bool)) + (jnp.zeros((n, steps), jnp.float32),) * float_columns
+
+
+def _samples(outputs, config: SamplingConfig) -> Samples:
+    """`Samples` from the filled output columns; a row is truncated when no stop token ended it."""
     tokens, mask, logps, *stats = outputs
-    entropy, mean_logp = stats if config.token_statistics else (zeros, zeros)
-    return Samples(tokens, mask, logps, entropy, mean_logp, jnp.sum(mask, axis=1).astype(jnp.int32), ~done)
+    entropy, mean_logp = stats if config.token_statistics else (jnp.zeros_like(logps),) * 2
+    stopped = jnp.any(mask & jnp.isin(tokens, jnp.asarray((config.eos_id, *config.stop_ids), jnp.int32)), axis=1)
+    return Samples(tokens, mask, logps, entropy, mean_logp, jnp.sum(mask, axis=1).astype(jnp.int32), ~stopped)
+
+
+def sample_continuously(model, prompt_tokens, prompt_mask, key, config: SamplingConfig, prompt_ids=None, knobs=None) -> Samples:
+    """`sample_from_model`'s rows decoded by continuous batching in `config.slots` slots.
+
+    The N = B*G rows wait in order; each slot decodes one row, and when that row stops (or reaches
+    `max_new_tokens`) the slot takes the next waiting row at once: its prompt's key/value entries,
+    prefilled once per prompt before the loop, are copied into the slot and its step count restarts
+    at 0. The batch stays full until the queue runs out, so a few long rows no longer keep finished
+    ones computing. Row r always uses its own key at its own step count, so the tokens are those of
+    `sample_from_model` for the same prompts and key (float sums may round ~1e-6 differently), and
+    outputs come back in row order. Each step attends over the whole cache of P + T - 1 slots
+    (the slots decode at different steps, so there is no common window to bound it).
+    """
+    batch, prompt_len = prompt_tokens.shape
+    group, steps = config.group_size, config.max_new_tokens
+    n = batch * group
+    slots = min(config.slots, n)
+    params = knobs_from(config) if knobs is None else knobs
+    prompt_ids = jnp.arange(batch, dtype=jnp.int32) if prompt_ids is None else prompt_ids
+    keys = row_keys(key, prompt_ids, group)
+    stop_ids = jnp.asarray((config.eos_id, *config.stop_ids), jnp.int32)
+
+    model = cast_for_compute(model)
+    prompt_mask = prompt_mask.astype(bool)
+    positions = positions_from_mask(prompt_mask)
+    prefilled = KVCache.zeros(model.config, batch, prompt_len - 1)
+    if prompt_len > 1:  # every prompt's columns but the last, once per prompt
+        _, prefilled = model.hidden_states(prompt_tokens[:, :-1], positions[:, :-1], prompt_mask[:, :-1], prefilled, 0)
+    new_slots_mask = jnp.ones((slots, steps - 1), bool)
+
+    def load(cache, rows, take, t, fed):
+        """Slots where `take` start row `rows[s]`: its prompt's entries, step 0, its last prompt token."""
+        cache = cache.load_rows(prefilled, rows // group, take)
+        return cache, jnp.where(take, 0, t), jnp.where(take, prompt_tokens[rows // group, -1], fed)
+
+    def step(state):
+        cache, rows, t, fed, done, next_row, outputs = state
+        prompt = rows // group
+        kv_mask = jnp.concatenate([prompt_mask[prompt], new_slots_mask], axis=1)
+        logits, cache = model(fed[:, None], (positions[prompt, -1] + t)[:, None], kv_mask, cache, prompt_len - 1 + t)
+        token, columns = _choose(logits[:, 0], keys[rows], t, done, params, config)
+        target = jnp.where(done, n, rows)  # idle slots write nowhere
+        outputs = tuple(out.at[target, t].set(col, mode="drop") for out, col in zip(outputs, columns))
+        finished = done | jnp.isin(token, stop_ids) | (t + 1 >= steps)
+        waiting = next_row + jnp.cumsum(finished) - 1  # the row each finished slot would take
+        take = finished & (waiting < n)
+        rows = jnp.where(take, waiting, rows)
+        cache, t, fed = load(cache, rows, take, t + 1, token)
+        return cache, rows, t, fed, finished & ~take, next_row + jnp.sum(take), outputs
+
+    rows = jnp.arange(slots, dtype=jnp.int32)
+    cache, t, fed = load(KVCache.zeros(model.config, slots, prompt_len + steps - 1), rows, jnp.ones((slots,), bool),
+                         jnp.zeros((slots,), jnp.int32), jnp.zeros((slots,), jnp.int32))
+    state = (cache, rows, t, fed, jnp.zeros((slots,), bool), jnp.int32(slots), _empty_outputs(n, config))
+    outputs = jax.lax.while_loop(lambda state: ~jnp.all(state[4]), step, state)[-1]
+    return _samples(outputs, config)
 
 
 def make_layout_copier(model_graphdef, mesh):
