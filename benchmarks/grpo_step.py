@@ -32,6 +32,7 @@ over the timed iterations' prompt lengths. The reward and the batch building cou
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
 import json
 import os
@@ -58,6 +59,7 @@ from jaxrl_self.sampling.sampler import SamplingConfig, make_sampler
 from jaxrl_self.train.rl_step import make_batch_builder, make_reward_scorer, make_rl_update
 from jaxrl_self.train.state import init_train_state
 
+import profile_summary
 import roofline
 
 DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "configs", "default.py")
@@ -88,6 +90,9 @@ def parse_args():
                              "tied), 8 prompts of 64 tokens x G=8, 64 new tokens, k3 KL 0.04 (overrides those flags)")
     parser.add_argument("--read-mib", type=int, default=256, help="MiB of the array the read bandwidth is measured on")
     parser.add_argument("--rate-repeats", type=int, default=5, help="timed calls per matmul shape (the median is kept)")
+    parser.add_argument("--profile", default="", help="directory: trace one more jaxrl_self iteration with jax.profiler "
+                        "and report its time by XLA program and operation (benchmarks/profile_summary.py)")
+    parser.add_argument("--skip-trl", action="store_true", help="time jaxrl_self only (no TRL figures)")
     args = parser.parse_args()
     if args.issue_shape:
         args.__dict__.update(hidden=512, layers=8, heads=8, kv_heads=2, intermediate=1408, vocab=32000, tied=True,
@@ -185,25 +190,36 @@ def time_jaxrl_self(args, directory, tokenizer, prompts):
     group_valid = jnp.ones((args.prompts,), bool)
     references = np.zeros((args.prompts * args.group, 1), np.uint8)
 
-    def iteration(state, index):
+    def iteration(state, index, phases):
+        """One iteration; adds each phase's seconds to `phases` (each phase waits for its outputs)."""
+        def timed(name, fn, *inputs):
+            start = time.perf_counter()
+            out = jax.block_until_ready(fn(*inputs))
+            phases[name] += time.perf_counter() - start
+            return out
+
         chunk = prompts[index * args.prompts:(index + 1) * args.prompts]
         tokens, mask = pad_batch([tokenizer.encode(p) for p in chunk], args.max_prompt, tokenizer.pad_token_id, side="left")
         key = jax.random.key(index)
-        samples = sampler(state.params, jnp.asarray(tokens), jnp.asarray(mask), key)
+        samples = timed("sample", sampler, state.params, jnp.asarray(tokens), jnp.asarray(mask), key)
         batch = {"prompt_tokens": np.repeat(tokens, args.group, 0), "prompt_mask": np.repeat(mask, args.group, 0),
                  "completion_tokens": samples.tokens, "completion_mask": samples.mask}
-        rewards, _ = score_rewards(batch, references)
-        train_batch, _ = build_batch(state, batch, rewards, group_valid, key)
-        state, metrics = update(state, train_batch, key)
-        jax.block_until_ready((state, metrics))
+        rewards, _ = timed("reward", score_rewards, batch, references)
+        train_batch, _ = timed("batch_and_reference", build_batch, state, batch, rewards, group_valid, key)
+        state, _ = timed("update", update, state, train_batch, key)
         return state
 
-    times = []
+    times, phases = [], collections.Counter()
     for index in range(args.warmup + args.iters):
         start = time.perf_counter()
-        state = iteration(state, index)
+        state = iteration(state, index, phases if index >= args.warmup else collections.Counter())
         times.append(time.perf_counter() - start)
-    return times
+    result = {"iter_s": times, "phase_s": {name: round(s / args.iters, 4) for name, s in phases.items()}}
+    if args.profile:  # one more iteration (the first timed one's prompts) under the profiler
+        with profile_summary.trace(args.profile):
+            iteration(state, args.warmup, collections.Counter())
+        result["profile"] = profile_summary.summarize(args.profile)
+    return result
 
 
 def iteration_roofline(args, prompts):
@@ -235,9 +251,10 @@ def main():
     prompts = make_prompts(args, args.prompts * (args.warmup + args.iters))
     with tempfile.TemporaryDirectory() as directory:
         tokenizer = build_checkpoint(args, directory)
-        trl_times = time_trl(args, directory, tokenizer, prompts)
-        jax_times = time_jaxrl_self(args, directory, tokenizer, prompts)
-    trl_s = float(np.mean(trl_times[args.warmup:]))
+        trl_times = None if args.skip_trl else time_trl(args, directory, tokenizer, prompts)
+        jax_run = time_jaxrl_self(args, directory, tokenizer, prompts)
+    jax_times = jax_run["iter_s"]
+    trl_s = float(np.mean(trl_times[args.warmup:])) if trl_times else None
     jax_s = float(np.mean(jax_times[args.warmup:]))
     limits, bound = iteration_roofline(args, prompts)
     result = {
@@ -249,18 +266,20 @@ def main():
                  "new_tokens": args.new_tokens, "kl_coef": args.kl_coef,
                  "completion_tokens": args.prompts * args.group * args.new_tokens, "warmup_iters": args.warmup,
                  "timed_iters": args.iters},
-        "trl_s_per_iter": round(trl_s, 4),
+        "trl_s_per_iter": round(trl_s, 4) if trl_times else None,
         "jaxrl_self_s_per_iter": round(jax_s, 4),
-        "speedup_trl_over_jaxrl_self": round(trl_s / jax_s, 2),
+        "speedup_trl_over_jaxrl_self": round(trl_s / jax_s, 2) if trl_times else None,
         "jaxrl_self_compile_s": round(jax_times[0] - float(np.median(jax_times[args.warmup:])), 2),
-        "trl_first_iter_s": round(trl_times[0], 3),
-        "trl_iter_s": [round(t, 3) for t in trl_times[args.warmup:]],
+        "trl_first_iter_s": round(trl_times[0], 3) if trl_times else None,
+        "trl_iter_s": [round(t, 3) for t in trl_times[args.warmup:]] if trl_times else None,
         "jaxrl_self_iter_s": [round(t, 4) for t in jax_times[args.warmup:]],
+        "jaxrl_self_phase_s": jax_run["phase_s"],
+        "jaxrl_self_profile": jax_run.get("profile"),
         "roofline": {"seconds_per_iter": round(bound["seconds"], 4), "sampling_s": round(bound["sampling_s"], 4),
                      "forward_s": round(bound["forward_s"], 4), "forwards": bound["forwards"],
                      "train_gflops": round(bound["train_flops"] / 1e9, 2),
                      "sampling_memory_bound_steps": bound["memory_bound_steps"],
-                     "trl_fraction": round(bound["seconds"] / trl_s, 3),
+                     "trl_fraction": round(bound["seconds"] / trl_s, 3) if trl_times else None,
                      "jaxrl_self_fraction": round(bound["seconds"] / jax_s, 3)},
         "limits": limits,
         "roofline_formulas": roofline.FORMULAS,
