@@ -10,16 +10,15 @@ copied into `jaxrl_self.models.Transformer`. Cases (`--cases`, all by default):
   rl         the RL shape: `--rl-prompts` prompts of exactly `--rl-prompt-len` tokens, `--rl-group`
              completions each (the peer: `generate(num_return_sequences=G)`; jaxrl_self prefills
              each prompt once), `--rl-new-tokens` tokens, sampled, EOS disabled.
-  long_tail  the rl shape, but a fixed `--tail-fraction` of the rows (round(fraction * N), at
-             least 1, rows chosen by the seed) run to `--rl-new-tokens` and every other row stops
-             with EOS after a length drawn (by the seed) from [1, `--tail-short`], the EOS counted.
-             Mechanism, the same on both sides: a per-row EOS schedule applied to the logits
-             after the model, before sampling: EOS gets logit -1e9 until the row's last token, where
-             every other token gets -1e9 and EOS 0, so the lengths are exact for any sampled text.
-             The peer: a `LogitsProcessor` keyed on the generated length; jaxrl_self: a subclass
-             of `Transformer` whose logits apply the schedule keyed on the row's position (the
-             sampler's decode steps call the model on all N rows). Both sides' realised lengths
-             are checked against the schedule. tokens/s counts the tokens each row emits.
+  long_tail  the rl shape, but each row draws its length at its first token: `--rl-new-tokens` with
+             probability `--tail-fraction`, else uniform in [1, `--tail-short`] (the EOS counted).
+             jaxrl_self: a `Transformer` subclass whose logits make a row draw its length from the
+             fed prompt token and then count down to EOS through reserved counter tokens
+             (`CountdownTransformer`), so the rule holds for any row layout; the lengths this gives
+             with the sampler's per-row keys are computed up front (`countdown_lengths`) and
+             checked. The peer: a `LogitsProcessor` forcing those lengths by row. jaxrl_self runs
+             twice, the static batch and continuous batching in `--slots` slots, whose tokens must
+             equal the static run's. tokens/s counts the tokens each row emits.
 
 Per case and setting the JSON holds tokens/s of each side, their ratio, the roofline tokens/s and
 each side's fraction of it. The roofline (benchmarks/roofline.py, formulas in its docstring and
@@ -31,7 +30,7 @@ measured after both sides ran (XLA's worker threads slow torch down when they ru
 
     python3 benchmarks/sampler.py                      # default size, a few minutes on 2 cores
     python3 benchmarks/sampler.py --layers 2 --hidden 128 --intermediate 256 --vocab 2000 --new-tokens 8 \
-        --rl-prompts 2 --rl-group 4 --rl-prompt-len 16 --rl-new-tokens 16 --tail-short 4 --repeats 1   # smoke, < 1 min
+        --rl-prompts 2 --rl-group 4 --rl-prompt-len 16 --rl-new-tokens 16 --tail-short 4 --slots 3 --repeats 1   # smoke, < 1 min
 """
 from __future__ import annotations
 
@@ -51,7 +50,8 @@ import roofline
 
 from jaxrl_self.models.config import ModelConfig
 from jaxrl_self.models.transformer import Transformer
-from jaxrl_self.sampling.sampler import SamplingConfig, make_sampler
+from jaxrl_self.sampling.processors import choose_tokens
+from jaxrl_self.sampling.sampler import SamplingConfig, make_sampler, row_keys
 
 
 def parse_args():
@@ -77,7 +77,8 @@ def parse_args():
     parser.add_argument("--rl-prompt-len", type=int, default=64, help="rl / long_tail: tokens of every prompt")
     parser.add_argument("--rl-new-tokens", type=int, default=128, help="rl / long_tail: most tokens per row")
     parser.add_argument("--tail-short", type=int, default=16, help="long_tail: short rows stop within this many tokens")
-    parser.add_argument("--tail-fraction", type=float, default=0.1, help="long_tail: fraction of rows that run to the end")
+    parser.add_argument("--tail-fraction", type=float, default=0.1, help="long_tail: probability that a row runs to the end")
+    parser.add_argument("--slots", type=int, default=16, help="long_tail: slots of jaxrl_self's continuous batching")
     parser.add_argument("--read-mib", type=int, default=256, help="MiB of the array the read bandwidth is measured on")
     parser.add_argument("--rate-repeats", type=int, default=5, help="timed calls per matmul shape (the median is kept)")
     return parser.parse_args()
@@ -137,15 +138,15 @@ def ragged_prompts(args):
     return make_prompts(args.batch, args.max_prompt, max(1, args.max_prompt // 4), args.vocab, args.seed)
 
 
-def make_prompts(batch, max_prompt, min_prompt, vocab, seed):
-    """`[B, max_prompt]` left-padded random prompts (ids 2..V-1), lengths in [min_prompt, max_prompt], and the mask."""
+def make_prompts(batch, max_prompt, min_prompt, vocab, seed, lowest_id=2):
+    """`[B, max_prompt]` left-padded random prompts (ids lowest_id..V-1), lengths in [min_prompt, max_prompt], and the mask."""
     rng = np.random.default_rng(seed)
     lengths = rng.integers(min_prompt, max_prompt + 1, size=batch)
     lengths[0] = max_prompt
     tokens = np.zeros((batch, max_prompt), np.int32)
     mask = np.zeros((batch, max_prompt), bool)
     for i, n in enumerate(lengths):
-        tokens[i, -n:] = rng.integers(2, vocab, size=n)
+        tokens[i, -n:] = rng.integers(lowest_id, vocab, size=n)
         mask[i, -n:] = True
     return tokens, mask
 
@@ -159,14 +160,15 @@ def make_cases(args):
             cases.append(dict(name=name, tokens=tokens, mask=mask, group=args.group, new_tokens=args.new_tokens,
                               settings=(("greedy", 0.0), ("sampled", 1.0)), lengths=None))
         elif name in ("rl", "long_tail"):
-            tokens, mask = make_prompts(args.rl_prompts, args.rl_prompt_len, args.rl_prompt_len, args.vocab, args.seed + 1)
-            rows, lengths = args.rl_prompts * args.rl_group, None
+            # long_tail prompts use ids above the countdown's counters (CountdownTransformer)
+            lowest_id = args.rl_new_tokens + 1 if name == "long_tail" else 2
+            tokens, mask = make_prompts(args.rl_prompts, args.rl_prompt_len, args.rl_prompt_len, args.vocab, args.seed + 1, lowest_id)
+            case = dict(name=name, tokens=tokens, mask=mask, group=args.rl_group, new_tokens=args.rl_new_tokens,
+                        settings=(("sampled", 1.0),), lengths=None)
             if name == "long_tail":
-                rng = np.random.default_rng(args.seed + 2)
-                lengths = rng.integers(1, args.tail_short + 1, size=rows)
-                lengths[rng.permutation(rows)[:max(1, round(args.tail_fraction * rows))]] = args.rl_new_tokens
-            cases.append(dict(name=name, tokens=tokens, mask=mask, group=args.rl_group, new_tokens=args.rl_new_tokens,
-                              settings=(("sampled", 1.0),), lengths=lengths))
+                case.update(tail_short=args.tail_short, tail_fraction=args.tail_fraction)
+                case["lengths"] = countdown_lengths(case, args.vocab, jax.random.key(args.seed))
+            cases.append(case)
         else:
             raise SystemExit(f"unknown case {name!r}: choose from base, rl, long_tail")
     return cases
@@ -186,32 +188,58 @@ class EosSchedule(LogitsProcessor):
         return torch.where(self.last == t, forced, torch.where(is_eos, torch.tensor(NEG, dtype=scores.dtype), scores))
 
 
-class EosScheduleTransformer(Transformer):
-    """`Transformer` whose logits follow the long_tail schedule: the row whose input position is
-    `eos_position[i]` must emit EOS, earlier positions never do (decode steps only: `[N, 1]` inputs)."""
+class CountdownTransformer(Transformer):
+    """`Transformer` whose logits make each row draw its length at its first token and then count
+    down to EOS, so lengths follow the long_tail distribution for any row layout (continuous
+    batching moves rows between slots; the rule reads only the fed token).
 
-    def __init__(self, config, rows, *, rngs):
+    Token ids: EOS = 1; counter r (r more tokens to come after it) = 1 + r for r in 1..T-1;
+    prompt tokens are above T. Fed a prompt token (step 0), the row draws its length L: 1..short
+    with probability (1 - tail) / short each (L = 1 is EOS at once, else counter L - 1), T with
+    probability `tail`; fed counter r, it must emit counter r - 1, or EOS after counter 1. Every
+    other token gets the model's logit - 1e9 (so the forward pass stays in the program and costs
+    what it costs; it can never be drawn)."""
+
+    def __init__(self, config, new_tokens, *, rngs):
         super().__init__(config, rngs=rngs)
-        self.eos_position = nnx.Variable(jnp.zeros((rows,), jnp.int32))
+        self.first_logits = nnx.Variable(jnp.zeros((config.vocab_size,), jnp.float32))  # step 0: the row's length
+        self.new_tokens = new_tokens
 
     def __call__(self, tokens, positions, kv_mask, cache=None, cache_index=0):
         logits, cache = super().__call__(tokens, positions, kv_mask, cache, cache_index)  # [N, 1, V]
-        if logits.shape[0] != self.eos_position.shape[0] or logits.shape[1] != 1:
-            raise ValueError(f"the EOS schedule expects decode steps on all rows, got logits {logits.shape}")
-        is_eos = jnp.arange(logits.shape[-1]) == EOS_ID  # [V]
-        last = (positions[:, :1] == self.eos_position[...][:, None])[..., None]  # [N, 1, 1]
-        return jnp.where(last, jnp.where(is_eos, 0.0, NEG), jnp.where(is_eos, NEG, logits)), cache
+        if logits.shape[1] != 1:
+            raise ValueError(f"the countdown expects decode steps, got logits {logits.shape}")
+        fed = tokens[:, :1]  # [N, 1]
+        counting = (fed >= 2) & (fed <= self.new_tokens)
+        forced = jnp.where(fed == 2, EOS_ID, fed - 1)  # counter r -> r - 1, counter 1 -> EOS
+        vocab = jnp.arange(logits.shape[-1])
+        schedule = jnp.where(counting[..., None], jnp.where(vocab == forced[..., None], 0.0, -jnp.inf), self.first_logits[...])
+        return jnp.where(jnp.isfinite(schedule), schedule, logits + NEG), cache
 
 
-def with_eos_schedule(model: Transformer, mask, group, lengths) -> EosScheduleTransformer:
-    """`model`'s weights in an `EosScheduleTransformer`; row b*G+g emits EOS as its token `lengths[row] - 1`
-    (its input position: the prompt's last position + lengths - 1; rows of the full length never do)."""
-    rows = len(lengths)
-    scheduled = nnx.eval_shape(lambda: EosScheduleTransformer(model.config, rows, rngs=nnx.Rngs(0)))
+def with_countdown(model: Transformer, case) -> CountdownTransformer:
+    """`model`'s weights in a `CountdownTransformer` for the long_tail case."""
+    scheduled = nnx.eval_shape(lambda: CountdownTransformer(model.config, case["new_tokens"], rngs=nnx.Rngs(0)))
     nnx.update(scheduled, nnx.state(model))
-    last_prompt_position = np.repeat(mask.sum(1) - 1, group)  # [N]
-    scheduled.eos_position.value = jnp.asarray(last_prompt_position + np.asarray(lengths) - 1, jnp.int32)
+    vocab, short, tail = np.arange(model.config.vocab_size), case["tail_short"], case["tail_fraction"]
+    first = np.full(vocab.shape, -np.inf, np.float32)
+    first[(vocab == EOS_ID) | ((vocab >= 2) & (vocab <= short))] = np.log((1 - tail) / short)
+    first[case["new_tokens"]] = np.log(tail)
+    scheduled.first_logits.value = jnp.asarray(first)
     return scheduled
+
+
+def countdown_lengths(case, vocab, key):
+    """The tokens each row of the long_tail case emits: `CountdownTransformer`'s step-0 draw, made
+    here with the sampler's own per-row keys and token choice (temperature 1), `[B*G]` int."""
+    rows = len(case["tokens"]) * case["group"]
+    shell = with_countdown(Transformer(ModelConfig(vocab_size=vocab, hidden_size=8, num_layers=1, num_heads=1,
+                                                   num_kv_heads=1, head_dim=8, intermediate_size=8), rngs=nnx.Rngs(0)), case)
+    keys = row_keys(key, jnp.arange(len(case["tokens"])), case["group"])
+    step_keys = jax.vmap(lambda k: jax.random.fold_in(k, 0))(keys)
+    logits = jnp.broadcast_to(shell.first_logits[...], (rows, vocab))
+    first = np.asarray(choose_tokens(step_keys, logits, jnp.float32(1.0), jnp.int32(0), jnp.float32(1.0), jnp.float32(0.0)))
+    return np.where(first == EOS_ID, 1, first)
 
 
 def best_time(fn, repeats):
@@ -250,7 +278,7 @@ def time_hf(hf, case, repeats, do_sample, new_tokens=None):
     def generate():
         with torch.inference_mode():
             out = hf.generate(input_ids=input_ids, attention_mask=attention_mask, **settings)
-        assert out.shape[1] == width + new_tokens, out.shape
+        assert out.shape[1] == width + (new_tokens if case["lengths"] is None else max(case["lengths"])), out.shape
         return out
 
     generate()  # warm-up
@@ -263,13 +291,13 @@ def hf_lengths(tokens):
     return np.where(is_eos.any(1), is_eos.argmax(1) + 1, tokens.shape[1])
 
 
-def time_jaxrl_self(model, case, args, temperature):
+def time_jaxrl_self(model, case, args, temperature, slots=0):
     group, lengths = case["group"], case["lengths"]
     if lengths is not None:
-        model = with_eos_schedule(model, case["mask"], group, lengths)
+        model = with_countdown(model, case)
     graphdef, state = nnx.split(model)
     config = SamplingConfig(max_new_tokens=case["new_tokens"], eos_id=-1 if lengths is None else EOS_ID, pad_id=0,
-                            group_size=group)
+                            group_size=group, slots=slots)
     run = make_sampler(graphdef, config)
     tokens, mask, key = jnp.asarray(case["tokens"]), jnp.asarray(case["mask"]), jax.random.key(args.seed)
 
@@ -324,6 +352,8 @@ def main():
                for case in cases for name, temperature in case["settings"]}
     jax_runs = {(case["name"], name): time_jaxrl_self(model, case, args, temperature)
                 for case in cases for name, temperature in case["settings"]}
+    jax_runs.update({(case["name"], "continuous"): time_jaxrl_self(model, case, args, 1.0, slots=args.slots)
+                     for case in cases if case["lengths"] is not None})
 
     dtype_bytes = jnp.dtype(args.dtype).itemsize
     limits_start = time.perf_counter()
@@ -379,6 +409,15 @@ def main():
             }
             if temperature == 0.0 and args.dtype == "float32":
                 entry["greedy_rows_identical"] = int(sum(np.array_equal(a, b) for a, b in zip(hf_tokens, jax_tokens)))
+            if case["lengths"] is not None:  # continuous batching on the same prompts and key
+                cont_s, cont_cpu_s, cont_first_s, cont_tokens = jax_runs[(case["name"], "continuous")]
+                entry["continuous"] = {
+                    "slots": args.slots, "tokens_per_s": round(generated / cont_s, 1),
+                    "speedup_over_static": round(jax_s / cont_s, 2), "speedup_over_transformers": round(hf_s / cont_s, 2),
+                    "fraction_of_roofline": round(bound["seconds"] / cont_s, 3), "s": round(cont_s, 3),
+                    "cpu_s": round(cont_cpu_s, 3), "compile_s": round(cont_first_s - cont_s, 2),
+                    "tokens_identical_to_static": bool(np.array_equal(cont_tokens, jax_tokens)),
+                }
             out[name] = entry
         result[case["name"]] = out
     result["load_average_1min"] = {"start": round(load_before, 2), "end": round(os.getloadavg()[0], 2), "cores": os.cpu_count()}

@@ -1,9 +1,10 @@
-"""The real GRPO update, the SFT step and the greedy sampler on three mesh shapes give the
+"""The real GRPO update, the SFT step and the greedy sampler (static and continuous batching) on three mesh shapes give the
 single-device results (fp32, within 1e-5): sharding changes where the work runs, not the answer.
 On the meshes the model's activations are constrained by their logical axes, the RL update
 donates its state, and the sampler copies the params into its own layout (docs/scaling.md)."""
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import jax
@@ -59,12 +60,14 @@ def setup():
         """(rl state, rl metrics, sft state, sft metrics, samples) of every function on `mesh`, with the
         model's activations constrained to it and the sampler's params in the sampling layout."""
         fns = {"rl": make_rl_update(graphdef, optimizer, rl, mesh), "sft": make_sft_step(graphdef, optimizer, mesh),
-               "sample": make_sampler(graphdef, sampling, mesh)}
+               "sample": make_sampler(graphdef, sampling, mesh),
+               "continuous": make_sampler(graphdef, dataclasses.replace(sampling, slots=5), mesh)}
         fresh = lambda state: shard_state(jax.tree.map(jnp.copy, state), mesh)  # the RL update donates its state
         rl_state, rl_metrics = fns["rl"](fresh(states["rl"]), shard_batch(rl_batch, mesh), key)
         sft_state, sft_metrics = fns["sft"](fresh(states["sft"]), shard_batch(sft_batch, mesh))
         prompts = shard_batch({k: sft_batch[k] for k in ("prompt_tokens", "prompt_mask")}, mesh)
-        samples = fns["sample"](shard_state(params, mesh), prompts["prompt_tokens"], prompts["prompt_mask"], key)
+        samples = [fns[name](shard_state(params, mesh), prompts["prompt_tokens"], prompts["prompt_mask"], key)
+                   for name in ("sample", "continuous")]
         return rl_state, rl_metrics, sft_state, sft_metrics, samples
 
     return run_all, run_all(single_device_mesh())
@@ -89,7 +92,8 @@ def test_sharded_steps_match_single_device(setup, shape):
     assert abs(float(sft_metrics["grad_norm"]) - float(sft_metrics_ref["grad_norm"])) < TOL
     assert max_abs_diff(sft_state.params, sft_ref.params) < TOL
 
-    # greedy sampling: identical tokens, same log-probs
-    np.testing.assert_array_equal(np.asarray(samples.tokens), np.asarray(samples_ref.tokens))
-    np.testing.assert_array_equal(np.asarray(samples.mask), np.asarray(samples_ref.mask))
-    assert max_abs_diff(samples.logps, samples_ref.logps) < TOL
+    # greedy sampling, static and continuous batching (5 slots): identical tokens, same log-probs
+    for got in samples:
+        np.testing.assert_array_equal(np.asarray(got.tokens), np.asarray(samples_ref[0].tokens))
+        np.testing.assert_array_equal(np.asarray(got.mask), np.asarray(samples_ref[0].mask))
+        assert max_abs_diff(got.logps, samples_ref[0].logps) < TOL
