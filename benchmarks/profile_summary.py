@@ -43,7 +43,7 @@ def summarize(directory: str, top: int = 12) -> dict:
     for event in events:
         args = event.get("args") or {}
         op = args.get("hlo_op")
-        kind = re.sub(r"(\.clone)?([._]\d+)*$", "", event.get("name", ""))
+        kind = re.sub(r"(\.clone|[._]\d+)+$", "", event.get("name", ""))
         if event.get("ph") != "X" or not op or kind in CONTROL_FLOW:
             continue
         seconds = event.get("dur", 0.0) / 1e6
