@@ -17,7 +17,9 @@ loop over the whole cache; float sums over the shorter rows may round differentl
 
 Log-probabilities returned (`logps`) are those of the temperature-scaled distribution
 `log_softmax(logits / temperature)` (raw logits when greedy), *before* top-k/top-p/min-p
-truncation — the same distribution the trainer recomputes for the importance ratio.
+truncation — the same distribution the trainer recomputes for the importance ratio. Tokens in
+`SamplingConfig.never_sample_ids` are removed from that distribution (a reserved token kept at a
+probability below 1e-5 changes a log-prob by less than that).
 With `SamplingConfig.token_statistics`, `entropy` and `mean_logp_vocab` describe the raw model
 distribution (temperature 1) at each generated position; they feed the entropy (RENT) and
 self-certainty (INTUITOR) rewards without a second forward pass. Without it they are zeros and
@@ -53,6 +55,7 @@ class SamplingConfig:
     top_p: float = 1.0
     min_p: float = 0.0
     vocab_size: int = 0  # real vocabulary size; logits beyond it are masked (0: use the logits' size)
+    never_sample_ids: tuple = ()  # tokens masked out before every choice (e.g. LaSeR's reserved verdict token)
     token_statistics: bool = False  # compute Samples.entropy / mean_logp_vocab (zeros otherwise)
     decode_windows: int = 4  # decode segments, each attending to a static prefix of the cache (1: the whole cache)
     # ... each at least this many steps: a short decode runs as one loop (its cache is small, and each
@@ -193,6 +196,8 @@ def _choose(logits, keys, t, done, params, config: SamplingConfig):
     tokens `[N] int32` and the output columns (token, live, logp[, entropy, mean_logp]), each `[N]`.
     """
     logits = logits if not config.vocab_size else mask_padded_vocab(logits, config.vocab_size)
+    if config.never_sample_ids:
+        logits = logits.at[:, jnp.asarray(config.never_sample_ids, jnp.int32)].set(-jnp.inf)
     step_keys = jax.vmap(jax.random.fold_in)(keys, jnp.broadcast_to(t, keys.shape))
     token = jnp.where(done, config.pad_id, choose_tokens(step_keys, logits, *params))
     logp, normaliser = _chosen_log_prob(logits, token, params[0])

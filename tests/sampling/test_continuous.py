@@ -75,3 +75,14 @@ def test_load_rows_copies_prefilled_prompts_into_chosen_slots(stacked):
         np.testing.assert_array_equal(k[0, :2], pk[3])
         np.testing.assert_array_equal(k[2, :2], pk[1])
         assert np.all(np.asarray(k[1]) == 9.0) and np.all(np.asarray(k[:, 2:]) == 9.0)
+
+
+def test_a_never_sample_token_is_never_drawn_even_when_most_likely(split, prompts):
+    """The 3 tokens the model samples most are banned: 10,240 draws (in 64 slots) never hold them."""
+    config = SamplingConfig(max_new_tokens=STEPS, eos_id=-1, pad_id=PAD, group_size=128, decode_windows=1)
+    free = make_sampler(split[0], config)(split[1], *prompts, jax.random.key(0))
+    favourites = tuple(int(t) for t in np.argsort(np.bincount(np.asarray(free.tokens).ravel(), minlength=CONFIG.vocab_size))[-3:])
+    banned = make_sampler(split[0], dataclasses.replace(config, never_sample_ids=favourites, slots=64))(split[1], *prompts, jax.random.key(0))
+    tokens = np.asarray(banned.tokens)
+    assert tokens.size >= 10_000 and not np.isin(tokens, favourites).any()
+    assert np.isin(np.asarray(free.tokens), favourites).mean() > 0.1
