@@ -16,17 +16,21 @@ from jaxrl_self.parallel.rules import OUTPUT_HEAD_AXIS_RULES, constrain
 from jaxrl_self.sampling.processors import scale_by_temperature
 
 
-def completion_hidden(model, prompt_tokens, prompt_mask, completion_tokens, completion_mask):
-    """Final hidden states `[N, T, E]` at the positions that predict the completion tokens.
+def sequence_hidden(model, prompt_tokens, prompt_mask, completion_tokens, completion_mask):
+    """Final hidden states `[N, P+T, E]` of prompt + completion, position i predicting token i+1.
 
-    prompt_* `[N, P]` (left-padded), completion_* `[N, T]` (right-padded); position P-1+t predicts
-    completion token t.
+    prompt_* `[N, P]` (left-padded), completion_* `[N, T]` (right-padded).
     """
-    prompt_len = prompt_tokens.shape[1]
     tokens = jnp.concatenate([prompt_tokens, completion_tokens], axis=1)
     mask = jnp.concatenate([prompt_mask.astype(bool), completion_mask.astype(bool)], axis=1)
-    hidden, _ = model.hidden_states(tokens, positions_from_mask(mask), mask)
-    return hidden[:, prompt_len - 1 : -1]
+    return model.hidden_states(tokens, positions_from_mask(mask), mask)[0]
+
+
+def completion_hidden(model, prompt_tokens, prompt_mask, completion_tokens, completion_mask):
+    """Final hidden states `[N, T, E]` at the positions that predict the completion tokens
+    (position P-1+t predicts completion token t); arguments as `sequence_hidden`."""
+    hidden = sequence_hidden(model, prompt_tokens, prompt_mask, completion_tokens, completion_mask)
+    return hidden[:, prompt_tokens.shape[1] - 1 : -1]
 
 
 def token_statistics(hidden, head, tokens, temperature=1.0, with_entropy=False, chunk=0):
@@ -55,6 +59,21 @@ def token_statistics(hidden, head, tokens, temperature=1.0, with_entropy=False, 
         join = lambda x: x.swapaxes(0, 1).reshape(rows, chunks * chunk)[:, :length]
         logp, entropy = join(logp), join(entropy)
     return logp, (entropy if with_entropy else None)
+
+
+def logprob_after_completion(hidden, head, prompt_len, completion_mask, token_id):
+    """Log-prob `[N] float32` of `token_id` at the position right after each completion's last
+    token (its EOS for a finished row), under the untempered `log_softmax(hidden @ head)`: LaSeR's
+    `lz` (docs/algorithms.md#laser-last-token-self-reward), from the pass that computes the
+    completion's log-probs. Causal attention makes it independent of what follows.
+
+    hidden `[N, P+T, E]` (`sequence_hidden`), head `[E, V]`, completion_mask `[N, T]` (right-padded).
+    A row with no completion token reads the last prompt position.
+    """
+    last = prompt_len - 1 + jnp.sum(completion_mask.astype(jnp.int32), axis=1)  # [N]
+    after = jnp.take_along_axis(hidden, last[:, None, None], axis=1)  # [N, 1, E]
+    logits = output_logits(after, head, OUTPUT_HEAD_AXIS_RULES)[:, 0]  # [N, V] float32
+    return logits[:, token_id] - jax.nn.logsumexp(logits, axis=-1)
 
 
 def completion_logprobs(model, prompt_tokens, prompt_mask, completion_tokens, completion_mask, temperature=1.0, with_entropy=False):
