@@ -82,6 +82,9 @@ def get_config() -> ml_collections.ConfigDict:
     # of that set's renormalised distribution reaching top_p (1 = off); jaxrl_self/sampling/processors.py
     config.rl.top_k = 0
     config.rl.top_p = 1.0
+    # rollout rows decoded at once: 0 = all prompts_per_step * group_size rows in one static batch; S > 0 =
+    # continuous batching over S slots, a finished row's slot taking the next waiting row (docs/rollouts.md)
+    config.rl.sampler_slots = 0
     config.rl.learning_rate = 5e-4
     config.rl.moments_dtype = "float32"  # Adam's first moment: "bfloat16" halves it (docs/scaling.md)
     config.rl.warmup_steps = 0
@@ -112,10 +115,31 @@ def get_config() -> ml_collections.ConfigDict:
     # group has reward signal, at most this many extra rounds per step (groups still without signal are masked out)
     config.rl.dapo = ml_collections.ConfigDict()
     config.rl.dapo.max_resample_rounds = 3
+    # NFT (docs/algorithms.md#nft-and-negative-sample-reinforcement): an implicit negative policy trains on negatives
+    config.rl.nft = ml_collections.ConfigDict()
+    config.rl.nft.weighting = "dr_grpo"  # omega(r_q): "unit" (1) | "dr_grpo" (1 - r_q) | "grpo" (sqrt((1 - r_q) / r_q))
+    config.rl.nft.neg_weight = 1.0  # weight of the negatives' loss; 0 with weighting "unit" = rejection-sampling fine-tuning
+    config.rl.nft.neg_floor = 1.0  # c_neg: floor of the negative policy's ratio (1 - r_q R) / (1 - r_q), in (0, 1]
+    config.rl.nft.mean_clamp = 0.02  # r_q, the group's fraction of positives, is clamped to [mean_clamp, 1 - mean_clamp]
+    # negative-sample reinforcement / weighted REINFORCE: advantage pos_weight for positives, -neg_weight for negatives
+    config.rl.nsr = ml_collections.ConfigDict()
+    config.rl.nsr.pos_weight = 0.1  # 0 = negatives only (NSR); W-REINFORCE's 0.1
+    config.rl.nsr.neg_weight = 1.0  # 0 = positives only: rejection-sampling fine-tuning (RFT)
     # for any algorithm
     config.rl.overlong_max_len = 0  # L_max of the overlong reward shaping (any algorithm); 0 = off
     config.rl.overlong_cache_len = 0  # L_cache: the penalty ramps from 0 to -1 over the last L_cache tokens
     config.rl.filter_zero_advantage_groups = False  # mask groups whose rewards are all equal out of the loss
+
+    # which training problems each RL step draws (docs/curricula.md): "uniform" = shuffled passes over the
+    # training split; "sec" = the Self-Evolving Curriculum, a bandit over the task's problem categories
+    config.curriculum = ml_collections.ConfigDict()
+    config.curriculum.name = "uniform"
+    config.curriculum.step_size = 0.5  # SEC's alpha: weight of a step's learnability in each category's value
+    config.curriculum.temperature = 0.2  # SEC's tau: softmax temperature over the values (mean |advantage|, in [0, 1])
+    # guidance: a group whose samples all fail is sampled again with the first hint_fraction of the problem's
+    # worked solution given, and trained on without the hint's tokens in the loss (docs/curricula.md#hints)
+    config.curriculum.hint_all_fail = False
+    config.curriculum.hint_fraction = 0.5
 
     config.method = ml_collections.ConfigDict()
     # the recipe (jaxrl_self/recipes, docs/recipes.md): "" = RL with rl.reward; star | rest_em | spin |

@@ -23,6 +23,7 @@ from typing import Sequence
 import ml_collections
 
 from jaxrl_self.algorithms.aggregation import AGGREGATION_MODES
+from jaxrl_self.algorithms.losses import NFT_WEIGHTINGS
 from jaxrl_self.algorithms.registry import ALGORITHMS
 from jaxrl_self.errors import ConfigError  # noqa: F401 (re-exported: jaxrl_self.config.ConfigError)
 from jaxrl_self.models.config import ATTENTION_IMPLEMENTATIONS, REMAT_MODES
@@ -30,7 +31,8 @@ from jaxrl_self.tasks import arithmetic, word_arithmetic
 from jaxrl_self.tasks.jsonl import ANSWER_FORMATS, PROMPT_PLACEHOLDER
 
 RL_ALGORITHMS = tuple(ALGORITHMS)
-TASKS = ("arithmetic", "countdown", "word_arithmetic", "jsonl", "tfds")
+TASKS = ("arithmetic", "arithmetic_mixed", "countdown", "word_arithmetic", "jsonl", "tfds")
+CURRICULA = ("uniform", "sec")  # config.curriculum.name (docs/curricula.md)
 # config.rl.reward: the built-in reward methods (jaxrl_self/methods METHODS), or a reward function of
 # your own as "module.path:function" (imported when the run starts; docs/rewards.md)
 REWARD_METHODS = ("verifier", "ttrl", "intuitor", "rent", "co_reward")
@@ -48,7 +50,7 @@ DEFAULT_CONFIG_FILE = Path(__file__).resolve().parent.parent / "configs" / "defa
 RECIPE_KEYS = {
     # word_arithmetic, jsonl and tfds tasks (tasks/registry.py)
     "task": dict(answer_format=str, train_file=str, test_file=str, dataset=str, data_dir=str, prompt_field=str,
-                 answer_field=str, template=str),
+                 answer_field=str, template=str, category_field=str),
 }
 # The keys each data task needs besides those of configs/default.py
 TASK_KEYS = {
@@ -60,10 +62,11 @@ TASK_KEYS = {
 # chat_template; a config that sets another task's option (to other than its default) is refused
 TASK_OPTIONS = {
     "arithmetic": ("digits", "ops", "demo_error_rate", "show_work", "self_check", "check_error_rate"),
+    "arithmetic_mixed": ("digits", "ops", "demo_error_rate", "show_work"),
     "countdown": ("num_numbers", "max_number", "max_target"),
     "word_arithmetic": ("digits", "ops", "answer_format"),
-    "jsonl": TASK_KEYS["jsonl"],
-    "tfds": TASK_KEYS["tfds"],
+    "jsonl": (*TASK_KEYS["jsonl"], "category_field"),
+    "tfds": (*TASK_KEYS["tfds"], "category_field"),
 }
 # Keys that moved: old dotted key -> what to write instead (a ConfigError says so)
 RENAMED_KEYS = {
@@ -348,6 +351,14 @@ def validate(config: ml_collections.ConfigDict, source: str | Path | None = None
     _require(0 <= ppo.gae_lambda <= 1, "rl.ppo.gae_lambda", f"must be in [0, 1], got {ppo.gae_lambda}")
     _require(ppo.value_coef >= 0, "rl.ppo.value_coef", f"must be >= 0, got {ppo.value_coef}")
     _require(ppo.value_clip_eps > 0, "rl.ppo.value_clip_eps", f"must be > 0, got {ppo.value_clip_eps}")
+    nft, nsr = rl.nft, rl.nsr
+    _require(nft.weighting in NFT_WEIGHTINGS, "rl.nft.weighting", f"must be one of {NFT_WEIGHTINGS}, got {nft.weighting!r}")
+    _require(nft.neg_weight >= 0, "rl.nft.neg_weight", f"must be >= 0, got {nft.neg_weight}")
+    _require(0 < nft.neg_floor <= 1, "rl.nft.neg_floor", f"must be in (0, 1] (above 1 it acts at ratio 1), got {nft.neg_floor}")
+    _require(0 <= nft.mean_clamp < 0.5, "rl.nft.mean_clamp", f"must be in [0, 0.5), got {nft.mean_clamp}")
+    _require(nsr.pos_weight >= 0, "rl.nsr.pos_weight", f"must be >= 0 (0 = negatives only), got {nsr.pos_weight}")
+    _require(nsr.neg_weight >= 0, "rl.nsr.neg_weight", f"must be >= 0 (0 = rejection-sampling fine-tuning), got {nsr.neg_weight}")
+    _require(nsr.pos_weight > 0 or nsr.neg_weight > 0, "rl.nsr.neg_weight", "rl.nsr.pos_weight and rl.nsr.neg_weight are both 0: no loss")
     if rl.overlong_max_len > 0:
         _require(0 < rl.overlong_cache_len <= rl.overlong_max_len, "rl.overlong_cache_len",
                  f"must be in (0, rl.overlong_max_len={rl.overlong_max_len}] when overlong shaping is on, got {rl.overlong_cache_len}")
@@ -361,8 +372,9 @@ def validate(config: ml_collections.ConfigDict, source: str | Path | None = None
                 "checkpoint.max_to_keep", "faults.max_consecutive_nonfinite", "task.max_prompt_len", "task.max_reference_len"):
         _require(_lookup(config, key) >= 1, key, f"must be >= 1, got {_lookup(config, key)}")
     for key in ("sft.warmup_steps", "rl.warmup_steps", "rl.top_k", "rl.dapo.max_resample_rounds", "rl.overlong_max_len",
-                "rl.overlong_cache_len"):
+                "rl.overlong_cache_len", "rl.sampler_slots"):
         _require(_lookup(config, key) >= 0, key, f"must be >= 0, got {_lookup(config, key)}")
+    _validate_curriculum(config)
     rows = rl.prompts_per_step * rl.group_size
     _require(rows % (rl.minibatches * rl.micro_batches) == 0, "rl.micro_batches",
              f"prompts_per_step*group_size ({rows}) must be divisible by minibatches*micro_batches ({rl.minibatches}*{rl.micro_batches})")
@@ -381,13 +393,13 @@ def _validate_task(task: ml_collections.ConfigDict) -> None:
             readers = [other for other, options in TASK_OPTIONS.items() if name in options]
             _require(False, f"task.{name}", f"task {task.name!r} does not read it (an option of {', '.join(readers)}); "
                      "remove it, or set task.name")
-    if task.name in ("arithmetic", "word_arithmetic"):
-        module = arithmetic if task.name == "arithmetic" else word_arithmetic
-        digits = range(1, arithmetic.MAX_DIGITS + 1) if task.name == "arithmetic" else word_arithmetic.DIGITS
+    if task.name in ("arithmetic", "arithmetic_mixed", "word_arithmetic"):
+        module = word_arithmetic if task.name == "word_arithmetic" else arithmetic
+        digits = word_arithmetic.DIGITS if task.name == "word_arithmetic" else range(1, arithmetic.MAX_DIGITS + 1)
         _require(task.digits in digits, "task.digits", f"must be in [{digits[0]}, {digits[-1]}], got {task.digits}")
         _require(task.ops and not set(task.ops) - set(module.OPS), "task.ops",
                  f"must be a non-empty string of the operations {module.OPS!r}, got {task.ops!r}")
-    if task.name == "arithmetic":
+    if task.name in ("arithmetic", "arithmetic_mixed"):
         for key in ("demo_error_rate", "check_error_rate"):
             _require(0.0 <= task[key] <= 1.0, f"task.{key}", f"must be in [0, 1], got {task[key]}")
     if task.name == "word_arithmetic":
@@ -400,6 +412,28 @@ def _validate_task(task: ml_collections.ConfigDict) -> None:
         _require(task.answer_format in ANSWER_FORMATS, "task.answer_format",
                  f"must be one of {ANSWER_FORMATS}, got {task.answer_format!r}")
         _require(PROMPT_PLACEHOLDER in task.template, "task.template", f"must contain {PROMPT_PLACEHOLDER}, got {task.template!r}")
+
+
+def _validate_curriculum(config: ml_collections.ConfigDict) -> None:
+    """config.curriculum (docs/curricula.md): a known curriculum with SEC's step size in (0, 1] and a
+    positive temperature, a hint fraction in (0, 1), and both read by the RL recipe only."""
+    curriculum, rl = config.curriculum, config.rl
+    _require(curriculum.name in CURRICULA, "curriculum.name", f"must be one of {CURRICULA}, got {curriculum.name!r}")
+    _require(0 < curriculum.step_size <= 1, "curriculum.step_size", f"must be in (0, 1], got {curriculum.step_size}")
+    _require(curriculum.temperature > 0, "curriculum.temperature", f"must be > 0, got {curriculum.temperature}")
+    _require(0 < curriculum.hint_fraction < 1, "curriculum.hint_fraction", f"must be in (0, 1), got {curriculum.hint_fraction}")
+    if curriculum.name != "uniform" or curriculum.hint_all_fail:
+        what = f"curriculum.name = {curriculum.name!r}" if curriculum.name != "uniform" else "curriculum.hint_all_fail"
+        _require(not config.method.get("loop"), "method.loop", f"{what} is for the RL recipe (method.loop = ''), "
+                 f"got {config.method.loop!r}")
+        _require(rl.group_size >= 2, "rl.group_size", f"{what} needs a group of >= 2 completions per prompt, got {rl.group_size}")
+    if curriculum.hint_all_fail:
+        _require(rl.reward == "verifier", "rl.reward", f"curriculum.hint_all_fail needs the verifier's reward (hints are "
+                 f"the task's worked solutions, a label), got {rl.reward!r}")
+        total = config.task.max_prompt_len + math.ceil(curriculum.hint_fraction * rl.max_new_tokens) + rl.max_new_tokens
+        _require(total <= config.model.max_position_embeddings, "curriculum.hint_fraction",
+                 f"task.max_prompt_len + the longest hint (hint_fraction * rl.max_new_tokens, rounded up) + "
+                 f"rl.max_new_tokens = {total} exceeds model.max_position_embeddings = {config.model.max_position_embeddings}")
 
 
 def _validate_mesh(config: ml_collections.ConfigDict) -> None:
@@ -462,3 +496,15 @@ def validate_devices(config: ml_collections.ConfigDict, device_count: int, proce
 
 def config_to_json(config: ml_collections.ConfigDict) -> str:
     return json.dumps(config.to_dict(), indent=2, sort_keys=True, default=str)
+
+
+def with_new_defaults(recorded: dict) -> dict:
+    """A run's recorded config (its config.json as a dict) with every key of configs/default.py it
+    lacks set to that key's default: a run recorded before a key existed resumes, extends and
+    evaluates as if the key had its default value (what the run did). Recorded values win."""
+    def merge(base: dict, values: dict) -> dict:
+        for key, value in values.items():
+            base[key] = merge(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict) else value
+        return base
+
+    return merge(json.loads(config_to_json(_default_config())), recorded)

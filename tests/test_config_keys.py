@@ -78,3 +78,26 @@ def test_a_recipe_declares_its_options_and_their_defaults(tmp_path, capsys):
     config.method.iterations = 3  # the RL recipe has no such option
     with pytest.raises(ConfigError, match="config.method.iterations: not an option of the recipe rl"):
         build_recipe(config)
+
+
+def test_a_run_recorded_before_a_key_existed_resumes_and_reads_with_its_default(tmp_path):
+    """config.json written by an older version lacks keys added since: the workdir is accepted for the
+    same config, and the recorded config reads back with those keys at their defaults."""
+    import json
+
+    from jaxrl_self.config import config_to_json
+    from jaxrl_self.train.run_dir import read_run_config
+    from jaxrl_self.train.workdir import prepare_workdir
+
+    config = load_config_file(DEFAULT)
+    recorded = json.loads(config_to_json(config))
+    del recorded["rl"]["sampler_slots"], recorded["rl"]["ppo"]
+    recorded["rl"]["steps"] = 7  # a recorded value wins over the default
+    (tmp_path / "config.json").write_text(json.dumps(recorded))
+    read = read_run_config(tmp_path)
+    assert read.rl.sampler_slots == 0 and read.rl.ppo.gae_lambda == config.rl.ppo.gae_lambda and read.rl.steps == 7
+    config.rl.steps = 7
+    prepare_workdir(config, tmp_path)  # no "holds a run made with a different config"
+    config.rl.top_k = 3
+    with pytest.raises(ConfigError, match="differs at: config.rl.top_k"):
+        prepare_workdir(config, tmp_path)

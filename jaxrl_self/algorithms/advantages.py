@@ -30,6 +30,36 @@ def group_advantages(rewards, *, normalize_std=True, std_ddof=1, eps=1e-6):
     return centered / (std + eps)
 
 
+POSITIVE_REWARD = 0.5  # a completion with a higher reward is a positive (correct) sample
+
+
+def binary_rewards(rewards):
+    """Positive/negative labels of completions: `c = [r > 0.5]` (a verifier's reward is 0 or 1;
+    countdown's format-only reward 0.1 is a negative) (docs/algorithms.md#nft-and-negative-sample-reinforcement).
+
+    Args:
+      rewards: `[...]` float rewards.
+    Returns:
+      `[...]` float32, 1 for positive and 0 for negative completions (constants).
+    """
+    return (jax.lax.stop_gradient(jnp.asarray(rewards, jnp.float32)) > POSITIVE_REWARD).astype(jnp.float32)
+
+
+def signed_advantages(rewards, *, pos_weight, neg_weight):
+    """Weighted REINFORCE's advantages (docs/algorithms.md#nft-and-negative-sample-reinforcement):
+    `A = pos_weight` for a positive completion (`binary_rewards`), `A = -neg_weight` for a negative one.
+
+    Args:
+      rewards: `[N]` float rewards.
+      pos_weight, neg_weight: non-negative floats; `pos_weight = 0` trains on negatives only,
+        `neg_weight = 0` is rejection-sampling fine-tuning.
+    Returns:
+      `[N]` float32 advantages.
+    """
+    positive = binary_rewards(rewards)
+    return pos_weight * positive - neg_weight * (1.0 - positive)
+
+
 def rloo_advantages(rewards):
     """RLOO leave-one-out advantages `A_i = r_i - mean_{j != i} r_j` (docs/algorithms.md#rloo).
 

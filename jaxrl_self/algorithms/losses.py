@@ -116,6 +116,80 @@ def gspo_loss(logp, old_logp, advantages, mask, *, eps_low, eps_high):
     return per_sequence_loss, _clip_stats(ratio, advantages, eps_low, eps_high)
 
 
+NFT_WEIGHTINGS = ("unit", "dr_grpo", "grpo")
+
+
+def nft_prompt_weight(reward_mean, weighting):
+    """NFT's weight `omega(r_q)` of a prompt's tokens (docs/algorithms.md#nft-and-negative-sample-reinforcement).
+
+    Args:
+      reward_mean: `[...]` float r_q in (0, 1), the fraction of positive completions of the prompt.
+      weighting: "unit" (omega = 1), "dr_grpo" (1 - r_q) or "grpo" (sqrt((1 - r_q) / r_q)).
+    Returns:
+      `[...]` float32 omega.
+    """
+    reward_mean = jnp.asarray(reward_mean, jnp.float32)
+    if weighting == "unit":
+        return jnp.ones_like(reward_mean)
+    if weighting == "dr_grpo":
+        return 1.0 - reward_mean
+    if weighting == "grpo":
+        return jnp.sqrt((1.0 - reward_mean) / reward_mean)
+    raise ValueError(f"unknown NFT weighting {weighting!r}; expected one of {NFT_WEIGHTINGS}")
+
+
+def nft_loss(logp, old_logp, advantages, mask, *, weighting, neg_weight, neg_floor, mean_clamp):
+    """Negative-aware fine-tuning per token (docs/algorithms.md#nft-and-negative-sample-reinforcement).
+
+    A row's advantage is `A = c - r_q` with c = 1 for a positive and 0 for a negative completion
+    and r_q the mean of c over its group (`group_advantages(binary_rewards(r), normalize_std=False)`),
+    so `c = [A > 0]` and `r_q = c - A`, clamped to `[mean_clamp, 1 - mean_clamp]`. With the token
+    ratio `R_t = exp(logp_t - stop_gradient(old_logp_t))` and `omega = nft_prompt_weight(r_q)`:
+
+        positive:  l_t = -omega * log R_t
+        negative:  l_t = -omega * neg_weight * log floor((1 - r_q R_t) / (1 - r_q))
+
+    `floor(x) = x + stop_gradient(max(x, neg_floor) - x)`: the value is floored (keeping the log
+    finite when `r_q R_t >= 1`), the gradient is x's. At `R = 1` the gradient w.r.t. logp is
+    `-omega` for positives and `omega * neg_weight * r_q / (1 - r_q)` for negatives. Rows with
+    `A = 0` (groups whose completions are all positive or all negative) get loss 0.
+
+    Args:
+      logp: `[N, T]` float32 current log-probs (differentiable).
+      old_logp: `[N, T]` float32 log-probs under pi_old (constant).
+      advantages: `[N]` float `c - r_q` (constant).
+      mask: `[N, T]` completion mask; padding slots get loss 0 and ratio 1.
+      weighting: one of `NFT_WEIGHTINGS`.
+      neg_weight: weight of the negatives' loss (0: rejection-sampling fine-tuning).
+      neg_floor: the floor c_neg of the negative policy's ratio, in (0, 1].
+      mean_clamp: r_q is clamped to `[mean_clamp, 1 - mean_clamp]`.
+    Returns:
+      (per-token loss `[N, T]` float32, stats) with per-token float32 `[N, T]` arrays `ratio`,
+      `clipped_low` (1 on negative tokens whose floor is active) and `clipped_high` (all 0: NFT
+      does not clip positives).
+    """
+    logp = jnp.asarray(logp, jnp.float32)
+    valid = jnp.asarray(mask) != 0
+    advantages = jax.lax.stop_gradient(jnp.asarray(advantages, jnp.float32))
+    positive = advantages > 0
+    has_signal = advantages != 0
+    reward_mean = jnp.clip(positive - advantages, mean_clamp, 1.0 - mean_clamp)
+    reward_mean = jnp.where(has_signal, reward_mean, 0.5)[:, None]  # any finite value: these rows carry no loss
+    omega = nft_prompt_weight(reward_mean, weighting)
+    log_ratio = jnp.where(valid, logp - jax.lax.stop_gradient(jnp.asarray(old_logp, jnp.float32)), 0.0)
+    log_ratio = jnp.clip(log_ratio, -LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)
+    ratio = jnp.exp(log_ratio)
+    negative_ratio = (1.0 - reward_mean * ratio) / (1.0 - reward_mean)
+    floored = negative_ratio + jax.lax.stop_gradient(jnp.maximum(negative_ratio, neg_floor) - negative_ratio)
+    per_token = omega * jnp.where(positive[:, None], -log_ratio, -neg_weight * jnp.log(floored))
+    carries_loss = valid & has_signal[:, None]
+    per_token = jnp.where(carries_loss, per_token, 0.0)
+    floor_active = carries_loss & ~positive[:, None] & (negative_ratio < neg_floor)
+    stats = {"ratio": jax.lax.stop_gradient(ratio), "clipped_low": floor_active.astype(jnp.float32),
+             "clipped_high": jnp.zeros_like(ratio)}
+    return per_token, stats
+
+
 def value_loss(values, old_values, returns, mask, *, clip_eps):
     """Clipped value loss per token `0.5 * max((V - R)^2, (V_clip - R)^2)`
     (docs/algorithms.md#ppo-value-head-and-gae).

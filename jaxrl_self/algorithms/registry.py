@@ -13,9 +13,12 @@ class Algorithm:
     """How one algorithm trains.
 
     advantages: the estimator, "group" (GRPO's (r - mean) / std over the G completions of a
-      prompt), "group_no_std" (Dr. GRPO), "rloo" (leave-one-out), "reinforce_pp" (token returns
-      whitened over the batch) or "gae" (PPO); token_advantages: it gives `[N, T]` (else `[N]`).
-    loss: "clipped" (token-level clipped surrogate) or "gspo" (sequence-level ratio).
+      prompt), "group_no_std" (Dr. GRPO), "binary_group_no_std" (Dr. GRPO's on the 0/1 labels
+      of positive completions, NFT), "signed" (one weight per label, weighted REINFORCE), "rloo"
+      (leave-one-out), "reinforce_pp" (token returns whitened over the batch) or "gae" (PPO);
+      token_advantages: it gives `[N, T]` (else `[N]`).
+    loss: "clipped" (token-level clipped surrogate), "gspo" (sequence-level ratio) or "nft"
+      (negative-aware fine-tuning's implicit negative policy).
     kl: where the KL to the reference goes, "loss" (k3 term), "reward" (k1 penalty) or "none".
     aggregation: the default `rl.loss_aggregation`.
     value_head: a critic on the policy's hidden states (PPO). dynamic_sampling: resample until
@@ -40,6 +43,8 @@ ALGORITHMS = {
     "rloo": Algorithm("rloo", "clipped", "reward", "seq_mean_token_sum", min_group_size=2),
     "reinforce_pp": Algorithm("reinforce_pp", "clipped", "reward", "token_mean", token_advantages=True),
     "ppo": Algorithm("gae", "clipped", "reward", "token_mean", token_advantages=True, value_head=True),
+    "nft": Algorithm("binary_group_no_std", "nft", "none", "seq_mean_token_sum_norm", min_group_size=2),
+    "nsr": Algorithm("signed", "clipped", "none", "seq_mean_token_sum_norm"),
 }
 
 

@@ -48,7 +48,9 @@ def evaluate(sampler, params, task, examples, prompt_len: int, batch_size: int, 
     it is built (`tasks.chat`). Every k in `ks` must be <= the sampler's samples per prompt.
 
     Returns {"accuracy": mean correctness over all samples, "format_ok": ..., "summary": pass@k /
-    maj@k / mean@k from `summarize`, "samples": a few (prompt, completion, reward) dicts}.
+    maj@k / mean@k from `summarize`, "samples": a few (prompt, completion, reward) dicts}, and
+    when the examples are of several problem categories (`Example.category`), "category_accuracy":
+    {category index: mean correctness of its examples' samples}.
     """
     key = jax.random.key(0) if key is None else key
     prompts = [e.prompt for e in examples]
@@ -67,5 +69,10 @@ def evaluate(sampler, params, task, examples, prompt_len: int, batch_size: int, 
     too_large = [k for k in ks if k > samples_per_prompt]
     if too_large:  # pass@k of more samples than drawn is undefined; say so rather than drop k
         raise ValueError(f"k values {too_large} exceed the {samples_per_prompt} samples per prompt")
-    return {"accuracy": float(np.mean(correct)), "format_ok": float(np.mean(format_ok)),
-            "summary": summarize(records, ks=ks), "samples": samples}
+    results = {"accuracy": float(np.mean(correct)), "format_ok": float(np.mean(format_ok)),
+               "summary": summarize(records, ks=ks), "samples": samples}
+    categories = np.array([example.category for example in examples])
+    if len(np.unique(categories)) > 1:
+        per_example = np.mean([record["correct"] for record in records], axis=1)
+        results["category_accuracy"] = {int(c): float(np.mean(per_example[categories == c])) for c in np.unique(categories)}
+    return results

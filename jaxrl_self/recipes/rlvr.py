@@ -8,18 +8,30 @@ become the global training batch again, for the algorithm's update (`train.rl_st
 metrics are averaged over processes: all log the same. DAPO keeps sampling until every group has
 a reward signal. Label-free rewards and test-time training (`method.test_time`: RL on the
 held-out prompts themselves, unlabeled) also report held-out pass@1 and maj@G before and after.
+
+Curricula (`config.curriculum`, docs/curricula.md): the prompts come from shuffled passes over the
+split ("uniform"), or SEC draws a category for each prompt slot (`train.curriculum`) and then the
+next problem of that category; a task of several categories logs per-category metrics either way.
+With `curriculum.hint_all_fail`, the groups whose samples all fail are sampled once more with the
+start of the worked solution appended to the prompt, so the hint is never in the loss.
 """
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.experimental.multihost_utils import process_allgather
 
+from jaxrl_self.algorithms.filtering import group_has_signal
 from jaxrl_self.algorithms.registry import algorithm_of
+from jaxrl_self.errors import ConfigError
 from jaxrl_self.methods import LABEL_FREE, build_reward_method
 from jaxrl_self.methods.test_time import make_vote_evaluator
 from jaxrl_self.parallel import process_rows
 from jaxrl_self.rewards.host import encode_references
+from jaxrl_self.tasks.base import task_categories
+from jaxrl_self.tasks.iterator import CategoryIterator
+from jaxrl_self.train import curriculum
 from jaxrl_self.train.dynamic_sampling import collect_groups, make_group_merger
 from jaxrl_self.train.loop import AFTER_SFT, Recipe
 from jaxrl_self.train.rl_step import make_batch_builder, make_reward_scorer, make_rl_update, needs_reference, refresh_reference
@@ -47,27 +59,90 @@ class RLVR(Recipe):
             seed=cfg.seed) if self.votes else None
         # the RL prompts: the training split, or with test-time training the held-out prompts, unlabeled
         self.examples = ctx.test_examples if cfg.method.test_time else ctx.train_examples
+        self.setup_curriculum(ctx)
+
+    def setup_curriculum(self, ctx):
+        """The categories of the RL prompts, SEC's category streams and the hints' prompt room."""
+        cfg = ctx.config
+        self.category_names, categories = task_categories(ctx.task, "test" if cfg.method.test_time else "train")
+        self.categories = categories[: len(self.examples)]
+        self.sec = cfg.curriculum.name == "sec"
+        self.per_category = self.sec or len(self.category_names) > 1
+        if self.sec and len(self.category_names) < 2:
+            raise ConfigError(f"config.curriculum.name: 'sec' needs a task of several problem categories; task "
+                              f"{cfg.task.name!r} has one ({self.category_names[0]!r})")
+        if self.sec:
+            try:
+                CategoryIterator(self.categories, len(self.category_names), cfg.seed + 1)
+            except ValueError as error:
+                raise ConfigError(f"config.curriculum.name: 'sec' draws from every category of task {cfg.task.name!r}, "
+                                  f"but {error} (categories: {', '.join(self.category_names)})") from None
+        # with hints, every prompt is encoded with room for the longest hint
+        self.hint_tokens = (int(np.ceil(cfg.curriculum.hint_fraction * cfg.rl.max_new_tokens))
+                            if cfg.curriculum.hint_all_fail else 0)
+        self.prompt_len = ctx.prompt_len + self.hint_tokens
 
     def rl_state(self, ctx, params):
         rl = ctx.config.rl
         return ctx.rl_state(params, with_reference=needs_reference(rl), with_value_head=algorithm_of(rl).value_head)
 
     def initial_extra(self, ctx):
+        if self.sec:  # SEC's values, one per category (JSON floats hold float32 exactly)
+            return {"iterator": None, "sec_values": [0.0] * len(self.category_names)}
         return {"iterator": None}
 
-    def prompts_of(self, ctx, indices):
-        """Prompt arrays `[B', P]` and reference bytes `[B', W]` for the method's prompts."""
+    def hint(self, ctx, example) -> str:
+        """The start of `example`'s worked solution: its first `curriculum.hint_fraction` of tokens,
+        at most `self.hint_tokens`."""
+        ids = ctx.tokenizer.encode(example.solution)
+        return ctx.tokenizer.decode(ids[: min(int(ctx.config.curriculum.hint_fraction * len(ids)), self.hint_tokens)])
+
+    def prompts_of(self, ctx, indices, hinted=None):
+        """Prompt arrays `[B', P]` and reference bytes `[B', W]` for the method's prompts; the prompts
+        where `hinted` `[B']` is True end with a hint (`hint`). P is `task.max_prompt_len`, plus the
+        longest hint when hints are on."""
         examples = [self.examples[i] for i in indices]
-        tokens, mask = ctx.encode_prompts(self.method.prompts(examples))
+        prompts = self.method.prompts(examples)
+        if hinted is not None:
+            prompts = [prompt + self.hint(ctx, example) if hint else prompt
+                       for prompt, example, hint in zip(prompts, examples, hinted)]
+        tokens, mask = ctx.encode_prompts(prompts, self.prompt_len)
         return tokens, mask, encode_references(self.method.references(examples), ctx.config.task.max_reference_len)
+
+    def prompt_source(self, ctx, extra, key):
+        """`(next_prompts, iterator)`: `next_prompts(round) -> (indices, categories)`, this process's
+        example indices `[B']` and their categories `[B']` for a sampling round; the iterator's
+        `get_state()` is the position to checkpoint. SEC draws the global batch's categories from the
+        step's key (the same on every process) and each process keeps its slice."""
+        rl = ctx.config.rl
+        if not self.sec:
+            iterator = ctx.prompt_iterator(len(self.examples), rl.prompts_per_step, extra["iterator"])
+
+            def next_prompts(round_index):
+                indices = iterator.next()
+                return indices, self.categories[indices]
+            return next_prompts, iterator
+        iterator = CategoryIterator(self.categories, len(self.category_names), ctx.config.seed + 1)
+        if extra["iterator"]:
+            iterator.set_state(extra["iterator"])
+        values, temperature = jnp.asarray(extra["sec_values"], jnp.float32), ctx.config.curriculum.temperature
+        share = rl.prompts_per_step // jax.process_count()
+        mine = slice(jax.process_index() * share, (jax.process_index() + 1) * share)
+
+        def next_prompts(round_index):
+            wanted = np.asarray(curriculum.draw_categories(values, temperature, curriculum.category_key(key, round_index),
+                                                           rl.prompts_per_step))
+            return iterator.next(wanted)[mine], wanted[mine]
+        return next_prompts, iterator
 
     def step(self, ctx, state, extra, rl_step, key, control):
         rl, g = ctx.config.rl, ctx.config.rl.group_size
-        iterator = ctx.prompt_iterator(len(self.examples), rl.prompts_per_step, extra["iterator"])
+        next_prompts, iterator = self.prompt_source(ctx, extra, key)
+        rounds = []  # (categories [B'], rewards) of each sampling round, for the per-category statistics
 
-        def draw(round_index):
-            """Samples G completions for each of the next B prompts; scores this process's rows."""
-            tokens, mask, refs = self.prompts_of(ctx, iterator.next())
+        def sample_groups(indices, round_index, hinted=None):
+            """Samples G completions for each of the prompts `indices`; scores this process's rows."""
+            tokens, mask, refs = self.prompts_of(ctx, indices, hinted)
             samples = ctx.sample(self.sampler, state.params, tokens, mask, jax.random.fold_in(key, round_index))
             # rows b*G+g are prompt-major and both arrays are split by rows over the same mesh axes
             # (validate_devices: prompts_per_step divisible by them), so this process gets whole groups:
@@ -79,7 +154,16 @@ class RLVR(Recipe):
             rewards, reward_metrics = self.score_rewards(batch, np.repeat(refs, g, 0))
             reward_metrics = {**reward_metrics, "response_length/mean": jnp.mean(samples.lengths),
                               "truncated_fraction": jnp.mean(samples.truncated)}
+            if self.hint_tokens:  # which problem each row is, to hint it later
+                batch["example"] = np.repeat(indices, g)
             return (batch, rewards), rewards["reward"], reward_metrics
+
+        def draw(round_index):
+            """Samples and scores the next B prompts."""
+            indices, categories = next_prompts(round_index)
+            (batch, rewards), reward, reward_metrics = sample_groups(indices, round_index)
+            rounds.append((categories, rewards))
+            return (batch, rewards), reward, reward_metrics
 
         # DAPO keeps sampling until every group has reward signal; others sample one round
         dynamic = algorithm_of(rl).dynamic_sampling
@@ -87,6 +171,20 @@ class RLVR(Recipe):
         filter_groups = dynamic or rl.filter_zero_advantage_groups
         (batch, rewards), group_valid, score_metrics = collect_groups(draw, self.merge, group_size=g, max_rounds=max_rounds,
                                                                       filter_groups=filter_groups)
+        new_extra = {"iterator": iterator.get_state()}
+        if self.per_category:
+            stats = self.category_statistics(ctx, rounds)
+            values = None
+            if self.sec:
+                values = np.asarray(curriculum.update(extra["sec_values"], stats["learnability"], stats["groups"],
+                                                      ctx.config.curriculum.step_size))
+                new_extra["sec_values"] = [float(v) for v in values]
+            score_metrics.update(curriculum.category_metrics(stats, self.category_names, g, values,
+                                                             ctx.config.curriculum.temperature))
+        if self.hint_tokens:
+            batch, rewards, group_valid, hint_metrics = self.with_hints(sample_groups, batch, rewards, group_valid,
+                                                                        max_rounds, filter_groups, g)
+            score_metrics.update(hint_metrics)
         batch, rewards, group_valid = ctx.shard((batch, rewards, group_valid))  # the global batch
         batch, batch_metrics = self.build_batch(state, batch, rewards, group_valid, key)
         state, update_metrics = self.update(state, control.inject_nan(ctx.config.sft.steps + rl_step, batch), key)
@@ -94,7 +192,40 @@ class RLVR(Recipe):
         metrics = {**score_metrics, **jax.device_get({**batch_metrics, **update_metrics})}
         metrics.update({"reward/mean": metrics.pop("reward/reward"), "accuracy/train": metrics.pop("reward/correct"),
                         "sampler/compilations": self.sampler.compilations()})
-        return state, {"iterator": iterator.get_state()}, metrics
+        return state, new_extra, metrics
+
+    def category_statistics(self, ctx, rounds) -> dict:
+        """`curriculum.category_statistics` of every sampling round (all groups drawn, before any
+        filtering), summed over rounds and processes: `[K]` host arrays, the same on every process."""
+        g, ddof = ctx.config.rl.group_size, ctx.config.rl.std_ddof
+        per_round = [curriculum.category_statistics(rewards["reward"].reshape(-1, g),
+                                                    rewards.get("correct", rewards["reward"]).reshape(-1, g),
+                                                    categories, len(self.category_names), ddof)
+                     for categories, rewards in rounds]
+        summed = jax.device_get(jax.tree.map(lambda *x: sum(x), *per_round))
+        return {name: np.sum(values, axis=0) for name, values in process_allgather(summed).items()}
+
+    def with_hints(self, sample_groups, batch, rewards, group_valid, round_index, filter_groups, g):
+        """The rollout with every group whose samples all failed replaced by G new samples of its
+        prompt with a hint (`prompts_of`); a hinted group with reward signal becomes valid. Every
+        process samples when any has such a group. Returns (batch without "example", rewards,
+        group_valid, metrics "hints/groups": share of groups hinted, "hints/solved": share of the
+        hinted groups with a correct sample)."""
+        failing = ~np.any(np.asarray(rewards["correct"]).reshape(-1, g) > 0, axis=1)
+        examples = np.asarray(batch.pop("example"))[::g]
+        solved = np.zeros_like(failing)
+        if np.any(process_allgather(np.any(failing))):
+            (hinted, hinted_rewards), reward, _ = sample_groups(examples, round_index, hinted=failing)
+            hinted.pop("example")
+            rows = np.repeat(failing, g)
+            pick = lambda new, old: jnp.where(rows.reshape(-1, *[1] * (np.ndim(old) - 1)), new, old)
+            batch, rewards = jax.tree.map(pick, (hinted, hinted_rewards), (batch, rewards))
+            solved = failing & np.any(np.asarray(hinted_rewards["correct"]).reshape(-1, g) > 0, axis=1)
+            if filter_groups:
+                group_valid = group_valid | (failing & np.asarray(group_has_signal(reward.reshape(-1, g))))
+        counts = np.sum(process_allgather(np.stack([failing, solved]).sum(axis=1)), axis=0).astype(float)
+        groups = len(failing) * jax.process_count()
+        return batch, rewards, group_valid, {"hints/groups": counts[0] / groups, "hints/solved": counts[1] / max(counts[0], 1.0)}
 
     def evaluate(self, ctx, state, full):
         results = super().evaluate(ctx, state, full)

@@ -6,6 +6,7 @@ With `self_check` the solution computes the result twice, both ways round, befor
 "<think>3+5=08 5+3=08</think><answer>08</answer>" (results zero-padded to a fixed width; with
 `show_work`, the column work then both results: "<think>3+5=8 =08 =08</think><answer>08</answer>").
 The verifier extracts the last <answer> span and compares integers exactly.
+`MixedArithmeticTask` mixes operand sizes 1..digits, one category per size (docs/curricula.md).
 """
 from __future__ import annotations
 
@@ -101,9 +102,15 @@ class ArithmeticTask:
         self.self_check, self.check_error_rate = self_check, check_error_rate
         self.sizes = {"train": train_size, "test": test_size}
         self.tokenizer = make_tokenizer()
+        self.category_names = (f"{digits}-digit",)  # one generator setting, one category
 
-    def _draw(self, rng: np.random.Generator):
-        low, high = 10 ** (self.digits - 1), 10**self.digits
+    def operand_digits(self, category: int) -> int:
+        """The operands' number of digits in `category`."""
+        return self.digits
+
+    def _draw(self, rng: np.random.Generator, category: int = 0):
+        digits = self.operand_digits(category)
+        low, high = 10 ** (digits - 1), 10**digits
         a, b = (int(x) for x in rng.integers(low, high, size=2))
         op = self.ops[int(rng.integers(len(self.ops)))]
         if op == "-" and a < b:
@@ -113,26 +120,43 @@ class ArithmeticTask:
         rephrasing = f"{b}+{a}=" if op == "+" else f"-{b}+{a}="
         result = a + b if op == "+" else a - b
         if self.self_check:
-            solution = self._self_check_demo(a, b, op, result, rng)
+            solution = self._self_check_demo(a, b, op, result, digits + 1, rng)
         else:
             solution = solution_text(a, b, op, self.show_work, drop_final_carry=flawed)
         return prompt, Example(prompt, str(result), solution, rephrasing=rephrasing)
 
-    def _self_check_demo(self, a: int, b: int, op: str, result: int, rng: np.random.Generator) -> str:
+    def _self_check_demo(self, a: int, b: int, op: str, result: int, width: int, rng: np.random.Generator) -> str:
         """A self-check demonstration whose two computations are each off by one with
-        `check_error_rate`; the answer is their common value, or a uniform guess at the answer's width."""
+        `check_error_rate`; the answer is their common value, or a uniform guess at the answer's `width`."""
         off = rng.random(2) < self.check_error_rate
         signs = np.where(rng.random(2) < 0.5, -1, 1)
         results = tuple(max(0, result + int(sign)) if wrong else result for wrong, sign in zip(off, signs))
-        width = self.digits + 1
         answer = results[0] if results[0] == results[1] else int(rng.integers(10 ** width))
         return self_check_text(a, b, op, results, answer, width, self.show_work)
 
     def examples(self, split: str) -> ProceduralExamples:
-        return ProceduralExamples(self._draw, self.seed, split, self.sizes[split])
+        return ProceduralExamples(self._draw, self.seed, split, self.sizes[split], len(self.category_names))
+
+    def categories(self, split: str) -> np.ndarray:
+        return self.examples(split).categories()
 
     def score(self, completion: str, reference: str) -> dict:
         answer = extract_tagged(completion)
         value = parse_int(answer) if answer is not None else None
         correct = float(value is not None and value == int(reference))
         return {"reward": correct, "correct": correct, "format_ok": float(answer is not None)}
+
+
+class MixedArithmeticTask(ArithmeticTask):
+    """`ArithmeticTask` with operands of 1 to `digits` digits: category c (named "<c+1>-digit") holds
+    the problems with (c+1)-digit operands, an equal share of each split. The task of the curriculum
+    measurements (docs/curricula.md): its categories range from solved to hard for a small model."""
+
+    name = "arithmetic_mixed"
+
+    def __init__(self, digits: int = 5, **options):
+        super().__init__(digits=digits, **options)
+        self.category_names = tuple(f"{d}-digit" for d in range(1, digits + 1))
+
+    def operand_digits(self, category: int) -> int:
+        return category + 1

@@ -44,8 +44,9 @@ class CountdownTask:
         self.num_numbers, self.max_number, self.max_target, self.seed = num_numbers, max_number, max_target, seed
         self.sizes = {"train": train_size, "test": test_size}
         self.tokenizer = make_tokenizer()
+        self.category_names = (f"{num_numbers} numbers",)  # one generator setting, one category
 
-    def _draw(self, rng: np.random.Generator):
+    def _draw(self, rng: np.random.Generator, category: int = 0):
         while True:
             numbers = [int(x) for x in rng.integers(1, self.max_number + 1, size=self.num_numbers)]
             text, value = random_expression(numbers, rng)
@@ -58,6 +59,9 @@ class CountdownTask:
 
     def examples(self, split: str) -> ProceduralExamples:
         return ProceduralExamples(self._draw, self.seed, split, self.sizes[split])
+
+    def categories(self, split: str) -> np.ndarray:
+        return self.examples(split).categories()
 
     def score(self, completion: str, reference: str) -> dict:
         numbers, target = parse_countdown_reference(reference)

@@ -106,3 +106,43 @@ class PromptIterator:
         if position < 0:
             raise ValueError(f"iterator state has a negative position {position}")
         self._position = position
+
+
+class CategoryIterator:
+    """Example indices drawn by category: one endless shuffled stream per category (a curriculum's
+    prompt source, docs/curricula.md).
+
+    `categories` `[N]` gives the category of each example; stream c is a `PromptIterator` over the
+    examples of category c (in index order) with its own seed, from (seed, c). `next(wanted)` hands
+    out, for each requested category in order, the next index of that category's stream. Every
+    process asks for the whole global batch and keeps its own slice, so the streams advance alike
+    everywhere. The state is the position of every stream: `get_state()` / `set_state()` round-trip
+    through JSON, and a restored iterator continues with exactly the indices the original would give.
+    """
+
+    def __init__(self, categories: np.ndarray, num_categories: int, seed: int):
+        categories = np.asarray(categories)
+        self.members = [np.flatnonzero(categories == c) for c in range(num_categories)]
+        empty = [c for c, members in enumerate(self.members) if not len(members)]
+        if empty:
+            raise ValueError(f"categories {empty} have no examples")
+        self.seed = seed
+        self.streams = [PromptIterator(len(members), 1, int(np.random.SeedSequence([seed, c]).generate_state(1)[0]))
+                        for c, members in enumerate(self.members)]
+
+    def next(self, wanted: np.ndarray) -> np.ndarray:
+        """The next example index of each category of `wanted` `[B]` int: `[B]` int64."""
+        return np.array([self.members[c][self.streams[c].next()[0]] for c in np.asarray(wanted)], np.int64)
+
+    def get_state(self) -> dict:
+        """A JSON-serialisable snapshot: the seed and every stream's position."""
+        return {"seed": self.seed, "positions": [stream.get_state()["position"] for stream in self.streams]}
+
+    def set_state(self, state: Mapping[str, Any]) -> None:
+        """Restores a snapshot from `get_state()`; raises ValueError when it was saved with another seed
+        or number of categories."""
+        if state.get("seed") != self.seed or len(state.get("positions", ())) != len(self.streams):
+            raise ValueError(f"category iterator state was saved with seed {state.get('seed')!r} and "
+                             f"{len(state.get('positions', ()))} categories, this iterator has {self.seed} and {len(self.streams)}")
+        for stream, position in zip(self.streams, state["positions"]):
+            stream.set_state({**stream.get_state(), "position": position})

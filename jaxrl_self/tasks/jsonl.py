@@ -2,15 +2,20 @@
 
 A line such as ``{"question": "Tom has 3 apples ...", "answer": "... #### 42"}`` becomes
 ``Example(prompt="Tom has 3 apples ...", reference="42", solution="... #### 42", uid=i)``.
+An optional field (`category_field`, default "category") names the problem's category, a string
+or an integer (a difficulty level, a topic); a line without it is in the category "all".
 Blank lines are skipped; any other line that cannot become an example, or a file with no
 example at all, stops loading with a `DataError` naming the file, the 1-based line number and the field.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from collections.abc import Mapping, Sequence
 from typing import Literal
+
+import numpy as np
 
 from jaxrl_self.rewards.answers import extract_boxed
 from jaxrl_self.rewards.math_verify import math_score
@@ -20,6 +25,7 @@ from jaxrl_self.tasks.errors import DataError
 AnswerFormat = Literal["gsm8k", "boxed", "plain"]
 ANSWER_FORMATS = ("gsm8k", "boxed", "plain")
 PROMPT_PLACEHOLDER = "{prompt}"
+DEFAULT_CATEGORY = "all"  # the category of a record without a category field
 
 
 def parse_answer(answer_text: str, answer_format: AnswerFormat) -> tuple[str, str]:
@@ -70,13 +76,16 @@ def read_jsonl_examples(
     answer_field: str,
     answer_format: AnswerFormat,
     template: str = PROMPT_PLACEHOLDER,
-) -> tuple[list[Example], list[int]]:
+    category_field: str = "",
+) -> tuple[list[Example], list[int], list[str]]:
     """Reads every non-blank line of a JSONL file as an `Example`; uid is its index among them.
-    Returns the examples and the 1-based line number of each.
+    Returns the examples, the 1-based line number of each and the category label of each: the
+    line's `category_field` (a string, or an integer as text), `DEFAULT_CATEGORY` without one.
 
     Raises DataError naming the path when the file cannot be read or has no example, and naming the path, the
     1-based line number and the field for a line that is not UTF-8, not valid JSON, not an
-    object, lacks a field, has a non-string field, or has an answer of the wrong form.
+    object, lacks a field, has a non-string field, or has an answer of the wrong form or a
+    category that is neither a string nor an integer.
     """
     try:
         with open(path, "rb") as file:
@@ -84,7 +93,7 @@ def read_jsonl_examples(
     except OSError as error:
         raise DataError(f"cannot read JSONL file {os.fspath(path)!r}: {error.strerror or error}") from error
 
-    examples, line_numbers = [], []
+    examples, line_numbers, labels = [], [], []
     for line_number, raw_line in enumerate(raw_lines, start=1):
         where = f"{os.fspath(path)}:{line_number}"
         try:
@@ -110,6 +119,11 @@ def read_jsonl_examples(
             reference, solution = parse_answer(record[answer_field], answer_format)
         except ValueError as error:
             raise DataError(f"{where}: field {answer_field!r}: {error}") from error
+        label = record.get(category_field, DEFAULT_CATEGORY) if category_field else DEFAULT_CATEGORY
+        if isinstance(label, bool) or not isinstance(label, (str, int)):
+            raise DataError(f"{where}: field {category_field!r} (the category) must be a string or an integer, "
+                            f"got {type(label).__name__}")
+        labels.append(str(label))
         examples.append(
             Example(
                 prompt=apply_template(template, record[prompt_field]),
@@ -121,15 +135,31 @@ def read_jsonl_examples(
         line_numbers.append(line_number)
     if not examples:
         raise DataError(f"{os.fspath(path)}: no examples (the file is empty or has only blank lines)")
-    return examples, line_numbers
+    return examples, line_numbers, labels
 
 
 class MathDataTask:
     """A task over named splits of a dataset (`self._examples`: split -> examples), scored by the
-    math verifier; the JSONL and tfds tasks fill `_examples` from their sources."""
+    math verifier; the JSONL and tfds tasks fill `_examples` from their sources and the categories
+    with `_index_categories`."""
 
     name: str
     _examples: dict[str, Sequence[Example]]
+    category_names: tuple[str, ...]
+    _categories: dict[str, np.ndarray]
+
+    def _index_categories(self, labels: Mapping[str, Sequence[str]]) -> None:
+        """Sets `category_names`, the distinct labels of all splits in sorted order, and each split's
+        category indices from `labels` (split -> the category label of each of its examples)."""
+        self.category_names = tuple(sorted({label for split_labels in labels.values() for label in split_labels}))
+        index = {name: i for i, name in enumerate(self.category_names)}
+        self._categories = {split: np.array([index[label] for label in split_labels], np.int32).reshape(-1)
+                            for split, split_labels in labels.items()}
+
+    def categories(self, split: str) -> np.ndarray:
+        """The category of every example of `split` (an index into `category_names`): `[N]` int32."""
+        self.examples(split)  # a split not configured is a DataError
+        return self._categories[split]
 
     def examples(self, split: str) -> Sequence[Example]:
         """The examples of `split`, in source order. Raises DataError for a split not configured."""
@@ -158,6 +188,7 @@ class JsonlTask(MathDataTask):
       answer_field: the JSON field holding the answer.
       answer_format: how to read the answer field, see `parse_answer`.
       template: the prompt shown to the model; ``{prompt}`` is replaced by the question.
+      category_field: the JSON field naming a problem's category ("" = one category for all).
     """
 
     def __init__(
@@ -168,13 +199,19 @@ class JsonlTask(MathDataTask):
         answer_field: str = "answer",
         answer_format: AnswerFormat = "gsm8k",
         template: str = PROMPT_PLACEHOLDER,
+        category_field: str = "category",
     ):
         check_task_options(answer_format, template)
         self.name = name
-        self._examples, self._lines = {}, {}
+        self._examples, self._lines, labels = {}, {}, {}
         for split, path in files.items():
-            self._examples[split], lines = read_jsonl_examples(path, prompt_field, answer_field, answer_format, template)
+            self._examples[split], lines, labels[split] = read_jsonl_examples(
+                path, prompt_field, answer_field, answer_format, template, category_field)
             self._lines[split] = [f"{os.fspath(path)}:{line}" for line in lines]
+        self._index_categories(labels)
+        self._examples = {split: [dataclasses.replace(example, category=int(category))
+                                  for example, category in zip(examples, self._categories[split])]
+                          for split, examples in self._examples.items()}
 
     def where(self, split: str, index: int) -> str:
         """The file and 1-based line of example `index` of `split`: "train.jsonl:12"."""

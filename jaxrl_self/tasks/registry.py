@@ -10,7 +10,7 @@ PROCEDURAL_SCAN = 256  # examples per split of a procedural task that `check_exa
 
 
 def build_task(task_config, tokenizer=None):
-    """A Task from `config.task`: arithmetic | countdown | word_arithmetic | jsonl | tfds, whose
+    """A Task from `config.task`: arithmetic | arithmetic_mixed | countdown | word_arithmetic | jsonl | tfds, whose
     examples fit `task.max_prompt_len` and `task.max_reference_len` (`check_examples`).
 
     tokenizer: the pretrained model's tokenizer (`config.model.init_from`); tasks that render
@@ -63,6 +63,11 @@ def _make_task(task_config, tokenizer):
                               show_work=task_config.show_work, demo_error_rate=task_config.demo_error_rate,
                               self_check=task_config.self_check,
                               check_error_rate=task_config.check_error_rate)
+    if name == "arithmetic_mixed":
+        from jaxrl_self.tasks.arithmetic import MixedArithmeticTask
+        return MixedArithmeticTask(digits=task_config.digits, ops=task_config.ops, seed=task_config.seed,
+                                   test_size=task_config.test_size, show_work=task_config.show_work,
+                                   demo_error_rate=task_config.demo_error_rate)
     if name == "countdown":
         from jaxrl_self.tasks.countdown import CountdownTask
         return CountdownTask(num_numbers=task_config.num_numbers, max_number=task_config.max_number, max_target=task_config.max_target,
@@ -86,7 +91,8 @@ def _file_task(task_config, tokenizer):
         raise ConfigError(f"config.task.name: task {name!r} needs the tokenizer of a pretrained model; "
                           "set config.model.init_from (a .gguf file, HF or orbax directory)")
     fields = dict(prompt_field=task_config.prompt_field, answer_field=task_config.answer_field,
-                  answer_format=task_config.answer_format, template=task_config.template)
+                  answer_format=task_config.answer_format, template=task_config.template,
+                  category_field=task_config.get("category_field", "category"))
     if name == "jsonl":
         from jaxrl_self.tasks.jsonl import JsonlTask
         task = JsonlTask(name, {"train": task_config.train_file, "test": task_config.test_file}, **fields)

@@ -3,7 +3,9 @@
 Reading goes through tfds' random-access data sources (array_record files, no TensorFlow) and
 never downloads: a dataset that is not prepared under `data_dir` is an error that says where it
 was looked for and how to prepare it. Records come back in tfds' own (shuffled, deterministic)
-order; an example's uid is its index in that order.
+order; an example's uid is its index in that order. A feature of the dataset (`category_field`)
+may name each problem's category; reading the categories takes one pass over the records when the
+task is built. Without that feature the task is one category.
 """
 from __future__ import annotations
 
@@ -12,11 +14,13 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import tensorflow_datasets as tfds
 
 from jaxrl_self.tasks.base import Example
 from jaxrl_self.tasks.errors import DataError
 from jaxrl_self.tasks.jsonl import (
+    DEFAULT_CATEGORY,
     PROMPT_PLACEHOLDER,
     AnswerFormat,
     MathDataTask,
@@ -58,8 +62,11 @@ class TfdsExamples(Sequence[Example]):
         answer_field: str,
         answer_format: AnswerFormat,
         template: str,
+        categories: np.ndarray,
     ):
+        """categories: the category index of every record, `[len(source)]` int32."""
         self._source = source
+        self._categories = categories
         self._where = where
         self._prompt_field = prompt_field
         self._answer_field = answer_field
@@ -89,6 +96,7 @@ class TfdsExamples(Sequence[Example]):
             reference=reference,
             solution=solution,
             uid=index,
+            category=int(self._categories[index]),
         )
 
 
@@ -103,6 +111,8 @@ class TfdsTask(MathDataTask):
       prompt_field, answer_field: feature names of the question and the answer.
       answer_format: how to read the answer feature, see `jsonl.parse_answer`.
       template: the prompt shown to the model; ``{prompt}`` is replaced by the question.
+      category_field: the feature naming a problem's category; a dataset without it (or "") is one
+        category.
     Raises DataError at construction when the dataset or a split is not there.
     """
 
@@ -116,12 +126,14 @@ class TfdsTask(MathDataTask):
         answer_field: str = "answer",
         answer_format: AnswerFormat = "gsm8k",
         template: str = PROMPT_PLACEHOLDER,
+        category_field: str = "category",
     ):
         check_task_options(answer_format, template)
         self.name = name
         data_dir = os.fspath(data_dir)
         builder = _prepared_builder(dataset, data_dir)
-        self._examples = {}
+        with_categories = bool(category_field) and category_field in builder.info.features
+        sources, labels = {}, {}
         for split, dataset_split in splits.items():
             try:
                 source = builder.as_data_source(split=dataset_split)
@@ -135,9 +147,15 @@ class TfdsTask(MathDataTask):
                     f"tfds dataset {dataset!r} in {data_dir!r} is not in a random-access format; "
                     + _how_to_prepare(dataset, data_dir)
                 ) from error
-            self._examples[split] = TfdsExamples(
-                source, f"{dataset}[{dataset_split}]", prompt_field, answer_field, answer_format, template
-            )
+            sources[split] = (source, dataset_split)
+            labels[split] = ([_text(record[category_field]) for record in source] if with_categories
+                             else [DEFAULT_CATEGORY] * len(source))
+        self._index_categories(labels)
+        self._examples = {
+            split: TfdsExamples(source, f"{dataset}[{dataset_split}]", prompt_field, answer_field, answer_format, template,
+                                self._categories[split])
+            for split, (source, dataset_split) in sources.items()
+        }
 
 
 

@@ -88,6 +88,7 @@ class WordArithmeticTask:
             raise ValueError(f"word_arithmetic answer_format must be one of {sorted(INSTRUCTIONS)}, got {answer_format!r}")
         self.tokenizer, self.ops, self.digits, self.answer_format, self.seed = tokenizer, ops, digits, answer_format, seed
         self.sizes = {"train": train_size, "test": test_size}
+        self.category_names = (f"{digits}-digit",)  # one generator setting, one category
 
     def format_answer(self, value: int) -> str:
         return f"<answer>{value}</answer>" if self.answer_format == "tag" else str(value)
@@ -101,7 +102,7 @@ class WordArithmeticTask:
                     {"role": "user", "content": f"{question} {instruction}"}]
         return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True)
 
-    def _draw(self, rng: np.random.Generator):
+    def _draw(self, rng: np.random.Generator, category: int = 0):
         op = self.ops[int(rng.integers(len(self.ops)))]
         high = 10 if op == "*" else 10**self.digits
         a, b = (int(x) for x in rng.integers(1, high, size=2))
@@ -120,6 +121,9 @@ class WordArithmeticTask:
 
     def examples(self, split: str) -> ProceduralExamples:
         return ProceduralExamples(self._draw, self.seed, split, self.sizes[split])
+
+    def categories(self, split: str) -> np.ndarray:
+        return self.examples(split).categories()
 
     def score(self, completion: str, reference: str) -> dict:
         value = parse_answer(completion, self.answer_format)

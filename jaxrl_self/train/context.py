@@ -25,6 +25,7 @@ from jaxrl_self.models.config import model_config_from, with_execution_options
 from jaxrl_self.models.transformer import model_graphdef
 from jaxrl_self.parallel import make_mesh, shard_batch, shard_state, sharding_for
 from jaxrl_self.sampling.sampler import SamplingConfig, make_sampler
+from jaxrl_self.tasks.base import task_categories
 from jaxrl_self.tasks.encoding import encode_prompts
 from jaxrl_self.tasks.iterator import PromptIterator
 from jaxrl_self.tasks.registry import build_task
@@ -118,7 +119,8 @@ class RunContext:
         rl, tok = self.config.rl, self.tokenizer
         setting = SamplingConfig(max_new_tokens=max_new_tokens or self.new_tokens, eos_id=tok.eos_id, pad_id=tok.pad_id,
                                  group_size=group_size, temperature=temperature, top_k=rl.top_k, top_p=rl.top_p,
-                                 vocab_size=tok.vocab_size, stop_ids=tuple(stop_ids), token_statistics=token_statistics)
+                                 vocab_size=tok.vocab_size, stop_ids=tuple(stop_ids), token_statistics=token_statistics,
+                                 slots=rl.sampler_slots)
         if setting not in self._samplers:
             self._samplers[setting] = make_sampler(self.graphdef, setting, self.mesh)
         return self._samplers[setting]
@@ -142,9 +144,14 @@ class RunContext:
         return len(self.tokenizer.encode(text)) + 1 <= (length or self.new_tokens)
 
     def evaluate(self, params) -> dict:
-        """Greedy results on the held-out examples (`eval.evaluate`): accuracy, format_ok, samples."""
-        return evaluate(self.sampler(1, 0.0), params, self.task, self.test_examples, self.prompt_len,
-                        self.config.eval.batch_size, score=self.score)
+        """Greedy results on the held-out examples (`eval.evaluate`): accuracy, format_ok, samples,
+        and for a task of several problem categories "category_accuracy" {category name: accuracy}."""
+        results = evaluate(self.sampler(1, 0.0), params, self.task, self.test_examples, self.prompt_len,
+                           self.config.eval.batch_size, score=self.score)
+        if "category_accuracy" in results:
+            names = task_categories(self.task, "test")[0]
+            results["category_accuracy"] = {names[c]: value for c, value in results["category_accuracy"].items()}
+        return results
 
     def sft_state(self, params=None):
         """The warm start's first TrainState on the mesh, from `params` (default: the initial ones)."""

@@ -107,9 +107,12 @@ class Recipe:
     def evaluate(self, ctx: RunContext, state, full: bool) -> dict:
         """Held-out metrics (`eval/...`) of `state`; `full` after the warm start and for named
         evaluations. `eval/accuracy`, when present, picks the best checkpoint; `samples` (a few
-        prompt/completion dicts) goes to the report."""
+        prompt/completion dicts) goes to the report; a task of several problem categories adds
+        `eval/<category>/accuracy`."""
         results = ctx.evaluate(state.params)
-        return {"eval/accuracy": results["accuracy"], "eval/format_ok": results["format_ok"], "samples": results["samples"]}
+        by_category = {f"eval/{name}/accuracy": value for name, value in results.get("category_accuracy", {}).items()}
+        return {"eval/accuracy": results["accuracy"], "eval/format_ok": results["format_ok"], **by_category,
+                "samples": results["samples"]}
 
     def summary(self, ctx: RunContext, results: dict) -> dict:
         """The run's summary from the named evaluations `{name: metrics}`."""

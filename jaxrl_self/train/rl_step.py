@@ -2,11 +2,11 @@
 update (epochs x minibatches x gradient-accumulated micro-batches over one rollout batch).
 
 Algorithms (`config.rl.algorithm`, docs/algorithms.md#choosing-an-algorithm-in-the-config): grpo, dr_grpo, dapo, gspo, rloo,
-reinforce_pp, ppo. Where the KL to the reference goes (docs/algorithms.md#kl-to-the-reference-placement-and-estimators):
+reinforce_pp, ppo, nft, nsr. Where the KL to the reference goes (docs/algorithms.md#kl-to-the-reference-placement-and-estimators):
   grpo, dr_grpo, gspo   k3 loss term `kl_coef * agg(k3)`
   rloo                  sequence k1 penalty in the reward `R - kl_coef * sum_t (old - ref)`
   reinforce_pp, ppo     token k1 penalty in the reward
-  dapo                  none
+  dapo, nft, nsr        none
 PPO's critic is a value head on the policy's hidden states (`train.value_head`).
 
 The train batch is a `train.batch.RolloutBatch` (its docstring lists every field's shape and when
@@ -24,7 +24,7 @@ from jaxrl_self.algorithms import advantages as adv
 from jaxrl_self.algorithms.aggregation import aggregate, masked_mean, masked_sum
 from jaxrl_self.algorithms.filtering import group_has_signal, overlong_penalty
 from jaxrl_self.algorithms.kl import kl_penalty
-from jaxrl_self.algorithms.losses import clipped_surrogate, gspo_loss, value_loss
+from jaxrl_self.algorithms.losses import clipped_surrogate, gspo_loss, nft_loss, value_loss
 from jaxrl_self.algorithms.registry import algorithm_of
 from jaxrl_self.parallel.rules import activation_mesh
 from jaxrl_self.rewards.host import FAILURE_REASONS
@@ -69,6 +69,10 @@ def compute_advantages(rl, rewards, mask, old_logp=None, ref_logp=None, old_valu
         return {"advantages": adv.group_advantages(grouped, std_ddof=rl.std_ddof, eps=rl.advantage_eps).reshape(-1)}
     if estimator == "group_no_std":
         return {"advantages": adv.group_advantages(grouped, normalize_std=False).reshape(-1)}
+    if estimator == "binary_group_no_std":
+        return {"advantages": adv.group_advantages(adv.binary_rewards(grouped), normalize_std=False).reshape(-1)}
+    if estimator == "signed":
+        return {"advantages": adv.signed_advantages(rewards, pos_weight=rl.nsr.pos_weight, neg_weight=rl.nsr.neg_weight)}
     if ref_logp is None:  # no reference: no KL penalty in the reward
         kl_coef, old_logp, ref_logp = 0.0, jnp.zeros_like(mask), jnp.zeros_like(mask)
     else:
@@ -126,6 +130,10 @@ def policy_loss(model, batch, rl, num_sequences, num_tokens, value_params=None):
         per_sequence, stats = gspo_loss(logp, old_logp, batch.advantages, mask, eps_low=rl.eps_low, eps_high=rl.eps_high)
         loss = jnp.sum(per_sequence) / jnp.maximum(num_sequences, 1.0)
         stats = {k: jnp.broadcast_to(v[:, None], mask.shape) for k, v in stats.items()}
+    elif algorithm_of(rl).loss == "nft":
+        per_token, stats = nft_loss(logp, old_logp, batch.advantages, mask, weighting=rl.nft.weighting,
+                                    neg_weight=rl.nft.neg_weight, neg_floor=rl.nft.neg_floor, mean_clamp=rl.nft.mean_clamp)
+        loss = agg(per_token)
     else:
         per_token, stats = clipped_surrogate(logp, old_logp, batch.advantages, eps_low=rl.eps_low, eps_high=rl.eps_high, mask=mask)
         loss = agg(per_token)

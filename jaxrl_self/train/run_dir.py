@@ -24,7 +24,7 @@ import jax
 import ml_collections
 import orbax.checkpoint as ocp
 
-from jaxrl_self.config import ConfigError
+from jaxrl_self.config import ConfigError, with_new_defaults
 from jaxrl_self.models.checkpoint_io import ShardingFor, relayout_params
 from jaxrl_self.models.config import ModelConfig, model_config_from
 from jaxrl_self.models.convert import abstract_params
@@ -50,7 +50,7 @@ def read_run_config(run_dir) -> ml_collections.ConfigDict:
     """The resolved config a run recorded in its config.json."""
     path = Path(run_dir) / CONFIG_FILE
     try:
-        return ml_collections.ConfigDict(json.loads(path.read_text()))
+        return ml_collections.ConfigDict(with_new_defaults(json.loads(path.read_text())))
     except (OSError, ValueError) as error:
         raise ConfigError(f"cannot read the run config {path}: {error}") from error
 

@@ -29,7 +29,7 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
-from jaxrl_self.config import ConfigError, config_to_json
+from jaxrl_self.config import ConfigError, config_to_json, with_new_defaults
 from jaxrl_self.metrics import write_atomically
 
 log = logging.getLogger(__name__)
@@ -69,7 +69,7 @@ def prepare_workdir(config, workdir) -> Path:
     path = workdir / CONFIG_FILE
     if path.exists():
         try:
-            existing = json.loads(path.read_text())
+            existing = with_new_defaults(json.loads(path.read_text()))
         except (OSError, ValueError) as error:
             raise ConfigError(f"cannot read {path} ({error}); fix or remove it, or use a new --workdir") from error
         wanted = json.loads(resolved)
