@@ -122,6 +122,18 @@ def get_config() -> ml_collections.ConfigDict:
     config.rl.nft.neg_floor = 1.0  # c_neg: floor of the negative policy's ratio (1 - r_q R) / (1 - r_q), in (0, 1]
     config.rl.nft.mean_clamp = 0.02  # r_q, the group's fraction of positives, is clamped to [mean_clamp, 1 - mean_clamp]
     # negative-sample reinforcement / weighted REINFORCE: advantage pos_weight for positives, -neg_weight for negatives
+    # LaSeR (docs/algorithms.md#laser-last-token-self-reward): the policy learns to predict the verifier's
+    # verdict as the log-prob of a reserved token after its answer's EOS, with the RL recipe's verifier reward
+    config.rl.self_verify = ml_collections.ConfigDict()
+    config.rl.self_verify.coef = 0.0  # alpha, the weight of the self-verification loss; 0 = off
+    config.rl.self_verify.beta = 0.1  # beta_v: self-reward r_s = beta * (lz - c_ref)
+    config.rl.self_verify.c_ref = -23.0  # the reserved token's log-prob before training; keep c_ref + 1/beta <= -7
+    config.rl.self_verify.token = "<|verify|>"  # the reserved token, added to the vocabulary when absent; never sampled
+    config.rl.self_verify.warmup_steps = 0  # RL steps before the loss starts
+    config.rl.self_verify.advantage_coef = 0.0  # lambda: blend of the self-reward's group advantage into A; 0 = off
+    config.rl.self_verify.advantage_warmup_steps = 0  # further RL steps (after warmup_steps) before blending
+    config.rl.self_verify.min_std = 0.1  # tau: a group whose self-rewards vary less keeps the verifier's advantage
+
     config.rl.nsr = ml_collections.ConfigDict()
     config.rl.nsr.pos_weight = 0.1  # 0 = negatives only (NSR); W-REINFORCE's 0.1
     config.rl.nsr.neg_weight = 1.0  # 0 = positives only: rejection-sampling fine-tuning (RFT)

@@ -24,7 +24,7 @@ import ml_collections
 
 from jaxrl_self.algorithms.aggregation import AGGREGATION_MODES
 from jaxrl_self.algorithms.losses import NFT_WEIGHTINGS
-from jaxrl_self.algorithms.registry import ALGORITHMS
+from jaxrl_self.algorithms.registry import ALGORITHMS, algorithm_of
 from jaxrl_self.errors import ConfigError  # noqa: F401 (re-exported: jaxrl_self.config.ConfigError)
 from jaxrl_self.models.config import ATTENTION_IMPLEMENTATIONS, REMAT_MODES
 from jaxrl_self.tasks import arithmetic, word_arithmetic
@@ -375,6 +375,7 @@ def validate(config: ml_collections.ConfigDict, source: str | Path | None = None
                 "rl.overlong_cache_len", "rl.sampler_slots"):
         _require(_lookup(config, key) >= 0, key, f"must be >= 0, got {_lookup(config, key)}")
     _validate_curriculum(config)
+    _validate_self_verify(config)
     rows = rl.prompts_per_step * rl.group_size
     _require(rows % (rl.minibatches * rl.micro_batches) == 0, "rl.micro_batches",
              f"prompts_per_step*group_size ({rows}) must be divisible by minibatches*micro_batches ({rl.minibatches}*{rl.micro_batches})")
@@ -434,6 +435,26 @@ def _validate_curriculum(config: ml_collections.ConfigDict) -> None:
         _require(total <= config.model.max_position_embeddings, "curriculum.hint_fraction",
                  f"task.max_prompt_len + the longest hint (hint_fraction * rl.max_new_tokens, rounded up) + "
                  f"rl.max_new_tokens = {total} exceeds model.max_position_embeddings = {config.model.max_position_embeddings}")
+
+
+def _validate_self_verify(config: ml_collections.ConfigDict) -> None:
+    """config.rl.self_verify (LaSeR): non-negative weights and warm-ups, a positive beta, and, when on,
+    the RL recipe with the verifier's reward (the labels) and an outcome-advantage algorithm."""
+    sv, rl = config.rl.self_verify, config.rl
+    for key in ("coef", "warmup_steps", "advantage_warmup_steps", "min_std"):
+        _require(sv[key] >= 0, f"rl.self_verify.{key}", f"must be >= 0, got {sv[key]}")
+    _require(sv.beta > 0, "rl.self_verify.beta", f"must be > 0, got {sv.beta}")
+    _require(0 <= sv.advantage_coef <= 1, "rl.self_verify.advantage_coef", f"must be in [0, 1], got {sv.advantage_coef}")
+    _require(bool(sv.token.strip()), "rl.self_verify.token", "must be a non-empty token string")
+    if sv.advantage_coef > 0:
+        _require(sv.coef > 0, "rl.self_verify.advantage_coef", "blends the self-reward, which needs rl.self_verify.coef > 0")
+    if sv.coef > 0:
+        _require(not config.method.get("loop"), "method.loop", f"rl.self_verify is for the RL recipe (method.loop = ''), "
+                 f"got {config.method.loop!r}")
+        _require(rl.reward == "verifier", "rl.reward", f"rl.self_verify learns the verifier's labels: needs rl.reward = "
+                 f"'verifier', got {rl.reward!r}")
+        _require(not algorithm_of(rl).token_advantages, "rl.algorithm",
+                 f"rl.self_verify needs an algorithm with one advantage per completion, got {rl.algorithm!r}")
 
 
 def _validate_mesh(config: ml_collections.ConfigDict) -> None:

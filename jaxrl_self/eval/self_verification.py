@@ -62,3 +62,22 @@ def self_weighted_vote(answers: Sequence[str | None], scores: Sequence[float]) -
         if answer is not None:
             weights[answer] = weights.get(answer, 0.0) + float(np.clip(score, 0.0, 1.0))
     return max(weights, key=weights.get) if weights else None
+
+
+def summarize_self_verification(records) -> dict:
+    """The metrics above over per-problem records `{"scores": [n], "correct": [n], "answers": [n],
+    "reference": str}` (n samples each, the same n): "auroc", "balanced_accuracy", the mean score of
+    correct and of wrong samples ("score_correct", "score_wrong": NaN for an empty class) over all samples,
+    "pass@1" (mean correctness), "best_of_n", "maj@n" (plain majority vote) and "self_weighted_maj@n"
+    (`self_weighted_vote`), a vote being right when its answer equals the reference string."""
+    n = len(records[0]["scores"])
+    scores = np.concatenate([r["scores"] for r in records])
+    correct = np.concatenate([r["correct"] for r in records]).astype(bool)
+    plain = [self_weighted_vote(r["answers"], [1.0] * n) for r in records]  # every vote weighs 1
+    weighted = [self_weighted_vote(r["answers"], r["scores"]) for r in records]
+    return {"auroc": auroc(scores, correct), "balanced_accuracy": balanced_accuracy(scores, correct),
+            "score_correct": float(scores[correct].mean()) if correct.any() else float("nan"),
+            "score_wrong": float(scores[~correct].mean()) if not correct.all() else float("nan"),
+            "pass@1": float(correct.mean()), "best_of_n": best_of_n([r["scores"] for r in records], [r["correct"] for r in records]),
+            f"maj@{n}": float(np.mean([a == r["reference"] for a, r in zip(plain, records)])),
+            f"self_weighted_maj@{n}": float(np.mean([a == r["reference"] for a, r in zip(weighted, records)]))}

@@ -101,3 +101,17 @@ class ExtendedTokenizer:
             if i < self.vocab_size:
                 text.append(self.extra_tokens[i - self.base.vocab_size])
         return "".join(text) + self.base.decode(run, skip_special_tokens)
+
+
+def with_reserved_token(tokenizer, token: str):
+    """(tokenizer, id) of `token` as one reserved token: the tokenizer's own when it encodes `token`
+    as a single id (a pretrained tokenizer's unused special token), else an `ExtendedTokenizer`
+    that adds it after the vocabulary."""
+    try:
+        ids = tokenizer.encode(token)
+    except ValueError:  # a character tokenizer without the token's characters
+        ids = []
+    if len(ids) == 1:
+        return tokenizer, ids[0]
+    extended = ExtendedTokenizer(tokenizer, [token])
+    return extended, extended.vocab_size - 1

@@ -17,24 +17,44 @@ start of the worked solution appended to the prompt, so the hint is never in the
 """
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 from jax.experimental.multihost_utils import process_allgather
 
 from jaxrl_self.algorithms.filtering import group_has_signal
 from jaxrl_self.algorithms.registry import algorithm_of
+from jaxrl_self.algorithms.self_verification import self_reward_scores
 from jaxrl_self.errors import ConfigError
+from jaxrl_self.eval.self_verification import summarize_self_verification
 from jaxrl_self.methods import LABEL_FREE, build_reward_method
 from jaxrl_self.methods.test_time import make_vote_evaluator
 from jaxrl_self.parallel import process_rows
+from jaxrl_self.rewards.answers import extract_answer
 from jaxrl_self.rewards.host import encode_references
 from jaxrl_self.tasks.base import task_categories
 from jaxrl_self.tasks.iterator import CategoryIterator
 from jaxrl_self.train import curriculum
 from jaxrl_self.train.dynamic_sampling import collect_groups, make_group_merger
 from jaxrl_self.train.loop import AFTER_SFT, Recipe
+from jaxrl_self.train.policy import logprob_after_completion, sequence_hidden
 from jaxrl_self.train.rl_step import make_batch_builder, make_reward_scorer, make_rl_update, needs_reference, refresh_reference
+
+
+@functools.lru_cache(maxsize=4)
+def make_self_scorer(graphdef, verdict_id: int, beta: float, c_ref: float):
+    """Jitted `(params, prompt_tokens [N, P], prompt_mask, completion_tokens [N, T], completion_mask)
+    -> r_s [N]`: each completion's LaSeR self-reward under `params`."""
+    @jax.jit
+    def self_scores(params, *args):
+        model = nnx.merge(graphdef, params)
+        lz = logprob_after_completion(sequence_hidden(model, *args), model.output_head(), args[0].shape[1], args[3], verdict_id)
+        return self_reward_scores(lz, beta_v=beta, c_ref=c_ref)
+
+    return self_scores
 
 
 class RLVR(Recipe):
@@ -48,8 +68,8 @@ class RLVR(Recipe):
         self.method = build_reward_method(cfg, ctx.task, ctx.tokenizer)
         self.sampler = ctx.sampler(rl.group_size, rl.temperature, token_statistics=self.method.needs_token_statistics)
         self.score_rewards = make_reward_scorer(rl, self.method)
-        self.build_batch = make_batch_builder(ctx.graphdef, rl, self.method, ctx.mesh)
-        self.update = make_rl_update(ctx.graphdef, ctx.rl_optimizer, rl, ctx.mesh)
+        self.build_batch = make_batch_builder(ctx.graphdef, rl, self.method, ctx.mesh, verdict_id=ctx.verdict_id)
+        self.update = make_rl_update(ctx.graphdef, ctx.rl_optimizer, rl, ctx.mesh, verdict_id=ctx.verdict_id)
         self.merge = make_group_merger(rl.group_size)
         # label-free rewards sharpen the sampled answers: their runs report held-out pass@1 and maj@G
         self.votes = cfg.method.test_time or rl.reward in LABEL_FREE
@@ -156,6 +176,12 @@ class RLVR(Recipe):
                               "truncated_fraction": jnp.mean(samples.truncated)}
             if self.hint_tokens:  # which problem each row is, to hint it later
                 batch["example"] = np.repeat(indices, g)
+            if ctx.verdict_id is not None:  # LaSeR: which rows finished, and this step's weights
+                rows, sv = len(batch["prompt_tokens"]), ctx.config.rl.self_verify
+                blend_from = sv.warmup_steps + sv.advantage_warmup_steps
+                batch.update(finished=np.asarray(~samples.truncated & (samples.lengths > 0)),
+                             verdict_coef=np.full(rows, sv.coef if rl_step >= sv.warmup_steps else 0.0, np.float32),
+                             verdict_blend=np.full(rows, sv.advantage_coef if rl_step >= blend_from else 0.0, np.float32))
             return (batch, rewards), rewards["reward"], reward_metrics
 
         def draw(round_index):
@@ -231,7 +257,32 @@ class RLVR(Recipe):
         results = super().evaluate(ctx, state, full)
         if full and self.votes:
             results.update({f"eval/votes/{k}": v for k, v in self.evaluate_votes(state.params).items()})
+        if full and ctx.verdict_id is not None:
+            results.update({f"eval/self_verify/{k}": v for k, v in self.evaluate_self_verification(ctx, state.params).items()})
         return results
+
+    def evaluate_self_verification(self, ctx, params) -> dict:
+        """How well the policy verifies its own held-out answers (LaSeR, `summarize_self_verification`):
+        `rl.group_size` samples per held-out prompt at `rl.temperature`, each scored by the verifier
+        and by its self-reward r_s (docs/algorithms.md#laser-last-token-self-reward)."""
+        cfg, rl, sv = ctx.config, ctx.config.rl, ctx.config.rl.self_verify
+        g, size, examples = rl.group_size, cfg.eval.batch_size, ctx.test_examples
+        sampler, self_scores = ctx.sampler(g, rl.temperature), make_self_scorer(ctx.graphdef, ctx.verdict_id, sv.beta, sv.c_ref)
+        records = []
+        for start in range(0, len(examples), size):
+            chunk = examples[start:start + size]
+            padded = chunk + [chunk[0]] * (size - len(chunk))  # one shape for every call
+            tokens, mask = ctx.encode_prompts([e.prompt for e in padded])
+            key = jax.random.fold_in(jax.random.key(cfg.seed), start)
+            samples = ctx.sample(sampler, params, tokens, mask, key)
+            rows = (jnp.repeat(jnp.asarray(tokens), g, 0), jnp.repeat(jnp.asarray(mask), g, 0), samples.tokens, samples.mask)
+            out_tokens, out_mask, scores = process_allgather((samples.tokens, samples.mask, self_scores(params, *rows)), tiled=True)
+            for i, example in enumerate(chunk):
+                texts = [ctx.tokenizer.decode(t[m].tolist()) for t, m in zip(out_tokens[i * g:(i + 1) * g], out_mask[i * g:(i + 1) * g])]
+                records.append({"scores": scores[i * g:(i + 1) * g],
+                                "correct": [bool(ctx.score(t, example.reference, prompt=example.prompt)["correct"]) for t in texts],
+                                "answers": [extract_answer(t) for t in texts], "reference": example.reference})
+        return summarize_self_verification(records)
 
     def progress(self, metrics):
         return {"reward": metrics["reward/mean"], "acc": metrics["accuracy/train"]}

@@ -13,7 +13,7 @@ import jax
 import ml_collections
 
 from jaxrl_self.checkpoint import Checkpointer
-from jaxrl_self.config import ConfigError
+from jaxrl_self.config import ConfigError, with_new_defaults
 from jaxrl_self.eval.evaluate import evaluate, generate
 from jaxrl_self.methods import run_scorer
 from jaxrl_self.recipes import build_recipe
@@ -33,9 +33,10 @@ def load_run(workdir: Path, which: str = "latest"):
     config_path = Path(workdir) / CONFIG_FILE
     if not config_path.is_file():
         raise ConfigError(f"{workdir} is not a run directory: {config_path} is missing")
-    config = ml_collections.ConfigDict(json.loads(config_path.read_text()))
-    if "chat_template" not in config.task:  # a run from before task.chat_template: trained on raw prompts
-        config.task.chat_template = "off"
+    recorded = json.loads(config_path.read_text())
+    if "chat_template" not in recorded["task"]:  # a run from before task.chat_template: trained on raw prompts
+        recorded["task"]["chat_template"] = "off"
+    config = ml_collections.ConfigDict(with_new_defaults(recorded))  # keys added since the run: their defaults
     recipe = build_recipe(config)
     run = RunContext(config, scratch_tokenizer=recipe.scratch_tokenizer(config), extend_tokenizer=recipe.extend_tokenizer)
     recipe.setup(run)

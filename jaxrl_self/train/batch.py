@@ -38,6 +38,11 @@ class RolloutBatch:
       returns: `[N, T] float32`, PPO's value targets.
       kl_coef: `[N] float32`, a recipe's per-row KL coefficients (SCoRe's two attempts); the KL
         term is then `agg(kl_coef * k3)` whatever the algorithm. Needs ref_logp.
+      verdict_labels: `[N] float32`, LaSeR: the verifier's 0/1 label of each completion; with it
+        the loss adds `sum(verdict_weights * (r_s - verdict_labels)^2) / sequences`
+        (docs/algorithms.md#laser-last-token-self-reward).
+      verdict_weights: `[N] float32`, the loss weight alpha times the class-balance weight of
+        each finished completion (0 for unfinished rows and masked-out groups).
     """
 
     prompt_tokens: jax.Array
@@ -50,3 +55,5 @@ class RolloutBatch:
     old_values: Optional[jax.Array] = None
     returns: Optional[jax.Array] = None
     kl_coef: Optional[jax.Array] = None
+    verdict_labels: Optional[jax.Array] = None
+    verdict_weights: Optional[jax.Array] = None

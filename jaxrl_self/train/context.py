@@ -22,6 +22,7 @@ import optax
 from jaxrl_self.eval.evaluate import evaluate, generate
 from jaxrl_self.methods import run_scorer
 from jaxrl_self.models.config import model_config_from, with_execution_options
+from jaxrl_self.models.tokenizer import with_reserved_token
 from jaxrl_self.models.transformer import model_graphdef
 from jaxrl_self.parallel import make_mesh, shard_batch, shard_state, sharding_for
 from jaxrl_self.sampling.sampler import SamplingConfig, make_sampler
@@ -79,6 +80,9 @@ class RunContext:
         self.task = build_task(config.task, tokenizer) if scratch_tokenizer is None else None
         tokenizer = self.task.tokenizer if self.task is not None else tokenizer
         self.tokenizer = extend_tokenizer(tokenizer) if extend_tokenizer else tokenizer
+        self.verdict_id = None  # LaSeR's reserved token (config.rl.self_verify): never sampled
+        if config.rl.self_verify.coef > 0:
+            self.tokenizer, self.verdict_id = with_reserved_token(self.tokenizer, config.rl.self_verify.token)
         if pretrained:
             self.model_config = with_execution_options(model_config, config)
             if self.tokenizer.vocab_size > self.model_config.vocab_size:
@@ -120,7 +124,7 @@ class RunContext:
         setting = SamplingConfig(max_new_tokens=max_new_tokens or self.new_tokens, eos_id=tok.eos_id, pad_id=tok.pad_id,
                                  group_size=group_size, temperature=temperature, top_k=rl.top_k, top_p=rl.top_p,
                                  vocab_size=tok.vocab_size, stop_ids=tuple(stop_ids), token_statistics=token_statistics,
-                                 slots=rl.sampler_slots)
+                                 slots=rl.sampler_slots, never_sample_ids=() if self.verdict_id is None else (self.verdict_id,))
         if setting not in self._samplers:
             self._samplers[setting] = make_sampler(self.graphdef, setting, self.mesh)
         return self._samplers[setting]

@@ -86,3 +86,14 @@ def completion_logprobs(model, prompt_tokens, prompt_mask, completion_tokens, co
     hidden = completion_hidden(model, prompt_tokens, prompt_mask, completion_tokens, completion_mask)
     return token_statistics(hidden, model.output_head(), completion_tokens, temperature, with_entropy,
                             model.config.logprob_chunk)
+
+
+def completion_logprobs_and_verdict(model, prompt_tokens, prompt_mask, completion_tokens, completion_mask, temperature,
+                                    verdict_id: int):
+    """`completion_logprobs` with entropy, plus LaSeR's `lz` `[N] float32` (`logprob_after_completion`
+    of `verdict_id`), from one forward pass: (logp `[N, T]`, entropy `[N, T]`, lz `[N]`)."""
+    hidden = sequence_hidden(model, prompt_tokens, prompt_mask, completion_tokens, completion_mask)
+    prompt_len, head = prompt_tokens.shape[1], model.output_head()
+    logp, entropy = token_statistics(hidden[:, prompt_len - 1 : -1], head, completion_tokens, temperature, True,
+                                     model.config.logprob_chunk)
+    return logp, entropy, logprob_after_completion(hidden, head, prompt_len, completion_mask, verdict_id)

@@ -29,7 +29,8 @@ from jaxrl_self.algorithms.registry import algorithm_of
 from jaxrl_self.parallel.rules import activation_mesh
 from jaxrl_self.rewards.host import FAILURE_REASONS
 from jaxrl_self.train.batch import RolloutBatch
-from jaxrl_self.train.policy import completion_logprobs
+from jaxrl_self.algorithms.self_verification import blend_self_advantages, class_balance_weights, self_reward_scores
+from jaxrl_self.train.policy import completion_logprobs, completion_logprobs_and_verdict, logprob_after_completion, sequence_hidden
 from jaxrl_self.train.state import apply_gradients
 from jaxrl_self.train.value_head import completion_logprobs_and_values, trainable, with_trainable
 
@@ -100,7 +101,7 @@ def _masked_extremes(x, mask):
     return jnp.where(has, low, 1.0), jnp.where(has, high, 1.0)
 
 
-def policy_loss(model, batch, rl, num_sequences, num_tokens, value_params=None):
+def policy_loss(model, batch, rl, num_sequences, num_tokens, value_params=None, verdict_id=None):
     """Scalar loss and metrics of one (micro-)batch.
 
     Args:
@@ -111,13 +112,18 @@ def policy_loss(model, batch, rl, num_sequences, num_tokens, value_params=None):
         the whole optimizer batch; summing losses (and gradients) over micro-batches then gives
         the full-batch value.
       value_params: PPO's value head, else None.
+      verdict_id: LaSeR's reserved token; with it and `batch.verdict_labels` the loss adds the
+        self-verification term (`RolloutBatch`), logged as "self_verify/loss".
     Returns:
       (loss, metrics); metrics are this micro-batch's share of the optimizer-batch value (sum
       them over micro-batches), except "ratio/min" and "ratio/max" (take min / max).
     """
     mask = batch.completion_mask.astype(jnp.float32)
     args = (batch.prompt_tokens, batch.prompt_mask, batch.completion_tokens, batch.completion_mask, rl.temperature)
-    if value_params is None:
+    verdict = verdict_id is not None and batch.verdict_labels is not None
+    if verdict:
+        logp, entropy, lz = completion_logprobs_and_verdict(model, *args, verdict_id)
+    elif value_params is None:
         logp, entropy = completion_logprobs(model, *args, with_entropy=True)
     else:
         logp, entropy, values = completion_logprobs_and_values(model, value_params, *args)
@@ -156,6 +162,11 @@ def policy_loss(model, batch, rl, num_sequences, num_tokens, value_params=None):
         metrics["kl"] = masked_mean(kl, mask) * share
     if rl.entropy_coef > 0:
         loss = loss - rl.entropy_coef * agg(entropy)
+    if verdict:
+        scores = self_reward_scores(lz, beta_v=rl.self_verify.beta, c_ref=rl.self_verify.c_ref)
+        self_verify = jnp.sum(batch.verdict_weights * (scores - batch.verdict_labels) ** 2) / jnp.maximum(num_sequences, 1.0)
+        loss = loss + self_verify
+        metrics["self_verify/loss"] = self_verify
     if value_params is not None:
         v_loss = agg(value_loss(values, batch.old_values, batch.returns, mask, clip_eps=rl.ppo.value_clip_eps))
         loss = loss + rl.ppo.value_coef * v_loss
@@ -176,7 +187,7 @@ def _reduce_metrics(stacked, mean_or_sum):
     return {name: reduce(name, values) for name, values in stacked.items()}
 
 
-def make_rl_update(graphdef, optimizer, rl, mesh=None):
+def make_rl_update(graphdef, optimizer, rl, mesh=None, verdict_id=None):
     """Jitted `update(state, batch, key) -> (state, metrics)` on a `RolloutBatch`; `state` is donated
     (its buffers are reused for the new state: do not read the old one after the call).
 
@@ -187,12 +198,14 @@ def make_rl_update(graphdef, optimizer, rl, mesh=None):
     dtype, bfloat16 with `model.param_dtype = "bfloat16"`). Metrics are averaged over optimizer
     steps (min/max statistics: min/max).
     mesh: the mesh whose axes the model's activations are constrained to (`parallel.activation_mesh`).
+    verdict_id: LaSeR's reserved token (`policy_loss`).
     """
     with_value_head = algorithm_of(rl).value_head
 
     def loss_fn(params, micro_batch, num_sequences, num_tokens):
         policy_params, value_params = (params["policy"], params["value_head"]) if with_value_head else (params, None)
-        return policy_loss(nnx.merge(graphdef, policy_params), micro_batch, rl, num_sequences, num_tokens, value_params)
+        return policy_loss(nnx.merge(graphdef, policy_params), micro_batch, rl, num_sequences, num_tokens, value_params,
+                           verdict_id)
 
     def grads_of_minibatch(params, minibatch):
         mask = minibatch.completion_mask.astype(jnp.float32)
@@ -259,7 +272,7 @@ def make_reward_scorer(rl, method):
     return score_rewards
 
 
-def make_batch_builder(graphdef, rl, method, mesh=None):
+def make_batch_builder(graphdef, rl, method, mesh=None, verdict_id=None):
     """Jitted `build(state, batch, rewards, group_valid, key) -> (RolloutBatch, metrics)`.
 
     `batch` is the scored rollout (the dict `method.reward_fn` reads, `methods.base`), whose prompt
@@ -270,6 +283,12 @@ def make_batch_builder(graphdef, rl, method, mesh=None):
     pick the rows to train on. metrics:
     "groups/with_signal" (fraction of groups whose rewards are not all equal) and, for PPO,
     "value/mean" and "returns/mean". mesh: as for `make_rl_update`.
+
+    verdict_id: LaSeR's reserved token; `batch` then also holds "finished" `[N]` (ended with the
+    stop token), "verdict_coef" `[N]` (alpha this step) and "verdict_blend" `[N]` (lambda this step),
+    and the `RolloutBatch` gets the verifier's labels ("correct", else reward > 0.5) and the
+    class-balanced loss weights; with "verdict_blend" > 0 the advantages are blended with the
+    self-rewards' (`blend_self_advantages`, one more forward pass under the policy).
     """
     with_old_logp = needs_old_logp(rl)
 
@@ -299,10 +318,32 @@ def make_batch_builder(graphdef, rl, method, mesh=None):
             completion_mask=jnp.where(row_valid[:, None], batch["completion_mask"], jnp.zeros_like(batch["completion_mask"])),
             old_logp=old_logp, ref_logp=ref_logp, old_values=old_values,
             **compute_advantages(rl, rewards["reward"], mask, old_logp, ref_logp, old_values))
+        if verdict_id is not None:
+            train_batch = _with_verdicts(model, train_batch, batch, rewards, row_valid)
         metrics = {"groups/with_signal": jnp.mean(group_has_signal(rewards["reward"].reshape(-1, rl.group_size)))}
         if old_values is not None:
             metrics.update({"value/mean": masked_mean(old_values, mask), "returns/mean": masked_mean(train_batch.returns, mask)})
         return method.select_rows(train_batch, rewards, key), metrics
+
+    def _with_verdicts(model, train_batch, batch, rewards, row_valid):
+        """`train_batch` with LaSeR's labels and weights, and its advantages blended when asked."""
+        sv, g = rl.self_verify, rl.group_size
+        labels = jnp.asarray(rewards["correct"] if "correct" in rewards else adv.binary_rewards(rewards["reward"]), jnp.float32)
+        finished = batch["finished"] & row_valid
+        train_batch = train_batch.replace(verdict_labels=labels,
+                                          verdict_weights=batch["verdict_coef"] * class_balance_weights(labels, finished))
+        if sv.advantage_coef <= 0:
+            return train_batch
+        blend = batch["verdict_blend"]
+
+        def blended():
+            args = (batch["prompt_tokens"], batch["prompt_mask"], batch["completion_tokens"], batch["completion_mask"])
+            lz = logprob_after_completion(sequence_hidden(model, *args), model.output_head(), args[0].shape[1], args[3], verdict_id)
+            scores = self_reward_scores(lz, beta_v=sv.beta, c_ref=sv.c_ref)
+            return blend_self_advantages(train_batch.advantages.reshape(-1, g), scores.reshape(-1, g), finished.reshape(-1, g),
+                                         coef=blend.reshape(-1, g), min_std=sv.min_std, std_ddof=rl.std_ddof).reshape(-1)
+
+        return train_batch.replace(advantages=jax.lax.cond(jnp.any(blend > 0), blended, lambda: train_batch.advantages))
 
     return build
 
