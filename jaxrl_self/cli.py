@@ -163,6 +163,8 @@ def _eval(args) -> int:
                            checkpoint=args.checkpoint, max_new_tokens=args.max_new_tokens)
     output.write_text(json.dumps(results, indent=2))
     print(to_markdown(results["summary"]))
+    if "self_verify" in results:  # a LaSeR run (docs/algorithms.md#laser-last-token-self-reward)
+        print("self-verification: " + ", ".join(f"{k} {v:.4f}" for k, v in results["self_verify"].items()))
     print(f"accuracy {results['accuracy']:.4f}; results written to {output}")
     return 0
 

@@ -57,6 +57,32 @@ def make_self_scorer(graphdef, verdict_id: int, beta: float, c_ref: float):
     return self_scores
 
 
+def evaluate_self_verification(ctx, params, num_samples: int, temperature: float, max_new_tokens=None) -> dict:
+    """How well the policy verifies its own held-out answers (LaSeR, `summarize_self_verification`):
+    `num_samples` samples per held-out prompt at `temperature` (of up to `max_new_tokens`, default
+    the run's), each scored by the verifier and by its self-reward r_s
+    (docs/algorithms.md#laser-last-token-self-reward). Needs `ctx.verdict_id`."""
+    cfg, sv = ctx.config, ctx.config.rl.self_verify
+    g, size, examples = num_samples, cfg.eval.batch_size, ctx.test_examples
+    sampler = ctx.sampler(g, temperature, max_new_tokens)
+    self_scores = make_self_scorer(ctx.graphdef, ctx.verdict_id, sv.beta, sv.c_ref)
+    records = []
+    for start in range(0, len(examples), size):
+        chunk = examples[start:start + size]
+        padded = chunk + [chunk[0]] * (size - len(chunk))  # one shape for every call
+        tokens, mask = ctx.encode_prompts([e.prompt for e in padded])
+        key = jax.random.fold_in(jax.random.key(cfg.seed), start)
+        samples = ctx.sample(sampler, params, tokens, mask, key)
+        rows = (jnp.repeat(jnp.asarray(tokens), g, 0), jnp.repeat(jnp.asarray(mask), g, 0), samples.tokens, samples.mask)
+        out_tokens, out_mask, scores = process_allgather((samples.tokens, samples.mask, self_scores(params, *rows)), tiled=True)
+        for i, example in enumerate(chunk):
+            texts = [ctx.tokenizer.decode(t[m].tolist()) for t, m in zip(out_tokens[i * g:(i + 1) * g], out_mask[i * g:(i + 1) * g])]
+            records.append({"scores": scores[i * g:(i + 1) * g],
+                            "correct": [bool(ctx.score(t, example.reference, prompt=example.prompt)["correct"]) for t in texts],
+                            "answers": [extract_answer(t) for t in texts], "reference": example.reference})
+    return summarize_self_verification(records)
+
+
 class RLVR(Recipe):
     """The default job's RL phase (module docstring)."""
 
@@ -258,31 +284,10 @@ class RLVR(Recipe):
         if full and self.votes:
             results.update({f"eval/votes/{k}": v for k, v in self.evaluate_votes(state.params).items()})
         if full and ctx.verdict_id is not None:
-            results.update({f"eval/self_verify/{k}": v for k, v in self.evaluate_self_verification(ctx, state.params).items()})
+            rl = ctx.config.rl
+            verified = evaluate_self_verification(ctx, state.params, rl.group_size, rl.temperature)
+            results.update({f"eval/self_verify/{k}": v for k, v in verified.items()})
         return results
-
-    def evaluate_self_verification(self, ctx, params) -> dict:
-        """How well the policy verifies its own held-out answers (LaSeR, `summarize_self_verification`):
-        `rl.group_size` samples per held-out prompt at `rl.temperature`, each scored by the verifier
-        and by its self-reward r_s (docs/algorithms.md#laser-last-token-self-reward)."""
-        cfg, rl, sv = ctx.config, ctx.config.rl, ctx.config.rl.self_verify
-        g, size, examples = rl.group_size, cfg.eval.batch_size, ctx.test_examples
-        sampler, self_scores = ctx.sampler(g, rl.temperature), make_self_scorer(ctx.graphdef, ctx.verdict_id, sv.beta, sv.c_ref)
-        records = []
-        for start in range(0, len(examples), size):
-            chunk = examples[start:start + size]
-            padded = chunk + [chunk[0]] * (size - len(chunk))  # one shape for every call
-            tokens, mask = ctx.encode_prompts([e.prompt for e in padded])
-            key = jax.random.fold_in(jax.random.key(cfg.seed), start)
-            samples = ctx.sample(sampler, params, tokens, mask, key)
-            rows = (jnp.repeat(jnp.asarray(tokens), g, 0), jnp.repeat(jnp.asarray(mask), g, 0), samples.tokens, samples.mask)
-            out_tokens, out_mask, scores = process_allgather((samples.tokens, samples.mask, self_scores(params, *rows)), tiled=True)
-            for i, example in enumerate(chunk):
-                texts = [ctx.tokenizer.decode(t[m].tolist()) for t, m in zip(out_tokens[i * g:(i + 1) * g], out_mask[i * g:(i + 1) * g])]
-                records.append({"scores": scores[i * g:(i + 1) * g],
-                                "correct": [bool(ctx.score(t, example.reference, prompt=example.prompt)["correct"]) for t in texts],
-                                "answers": [extract_answer(t) for t in texts], "reference": example.reference})
-        return summarize_self_verification(records)
 
     def progress(self, metrics):
         return {"reward": metrics["reward/mean"], "acc": metrics["accuracy/train"]}

@@ -17,6 +17,7 @@ from jaxrl_self.algorithms.advantages import group_advantages
 from jaxrl_self.algorithms.self_verification import blend_self_advantages, class_balance_weights, self_reward_scores
 from jaxrl_self.config import ConfigError, validate
 from jaxrl_self.methods.base import RewardMethod
+from jaxrl_self.recipes.runs import evaluate_run
 from jaxrl_self.train.policy import logprob_after_completion, sequence_hidden
 from jaxrl_self.train.rl_step import make_batch_builder, make_rl_update
 from jaxrl_self.train.state import init_train_state
@@ -118,3 +119,6 @@ def test_a_short_run_logs_the_self_verification_loss_and_held_out_metrics(tmp_pa
     assert sum("self_verify/loss" in row for row in rows) == 2
     evaluations = [row for row in rows if "eval/self_verify/pass@1" in row]  # after SFT and after RL
     assert len(evaluations) == 2 and all(0 <= row["eval/self_verify/pass@1"] <= 1 for row in evaluations)
+    results = evaluate_run(workdir, num_samples=2, ks=(1, 2))  # `jaxrl-self eval` on the run
+    assert set(results["self_verify"]) >= {"auroc", "best_of_n", "maj@2", "self_weighted_maj@2"}
+    assert 0 <= results["self_verify"]["pass@1"] <= 1
