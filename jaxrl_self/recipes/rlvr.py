@@ -40,7 +40,7 @@ from jaxrl_self.tasks.iterator import CategoryIterator
 from jaxrl_self.train import curriculum
 from jaxrl_self.train.dynamic_sampling import collect_groups, make_group_merger
 from jaxrl_self.train.loop import AFTER_SFT, Recipe
-from jaxrl_self.train.policy import logprob_after_completion, sequence_hidden
+from jaxrl_self.train.policy import verdict_logprobs
 from jaxrl_self.train.rl_step import make_batch_builder, make_reward_scorer, make_rl_update, needs_reference, refresh_reference
 
 
@@ -50,9 +50,7 @@ def make_self_scorer(graphdef, verdict_id: int, beta: float, c_ref: float):
     -> r_s [N]`: each completion's LaSeR self-reward under `params`."""
     @jax.jit
     def self_scores(params, *args):
-        model = nnx.merge(graphdef, params)
-        lz = logprob_after_completion(sequence_hidden(model, *args), model.output_head(), args[0].shape[1], args[3], verdict_id)
-        return self_reward_scores(lz, beta_v=beta, c_ref=c_ref)
+        return self_reward_scores(verdict_logprobs(nnx.merge(graphdef, params), *args, verdict_id), beta_v=beta, c_ref=c_ref)
 
     return self_scores
 

@@ -88,6 +88,13 @@ def completion_logprobs(model, prompt_tokens, prompt_mask, completion_tokens, co
                             model.config.logprob_chunk)
 
 
+def verdict_logprobs(model, prompt_tokens, prompt_mask, completion_tokens, completion_mask, verdict_id: int):
+    """LaSeR's `lz` `[N] float32` of each completion under `model` (`logprob_after_completion`),
+    from a forward pass of its own; arguments as `sequence_hidden`."""
+    hidden = sequence_hidden(model, prompt_tokens, prompt_mask, completion_tokens, completion_mask)
+    return logprob_after_completion(hidden, model.output_head(), prompt_tokens.shape[1], completion_mask, verdict_id)
+
+
 def completion_logprobs_and_verdict(model, prompt_tokens, prompt_mask, completion_tokens, completion_mask, temperature,
                                     verdict_id: int):
     """`completion_logprobs` with entropy, plus LaSeR's `lz` `[N] float32` (`logprob_after_completion`

@@ -30,7 +30,7 @@ from jaxrl_self.parallel.rules import activation_mesh
 from jaxrl_self.rewards.host import FAILURE_REASONS
 from jaxrl_self.train.batch import RolloutBatch
 from jaxrl_self.algorithms.self_verification import blend_self_advantages, class_balance_weights, self_reward_scores
-from jaxrl_self.train.policy import completion_logprobs, completion_logprobs_and_verdict, logprob_after_completion, sequence_hidden
+from jaxrl_self.train.policy import completion_logprobs, completion_logprobs_and_verdict, verdict_logprobs
 from jaxrl_self.train.state import apply_gradients
 from jaxrl_self.train.value_head import completion_logprobs_and_values, trainable, with_trainable
 
@@ -338,7 +338,7 @@ def make_batch_builder(graphdef, rl, method, mesh=None, verdict_id=None):
 
         def blended():
             args = (batch["prompt_tokens"], batch["prompt_mask"], batch["completion_tokens"], batch["completion_mask"])
-            lz = logprob_after_completion(sequence_hidden(model, *args), model.output_head(), args[0].shape[1], args[3], verdict_id)
+            lz = verdict_logprobs(model, *args, verdict_id)
             scores = self_reward_scores(lz, beta_v=sv.beta, c_ref=sv.c_ref)
             return blend_self_advantages(train_batch.advantages.reshape(-1, g), scores.reshape(-1, g), finished.reshape(-1, g),
                                          coef=blend.reshape(-1, g), min_std=sv.min_std, std_ddof=rl.std_ddof).reshape(-1)
