@@ -155,7 +155,8 @@ def get_config() -> ml_collections.ConfigDict:
 
     config.method = ml_collections.ConfigDict()
     # the recipe (jaxrl_self/recipes, docs/recipes.md): "" = RL with rl.reward; star | rest_em | spin |
-    # self_rewarding | score | absolute_zero; or a recipe of your own as "module:Class"
+    # self_rewarding | score | absolute_zero | spiral (game self-play, docs/games.md); or a recipe of your
+    # own as "module:Class"
     config.method.loop = ""
     # label-free rewards (rl.reward = ttrl | intuitor | rent | co_reward; jaxrl_self/methods/label_free.py)
     config.method.answer_max_tokens = 8  # answers compared for voting are cut to this many tokens

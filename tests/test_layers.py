@@ -1,7 +1,7 @@
 """The package's import graph is one-way: each unit imports only itself and the units below it.
 
-models / algorithms / rewards / sampling (and the small shared modules) sit below tasks, which sit
-below the reward plug-ins (`methods`) and evaluation, below the trainer (`train`), below the recipes,
+models / algorithms / rewards / sampling (and the small shared modules) sit below tasks and
+environments (`envs`), which sit below the reward plug-ins (`methods`) and evaluation, below the trainer (`train`), below the recipes,
 below the CLI (docs/recipes.md). Every import statement counts, including those inside functions.
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ LAYERS = [  # lowest first; a unit may import the units of earlier layers and it
     {"report"},
     {"models", "rewards"},
     {"sampling"},
-    {"checkpoint", "tasks"},
+    {"checkpoint", "tasks", "envs"},
     {"config"},
     {"eval"},
     {"methods"},

@@ -20,6 +20,7 @@ RECIPES = {  # method.loop -> "module:class"
     "self_rewarding": "jaxrl_self.recipes.self_rewarding:SelfRewarding",
     "score": "jaxrl_self.recipes.score:SCoRe",
     "absolute_zero": "jaxrl_self.recipes.absolute_zero:AbsoluteZero",
+    "spiral": "jaxrl_self.recipes.spiral:SPIRAL",
 }
 
 

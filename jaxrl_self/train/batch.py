@@ -43,6 +43,9 @@ class RolloutBatch:
         (docs/algorithms.md#laser-last-token-self-reward).
       verdict_weights: `[N] float32`, the loss weight alpha times the class-balance weight of
         each finished completion (0 for unfinished rows and masked-out groups).
+      env_mask: `[N, T] bool`, environment tokens inside the completion (a multi-turn episode's
+        observations after the policy's first response, docs/games.md#training-rows): the model
+        reads them as context, but completion_mask is False on them, so they carry no loss.
     """
 
     prompt_tokens: jax.Array
@@ -57,3 +60,8 @@ class RolloutBatch:
     kl_coef: Optional[jax.Array] = None
     verdict_labels: Optional[jax.Array] = None
     verdict_weights: Optional[jax.Array] = None
+    env_mask: Optional[jax.Array] = None
+
+    def attended_mask(self):
+        """`[N, T] bool`: the completion positions the model reads, completion_mask | env_mask."""
+        return self.completion_mask if self.env_mask is None else self.completion_mask | self.env_mask

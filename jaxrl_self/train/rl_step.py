@@ -119,7 +119,7 @@ def policy_loss(model, batch, rl, num_sequences, num_tokens, value_params=None, 
       them over micro-batches), except "ratio/min" and "ratio/max" (take min / max).
     """
     mask = batch.completion_mask.astype(jnp.float32)
-    args = (batch.prompt_tokens, batch.prompt_mask, batch.completion_tokens, batch.completion_mask, rl.temperature)
+    args = (batch.prompt_tokens, batch.prompt_mask, batch.completion_tokens, batch.attended_mask(), rl.temperature)
     verdict = verdict_id is not None and batch.verdict_labels is not None
     if verdict:
         logp, entropy, lz = completion_logprobs_and_verdict(model, *args, verdict_id)
@@ -360,7 +360,7 @@ def make_reference_scorer(graphdef, rl, mesh=None):
 
     @jax.jit
     def with_reference(state, batch):
-        args = (batch.prompt_tokens, batch.prompt_mask, batch.completion_tokens, batch.completion_mask, rl.temperature)
+        args = (batch.prompt_tokens, batch.prompt_mask, batch.completion_tokens, batch.attended_mask(), rl.temperature)
         with activation_mesh(mesh):
             return batch.replace(ref_logp=reference_logprobs(graphdef, state, args))
 
