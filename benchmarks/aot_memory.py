@@ -110,6 +110,7 @@ from jax.sharding import PartitionSpec as P  # noqa: E402
 
 from jaxrl_self.config import apply_override, load_config_file, validate, validate_devices  # noqa: E402
 from jaxrl_self.models.hf_config import model_config_from_hf  # noqa: E402
+from jaxrl_self.models.lora import split_adapters  # noqa: E402
 from jaxrl_self.models.transformer import Transformer, attention_implementation  # noqa: E402
 from jaxrl_self.parallel import SAMPLING_AXIS_RULES, abstract_state, batch_sharding, make_mesh  # noqa: E402
 from jaxrl_self.parallel.rules import activation_mesh  # noqa: E402
@@ -117,6 +118,7 @@ from jaxrl_self.sampling.sampler import SamplingConfig, knobs_from, make_sampler
 from jaxrl_self.algorithms.registry import algorithm_of  # noqa: E402
 from jaxrl_self.models.config import with_execution_options  # noqa: E402
 from jaxrl_self.train.context import rl_optimizer  # noqa: E402
+from jaxrl_self.train.batch import RolloutBatch  # noqa: E402
 from jaxrl_self.train.rl_step import make_rl_update, needs_old_logp, needs_reference  # noqa: E402
 from jaxrl_self.train.state import init_train_state  # noqa: E402
 from jaxrl_self.train.value_head import init_value_head  # noqa: E402
@@ -145,6 +147,21 @@ PRESETS = {
         "model_type": "qwen2", "vocab_size": 151936, "hidden_size": 1536, "intermediate_size": 8960,
         "num_hidden_layers": 28, "num_attention_heads": 12, "num_key_value_heads": 2, "hidden_act": "silu",
         "rope_theta": 1000000.0, "rms_norm_eps": 1e-6, "tie_word_embeddings": True, "max_position_embeddings": 32768,
+    },
+    "qwen2.5-3b": {
+        "model_type": "qwen2", "vocab_size": 151936, "hidden_size": 2048, "intermediate_size": 11008,
+        "num_hidden_layers": 36, "num_attention_heads": 16, "num_key_value_heads": 2, "hidden_act": "silu",
+        "rope_theta": 1000000.0, "rms_norm_eps": 1e-6, "tie_word_embeddings": True, "max_position_embeddings": 32768,
+    },
+    "qwen2.5-14b": {
+        "model_type": "qwen2", "vocab_size": 152064, "hidden_size": 5120, "intermediate_size": 13824,
+        "num_hidden_layers": 48, "num_attention_heads": 40, "num_key_value_heads": 8, "hidden_act": "silu",
+        "rope_theta": 1000000.0, "rms_norm_eps": 1e-6, "tie_word_embeddings": False, "max_position_embeddings": 32768,
+    },
+    "qwen2.5-32b": {
+        "model_type": "qwen2", "vocab_size": 152064, "hidden_size": 5120, "intermediate_size": 27648,
+        "num_hidden_layers": 64, "num_attention_heads": 40, "num_key_value_heads": 8, "hidden_act": "silu",
+        "rope_theta": 1000000.0, "rms_norm_eps": 1e-6, "tie_word_embeddings": False, "max_position_embeddings": 32768,
     },
     "qwen2.5-7b": {
         "model_type": "qwen2", "vocab_size": 152064, "hidden_size": 3584, "intermediate_size": 18944,
@@ -258,7 +275,7 @@ def abstract_train_batch(config, mesh):
         shapes["ref_logp"] = ((n, t), jnp.float32)
     if algorithm_of(rl).value_head:
         shapes.update(old_values=((n, t), jnp.float32), returns=((n, t), jnp.float32))
-    return {k: jax.ShapeDtypeStruct(s, d, sharding=batch_sharding(mesh, s)) for k, (s, d) in shapes.items()}
+    return RolloutBatch(**{k: jax.ShapeDtypeStruct(s, d, sharding=batch_sharding(mesh, s)) for k, (s, d) in shapes.items()})
 
 
 _OOM = re.compile(r"required for HLO temporaries \(([0-9.]+)([KMGT]?)\) exceeds available HBM \(([0-9.]+)([KMGT]?)\)")
@@ -390,8 +407,9 @@ def compile_update(config, model_config, mesh, hardware, compiler_options=None) 
     optimizer_steps = rl.epochs * rl.minibatches
     micro_batches = optimizer_steps * rl.micro_batches
 
-    state_shard = _shard_bytes(state.params)  # float32 params: this chip's shard
-    weights_f32 = _tree_bytes(params)
+    trainable, frozen = split_adapters(state.params)  # a LoRA model (model.lora) updates its adapters only
+    state_shard = _shard_bytes(trainable)  # float32 trainable params: this chip's shard
+    weights_f32 = _tree_bytes(split_adapters(params)[0])  # the weight gradients formed
     cast = lambda x: jnp.dtype(mc.compute_dtype).itemsize if x.ndim >= 2 else 4
     weights_compute = sum(math.prod(x.shape) * cast(x) for x in jax.tree.leaves(params))
     reads_per_micro = 2 + (1 if remat == "full" else 0)
@@ -406,6 +424,9 @@ def compile_update(config, model_config, mesh, hardware, compiler_options=None) 
         "rows": n, "sequence_len": s, "micro_batches_per_minibatch": rl.micro_batches, "optimizer_steps": optimizer_steps,
         "rows_per_chip_per_micro_batch": n // rl.minibatches // rl.micro_batches // (mesh.shape["data"] * mesh.shape["fsdp"]),
         "params": sum(math.prod(x.shape) for x in jax.tree.leaves(params)),
+        "trainable_params": sum(math.prod(x.shape) for x in jax.tree.leaves(trainable)),
+        "optimizer_state_bytes_per_chip": _shard_bytes(state.opt_state),
+        "frozen_base_bytes_per_chip": _shard_bytes(frozen),
         "matmul_params": mc.layer_matmul_params,
         "attention_kernel": kernel,
         "flops": {"global": flops, "per_chip": flops_chip, "forward": forward, "remat_extra": extra,
@@ -509,9 +530,10 @@ def compile_sampler(config, model_config, mesh, hardware, compiler_options=None)
 # one entry point for the tests and the CLI
 
 
-def mesh_for(topology: str, mesh_shape=None):
-    """(mesh, mesh_shape) over the topology's chips; default: all chips on fsdp."""
-    devices = tpu_topology(topology).devices
+def mesh_for(topology: str, mesh_shape=None, chips=None):
+    """(mesh, mesh_shape) over the topology's chips (its first `chips` of them when given, e.g. 1:
+    one chip); default: all of them on fsdp."""
+    devices = tpu_topology(topology).devices[:chips]
     mesh_shape = tuple(mesh_shape) if mesh_shape else (1, len(devices), 1)
     import ml_collections
     mesh = make_mesh(ml_collections.ConfigDict(dict(zip(("data", "fsdp", "tensor"), mesh_shape))), devices=devices)
@@ -542,6 +564,7 @@ def parse_args(argv=None):
     parser.add_argument("--micro-batch-rows", type=int, default=1, help="rows per chip per micro-batch")
     parser.add_argument("--topology", default="v5e:2x2", choices=TOPOLOGIES)
     parser.add_argument("--mesh", default="", help="data,fsdp,tensor (default 1,<chips>,1)")
+    parser.add_argument("--chips", type=int, default=None, help="use only the topology's first N chips (1: one chip)")
     parser.add_argument("--dtype", default="bfloat16", choices=("bfloat16", "float32"))
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override, e.g. model.remat=full")
     parser.add_argument("--search-micro-batch", action="store_true",
@@ -558,7 +581,8 @@ def main(argv=None):
     else:
         hf, model_name = PRESETS[args.model], args.model
     try:
-        mesh, mesh_shape = mesh_for(args.topology, tuple(int(x) for x in args.mesh.split(",")) if args.mesh else None)
+        mesh, mesh_shape = mesh_for(args.topology, tuple(int(x) for x in args.mesh.split(",")) if args.mesh else None,
+                                    args.chips)
     except LibTPUMissing as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)

@@ -63,6 +63,13 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.attention = "auto"
     config.model.logprob_chunk = 0
     config.model.scan_layers = False
+    # LoRA (docs/lora.md): rank > 0 adds adapters `alpha/rank * B A` to the `targets` projections ("all", or
+    # some of q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj, comma-separated) and trains only them
+    config.model.lora = ml_collections.ConfigDict()
+    config.model.lora.rank = 0
+    config.model.lora.alpha = 16.0
+    config.model.lora.dropout = 0.0
+    config.model.lora.targets = "all"
 
     config.sft = ml_collections.ConfigDict()
     config.sft.steps = 300

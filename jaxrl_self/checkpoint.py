@@ -28,6 +28,10 @@ never listed; leftover temporary directories are removed when a Checkpointer is 
 One whose arrays do not fit the run's model (another architecture) is never skipped: that raises
 `CheckpointError` naming the tensor, since falling back would silently lose the run.
 
+Partial states: a Checkpointer made with `part=(saved, completed)` writes `saved(state)` and
+restores `completed(restored, fresh)` from the fresh state of the phase; the training loop passes
+`train.state.CHECKPOINTED_PART`, which leaves a LoRA model's frozen base out (docs/lora.md).
+
 Best checkpoint: a second Checkpointer made with `best_metric="accuracy"` keeps the one
 checkpoint with the highest value of that metric (orbax `best_fn`, `best_mode="max"`); the
 training loop saves into it whenever held-out accuracy improves (see `jaxrl_self.train.faults`).
@@ -68,10 +72,13 @@ class Checkpointer:
     """
 
     def __init__(self, directory: str | Path, max_to_keep: int = 3, best_metric: Optional[str] = None,
-                 read_only: bool = False):
+                 read_only: bool = False, part: Optional[tuple[Callable, Callable]] = None):
         """`read_only=True` (for `eval`/`sample`): never writes, creates or moves anything under
-        `directory`; `save` raises, and `restore_latest` skips a corrupted checkpoint in place."""
+        `directory`; `save` raises, and `restore_latest` skips a corrupted checkpoint in place.
+        part: `(saved, completed)`: `saved(state)` is what is written, `completed(restored, fresh)`
+        the state restored from it and the phase's fresh state; default the whole state."""
         self.directory = Path(directory).absolute()
+        self.saved, self.completed = part or (lambda state: state, lambda restored, fresh: restored)
         self.best_metric = best_metric
         self.read_only = read_only
         best = {} if best_metric is None or read_only else dict(
@@ -95,7 +102,8 @@ class Checkpointer:
         if self.read_only:
             raise RuntimeError(f"cannot save into {self.directory}: this Checkpointer is read-only")
         with naming_path(self.directory):  # a full disk: an OSError naming the checkpoint directory
-            self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
+            self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(self.saved(state)),
+                                                            meta=ocp.args.JsonSave(meta)),
                               metrics=metrics, force=True)
 
     def wait(self) -> None:
@@ -126,14 +134,15 @@ class Checkpointer:
             except Exception as error:  # corrupted or partial files: fall back to an older checkpoint
                 self._skip_corrupted(step, error)
                 continue
-            abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, abstract_state_for(meta))
+            fresh = abstract_state_for(meta)
+            abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, self.saved(fresh))
             self._check_matches(step, stored, abstract)
             try:
                 restored = self.manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))
             except Exception as error:  # metadata readable but array data damaged
                 self._skip_corrupted(step, error)
                 continue
-            return step, restored["state"], meta
+            return step, self.completed(restored["state"], fresh), meta
         if steps:
             where = "left in place" if self.read_only else f"moved to {self._corrupt_dir()}"
             raise CheckpointError(f"none of the checkpoints in {self.directory} (steps {steps}) could be read "

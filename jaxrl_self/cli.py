@@ -98,14 +98,18 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("out_dir", type=Path, help="output directory (must not exist or be empty)")
     export.add_argument("--checkpoint", choices=("latest", "best"), default="latest", help=checkpoint_help)
     export.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32", help="dtype of the tensors written")
+    export.add_argument("--peft", action="store_true",
+                        help="a LoRA run (model.lora): write its adapters in the PEFT layout (adapter_config.json + "
+                             "adapter_model.safetensors) instead of the merged model (docs/lora.md#export)")
     return parser
 
 
 def _export(args) -> int:
     from jaxrl_self.recipes.export import export_run
 
-    files = export_run(args.run_dir, args.out_dir, args.checkpoint, args.dtype)
-    print(f"exported the {args.checkpoint} checkpoint of {args.run_dir} -> {args.out_dir} (hf): {', '.join(files)}")
+    files = export_run(args.run_dir, args.out_dir, args.checkpoint, args.dtype, peft=args.peft)
+    layout = "peft" if args.peft else "hf"
+    print(f"exported the {args.checkpoint} checkpoint of {args.run_dir} -> {args.out_dir} ({layout}): {', '.join(files)}")
     return 0
 
 

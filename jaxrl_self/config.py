@@ -27,6 +27,7 @@ from jaxrl_self.algorithms.losses import NFT_WEIGHTINGS
 from jaxrl_self.algorithms.registry import ALGORITHMS, algorithm_of
 from jaxrl_self.errors import ConfigError  # noqa: F401 (re-exported: jaxrl_self.config.ConfigError)
 from jaxrl_self.models.config import ATTENTION_IMPLEMENTATIONS, REMAT_MODES
+from jaxrl_self.models.lora import TARGETS as LORA_TARGETS, parse_targets as parse_lora_targets
 from jaxrl_self.tasks import arithmetic, word_arithmetic
 from jaxrl_self.tasks.jsonl import ANSWER_FORMATS, PROMPT_PLACEHOLDER
 
@@ -309,6 +310,7 @@ def validate(config: ml_collections.ConfigDict, source: str | Path | None = None
                  f"the iterative recipes (method.loop = {config.method.loop!r}) store float32 params; 'bfloat16' is "
                  "for the RL loop of jaxrl_self/train/loop.py")
     _require(model.remat in REMAT_MODES, "model.remat", f"must be one of {REMAT_MODES}, got {model.remat!r}")
+    _validate_lora(config)
     _require(model.attention in ATTENTION_IMPLEMENTATIONS, "model.attention",
              f"must be one of {ATTENTION_IMPLEMENTATIONS}, got {model.attention!r}")
     _require(model.rope_theta > 0, "model.rope_theta", f"must be > 0, got {model.rope_theta}")
@@ -487,6 +489,24 @@ def _validate_mesh(config: ml_collections.ConfigDict) -> None:
                  f"must be in [0, distributed.num_processes={dist.num_processes}), got {dist.process_id}")
     if dist.coordinator_address or dist.auto:
         _require(mesh.num_devices == 0, "mesh.num_devices", "must be 0 (all devices) in a multi-process run")
+
+
+def _validate_lora(config: ml_collections.ConfigDict) -> None:
+    """`config.model.lora` (docs/lora.md): rank >= 0 (0 = off), alpha > 0, known targets, dropout 0."""
+    lora = config.model.lora
+    _require(lora.rank >= 0, "model.lora.rank", f"must be >= 0 (0 = no adapters), got {lora.rank}")
+    _require(lora.alpha > 0, "model.lora.alpha", f"must be > 0, got {lora.alpha}")
+    try:
+        parse_lora_targets(lora.targets)
+    except ValueError as error:
+        raise ConfigError(f"config.model.lora.targets: {error} in {lora.targets!r}; choose 'all' or some of "
+                          f"{','.join(LORA_TARGETS)}") from None
+    _require(lora.dropout == 0, "model.lora.dropout", f"only 0 is supported (the learner's log-probs must be those "
+             f"the sampler drew from), got {lora.dropout}")
+    loop = config.method.get("loop", "") if config.get("method") else ""
+    if lora.rank and loop in ("star", "rest_em", "spin", "self_rewarding"):
+        raise ConfigError(f"config.model.lora.rank: the recipe method.loop = {loop!r} trains full models in rounds; LoRA "
+                          "is for the recipes on the shared RL update (docs/lora.md)")
 
 
 def validate_devices(config: ml_collections.ConfigDict, device_count: int, process_count: int) -> None:

@@ -52,6 +52,7 @@ from jaxrl_self.models.hf_config import (
     model_config_from_hf,
     read_hf_config,
 )
+from jaxrl_self.models.lora import merged_weights
 from jaxrl_self.models.transformer import Transformer
 
 SINGLE_FILE = "model.safetensors"
@@ -309,10 +310,14 @@ def export_hf_checkpoint(
     dtype: "float32" or "bfloat16" for the stored tensors. max_shard_bytes bounds each weight
     file; more than one file comes with `model.safetensors.index.json`. tokenizer_dir: copy the
     tokenizer files found there. extra_config: merged into config.json (e.g. eos_token_id).
-    Returns the names of the files written.
+    Returns the names of the files written. A LoRA model (`config.lora`) is written merged: each
+    adapted weight is `W + alpha/r * A B` (`models.lora.merged_weights`; `export_peft_adapter`
+    writes the adapters on their own).
     """
     if dtype not in ("float32", "bfloat16"):
         raise ValueError(f"export dtype must be 'float32' or 'bfloat16', got {dtype!r}")
+    if config.lora is not None:
+        params, config = merged_weights(params, config.lora), dataclasses.replace(config, lora=None)
     np_dtype = np.dtype(dtype)
     hf_config = hf_config_from_model_config(config, extra_config)
     hf_config["dtype"] = dtype
@@ -356,6 +361,46 @@ def export_hf_checkpoint(
     if tokenizer_dir is not None:
         written += copy_tokenizer_files(tokenizer_dir, out_dir)
     return written
+
+
+PEFT_CONFIG_FILE = "adapter_config.json"
+PEFT_WEIGHTS_FILE = "adapter_model.safetensors"
+
+
+def export_peft_adapter(config: ModelConfig, params: nnx.State, out_dir: str, base_model: str = "") -> list[str]:
+    """Writes the LoRA adapters of `params` in the PEFT layout: adapter_config.json and
+    adapter_model.safetensors, which `peft.PeftModel.from_pretrained(base, out_dir)` loads on the
+    base model (docs/lora.md#export). Returns the names of the files written.
+
+    Tensors: `base_model.model.model.layers.{i}.{self_attn|mlp}.{name}.lora_A.weight` `[r, in]` and
+    `.lora_B.weight` `[out, r]` (float32), in the HF weights' input/output order (`tensor_mappings`).
+    base_model: recorded as base_model_name_or_path.
+    """
+    if config.lora is None:
+        raise CheckpointError("the model has no LoRA adapters to export (model.lora.rank is 0)")
+    flat = dict(nnx.to_flat_state(params))
+    tensors = {}
+    for i in range(config.num_layers):
+        ours, layer = (("layers",), i) if config.scan_layers else (("layers", i), None)
+        for name in config.lora.targets:
+            block = "self_attn" if name.endswith(("q_proj", "k_proj", "v_proj", "o_proj")) else "mlp"
+            a, b = (np.asarray(jax.device_get(flat[ours + (block, f"{name}_lora", part)][...]), np.float32) for part in "ab")
+            if layer is not None:
+                a, b = a[layer], b[layer]
+            prefix = f"base_model.model.model.layers.{i}.{block}.{name}"
+            tensors[f"{prefix}.lora_A.weight"] = np.ascontiguousarray(a.reshape(-1, a.shape[-1]).T)
+            tensors[f"{prefix}.lora_B.weight"] = np.ascontiguousarray(b.reshape(b.shape[0], -1).T)
+    adapter_config = {
+        "peft_type": "LORA", "task_type": "CAUSAL_LM", "base_model_name_or_path": base_model or None,
+        "r": config.lora.rank, "lora_alpha": config.lora.alpha, "lora_dropout": config.lora.dropout,
+        "target_modules": list(config.lora.targets), "bias": "none", "fan_in_fan_out": False,
+        "use_rslora": False, "inference_mode": True, "modules_to_save": None,
+    }
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, PEFT_CONFIG_FILE), "w") as f:
+        json.dump(adapter_config, f, indent=2)
+    save_file(tensors, os.path.join(out_dir, PEFT_WEIGHTS_FILE), metadata={"format": "pt"})
+    return [PEFT_CONFIG_FILE, PEFT_WEIGHTS_FILE]
 
 
 def copy_tokenizer_files(src_dir: str, dst_dir: str) -> list[str]:

@@ -6,6 +6,8 @@ from typing import Optional
 
 import jax.numpy as jnp
 
+from jaxrl_self.models.lora import LoRAConfig, parse_targets
+
 
 REMAT_MODES = ("none", "full", "save_dots")
 ATTENTION_IMPLEMENTATIONS = ("auto", "xla", "dot_product", "splash")
@@ -43,6 +45,8 @@ class ModelConfig:
       whatever the depth, so compile time and executable size do not grow with L. Also sets the
       layout of the parameters (and of the KV cache: `[L, B, S, K, D]` arrays), so it is given when
       a model is built or loaded (`models.pretrained.load_pretrained(..., scan_layers=True)`).
+    lora: None, or the LoRA adapters on the projections (`models.lora.LoRAConfig`; docs/lora.md):
+      a run's `config.model.lora` adds them to any model; an export merges them away.
     """
 
     vocab_size: int
@@ -66,6 +70,7 @@ class ModelConfig:
     attention: str = "auto"
     logprob_chunk: int = 0
     scan_layers: bool = False
+    lora: Optional[LoRAConfig] = None
 
     def __post_init__(self):
         if self.num_heads % self.num_kv_heads:
@@ -98,6 +103,8 @@ class ModelConfig:
         """JSON-serialisable fields (rope_scaling as a dict); inverse of `from_dict`."""
         fields = dataclasses.asdict(self)
         fields["rope_scaling"] = self.rope_scaling_dict() or None
+        if self.lora is not None:
+            fields["lora"] = {**fields["lora"], "targets": list(self.lora.targets)}
         return fields
 
     @classmethod
@@ -112,6 +119,8 @@ class ModelConfig:
             fields["rope_scaling"] = tuple(sorted(fields["rope_scaling"].items()))
         else:
             fields["rope_scaling"] = None
+        if fields.get("lora"):
+            fields["lora"] = LoRAConfig(**{**fields["lora"], "targets": tuple(fields["lora"]["targets"])})
         return cls(**fields)
 
 
@@ -119,7 +128,16 @@ def with_execution_options(model_config: ModelConfig, config) -> ModelConfig:
     """`model_config` (from scratch or a pretrained checkpoint) running as the run's `config.model`
     says: remat, attention kernel, log-prob chunk, scanned layers (`EXECUTION_FIELDS`; a pretrained
     model's parameters are loaded in the layout `scan_layers` asks for)."""
-    return dataclasses.replace(model_config, **{name: config.model[name] for name in EXECUTION_FIELDS})
+    return dataclasses.replace(model_config, **{name: config.model[name] for name in EXECUTION_FIELDS},
+                               lora=lora_config_from(config))
+
+
+def lora_config_from(config) -> Optional[LoRAConfig]:
+    """The run's `config.model.lora` as a `LoRAConfig`, None when its rank is 0 (no adapters)."""
+    lora = config.model.get("lora")
+    if not lora or lora.rank == 0:
+        return None
+    return LoRAConfig(rank=lora.rank, alpha=float(lora.alpha), dropout=float(lora.dropout), targets=parse_targets(lora.targets))
 
 
 def model_config_from(config, vocab_size: int) -> ModelConfig:

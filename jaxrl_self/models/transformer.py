@@ -6,6 +6,7 @@ Every parameter carries `logical_axes` metadata (vocab, embed, heads, kv_heads, 
 (`parallel.rules.constrain`: rows over data+fsdp, heads / MLP columns / vocabulary over tensor,
 a no-op outside a mesh context); the model itself never mentions devices. `ModelConfig.remat`
 rematerialises each layer in training passes, `ModelConfig.attention` picks the attention kernel.
+`ModelConfig.lora` adds LoRA adapters to the projections (`models.lora`, docs/lora.md).
 
 Two layouts of the layers, one layer computation (`DecoderLayer`, run by `Transformer.apply_layers`):
   unrolled (default)   `layers` is a list of L `DecoderLayer`s (state paths `layers.i.<name>`), run
@@ -31,6 +32,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from jaxrl_self.models import lora
 from jaxrl_self.models.config import ModelConfig
 from jaxrl_self.models.rope import apply_rope, inverse_frequencies
 from jaxrl_self.models.splash import splash_attention, splash_supported
@@ -155,15 +157,27 @@ class Attention(nnx.Module):
             self.q_norm = _ones((d,), ("head_dim",))
             self.k_norm = _ones((d,), ("head_dim",))
 
+    def add_adapters(self, config: ModelConfig, rngs: nnx.Rngs):
+        """LoRA adapters on the projections `config.lora` targets (`models.lora`)."""
+        e, h, k, d = config.hidden_size, config.num_heads, config.num_kv_heads, config.head_dim
+        lora.add_adapters(self, config.lora, rngs, {
+            "q_proj": ((e,), (h, d), ("embed",), ("heads", "head_dim")),
+            "k_proj": ((e,), (k, d), ("embed",), ("kv_heads", "head_dim")),
+            "v_proj": ((e,), (k, d), ("embed",), ("kv_heads", "head_dim")),
+            "o_proj": ((h, d), (e,), ("heads", "head_dim"), ("embed",))})
+
     def __call__(self, x, positions, kv_mask, cache_kv, cache_index):
         """x `[B, Q, E]`; positions `[B, Q]`; kv_mask `[B, S]` bool; cache_kv None or (k, v) `[B, S, K, D]`.
 
         Returns (out `[B, Q, E]`, (k, v) of this layer — the updated cache, or this call's keys).
         """
         cfg, dtype = self.config, x.dtype
-        q = constrain(jnp.einsum("bqe,ehd->bqhd", x, weight(self.q_proj, dtype)), ("batch", "length", "heads", "head_dim"))
-        k = constrain(jnp.einsum("bqe,ekd->bqkd", x, weight(self.k_proj, dtype)), ("batch", "length", "kv_heads", "head_dim"))
-        v = constrain(jnp.einsum("bqe,ekd->bqkd", x, weight(self.v_proj, dtype)), ("batch", "length", "kv_heads", "head_dim"))
+        q = jnp.einsum("bqe,ehd->bqhd", x, weight(self.q_proj, dtype))
+        k = jnp.einsum("bqe,ekd->bqkd", x, weight(self.k_proj, dtype))
+        v = jnp.einsum("bqe,ekd->bqkd", x, weight(self.v_proj, dtype))
+        q = constrain(lora.adapted(self, "q_proj", x, q, 1), ("batch", "length", "heads", "head_dim"))
+        k = constrain(lora.adapted(self, "k_proj", x, k, 1), ("batch", "length", "kv_heads", "head_dim"))
+        v = constrain(lora.adapted(self, "v_proj", x, v, 1), ("batch", "length", "kv_heads", "head_dim"))
         if cfg.attention_bias:
             q, k, v = q + self.q_bias[...].astype(dtype), k + self.k_bias[...].astype(dtype), v + self.v_bias[...].astype(dtype)
         if cfg.qk_norm:
@@ -189,7 +203,8 @@ class Attention(nnx.Module):
             attend = fused_attention if kernel == "dot_product" else grouped_attention
             out = attend(q, k.astype(dtype), v.astype(dtype), mask)
         out = constrain(out, ("batch", "length", "heads", "head_dim"))
-        return constrain(jnp.einsum("bqhd,hde->bqe", out, weight(self.o_proj, dtype)), ACTIVATION), (k, v)
+        projected = lora.adapted(self, "o_proj", out, jnp.einsum("bqhd,hde->bqe", out, weight(self.o_proj, dtype)), 2)
+        return constrain(projected, ACTIVATION), (k, v)
 
 
 def write_rows(cache, new, cache_index):
@@ -245,11 +260,20 @@ class MLP(nnx.Module):
         self.up_proj = _param(rngs, (e, f), ("embed", "mlp"), 1 / math.sqrt(e))
         self.down_proj = _param(rngs, (f, e), ("mlp", "embed"), 1 / math.sqrt(f))
 
+    def add_adapters(self, config: ModelConfig, rngs: nnx.Rngs):
+        """LoRA adapters on the projections `config.lora` targets (`models.lora`)."""
+        e, f = config.hidden_size, config.intermediate_size
+        lora.add_adapters(self, config.lora, rngs, {
+            "gate_proj": ((e,), (f,), ("embed",), ("mlp",)),
+            "up_proj": ((e,), (f,), ("embed",), ("mlp",)),
+            "down_proj": ((f,), (e,), ("mlp",), ("embed",))})
+
     def __call__(self, x):
         dtype, columns = x.dtype, ("batch", "length", "mlp")
-        gate = jax.nn.silu(constrain(x @ weight(self.gate_proj, dtype), columns))
-        hidden = constrain(gate * (x @ weight(self.up_proj, dtype)), columns)
-        return constrain(hidden @ weight(self.down_proj, dtype), ACTIVATION)
+        project = lambda name, x: lora.adapted(self, name, x, x @ weight(getattr(self, name), dtype), 1)
+        gate = jax.nn.silu(constrain(project("gate_proj", x), columns))
+        hidden = constrain(gate * project("up_proj", x), columns)
+        return constrain(project("down_proj", hidden), ACTIVATION)
 
 
 class DecoderLayer(nnx.Module):
@@ -286,11 +310,15 @@ class Transformer(nnx.Module):
         self.config = config
         self.embed_tokens = _param(rngs, (config.vocab_size, config.hidden_size), ("vocab", "embed"), 0.02)
         layers = [DecoderLayer(config, rngs) for _ in range(config.num_layers)]
-        self.layers = stack_layers(layers) if config.scan_layers else nnx.List(layers)
         self.norm = _ones((config.hidden_size,), ("embed",))
         if not config.tie_word_embeddings:
             # split over the vocabulary only (not embed): the layout the learner's head computes in
             self.lm_head = _param(rngs, (config.hidden_size, config.vocab_size), (None, "vocab"), 1 / math.sqrt(config.hidden_size))
+        if config.lora is not None:  # drawn after the base: a seed gives the same base with or without adapters
+            for layer in layers:
+                layer.self_attn.add_adapters(config, rngs)
+                layer.mlp.add_adapters(config, rngs)
+        self.layers = stack_layers(layers) if config.scan_layers else nnx.List(layers)
 
     def hidden_states(self, tokens, positions, kv_mask, cache: Optional[KVCache] = None, cache_index=0):
         """Final normed hidden states `[B, Q, E]` and the updated cache (None without a cache).
@@ -303,9 +331,13 @@ class Transformer(nnx.Module):
         cfg = self.config
         x = constrain(self.embed_tokens[...].astype(cfg.compute_dtype)[tokens], ACTIVATION)
         if cache is None:  # a training pass: each layer rematerialised per config.remat
-            run_layer = lambda layer, x: layer(x, positions, kv_mask, None, 0)[0]
+            run_layer = forward = lambda layer, x: layer(x, positions, kv_mask, None, 0)[0]
             if cfg.remat != "none":  # inside a scan, CSE cannot undo the recomputation: no barrier needed
-                run_layer = nnx.remat(run_layer, policy=REMAT_POLICIES[cfg.remat], prevent_cse=not cfg.scan_layers)
+                # `jax.checkpoint` of a pure function of the layer's state: the state may mix arrays of
+                # several traces (a LoRA model's frozen base and its differentiated adapters)
+                rematted = jax.checkpoint(lambda graphdef, state, x: forward(nnx.merge(graphdef, state), x),
+                                          policy=REMAT_POLICIES[cfg.remat], prevent_cse=not cfg.scan_layers, static_argnums=0)
+                run_layer = lambda layer, x: rematted(*nnx.split(layer), x)
             x = self.apply_layers(lambda layer, x, i: run_layer(layer, x), x)
             return rms_norm(x, self.norm[...], cfg.rms_norm_eps), None
 
@@ -359,6 +391,13 @@ def cast_matrices(params, dtype):
         return param.replace(jnp.array(x, dtype=dtype if jnp.issubdtype(x.dtype, jnp.floating) and rank >= 2 else x.dtype, copy=True))
 
     return jax.tree.map(cast, params, is_leaf=_is_variable)
+
+
+def init_adapters(config: ModelConfig, seed: int) -> nnx.State:
+    """Fresh LoRA adapters (B = 0) for a pretrained base of `config`, drawn from `seed`
+    (`models.lora.fresh_adapters`; the model is only built abstractly)."""
+    abstract = nnx.state(nnx.eval_shape(lambda: Transformer(config, rngs=nnx.Rngs(seed))))
+    return lora.fresh_adapters(lora.split_adapters(abstract)[0], seed)
 
 
 def model_graphdef(config: ModelConfig) -> nnx.GraphDef:

@@ -22,6 +22,7 @@ from jaxrl_self.tasks.chat import prompt_renderer
 from jaxrl_self.tasks.encoding import prompt_length
 from jaxrl_self.train.context import RunContext
 from jaxrl_self.train.loop import fresh_state
+from jaxrl_self.train.state import CHECKPOINTED_PART
 from jaxrl_self.train.workdir import BEST_CHECKPOINT_DIR, CHECKPOINT_DIR, CONFIG_FILE
 
 CHECKPOINTS = {"latest": CHECKPOINT_DIR, "best": BEST_CHECKPOINT_DIR}  # which -> subdirectory of the run
@@ -42,7 +43,7 @@ def load_run(workdir: Path, which: str = "latest"):
     run = RunContext(config, scratch_tokenizer=recipe.scratch_tokenizer(config), extend_tokenizer=recipe.extend_tokenizer)
     recipe.setup(run)
     directory = Path(workdir) / CHECKPOINTS[which]
-    ckpt = Checkpointer(directory, read_only=True)  # eval and sample never move a checkpoint
+    ckpt = Checkpointer(directory, read_only=True, part=CHECKPOINTED_PART)  # eval and sample never move a checkpoint
     restored = ckpt.restore_latest(lambda meta: fresh_state(run, recipe, meta["phase"]))
     ckpt.close()
     if restored is None:

@@ -23,7 +23,8 @@ from jaxrl_self.eval.evaluate import evaluate, generate
 from jaxrl_self.methods import run_scorer
 from jaxrl_self.models.config import model_config_from, with_execution_options
 from jaxrl_self.models.tokenizer import with_reserved_token
-from jaxrl_self.models.transformer import model_graphdef
+from jaxrl_self.models.lora import join_adapters
+from jaxrl_self.models.transformer import init_adapters, model_graphdef
 from jaxrl_self.parallel import make_mesh, shard_batch, shard_state, sharding_for
 from jaxrl_self.sampling.sampler import SamplingConfig, make_sampler
 from jaxrl_self.tasks.base import task_categories
@@ -88,6 +89,8 @@ class RunContext:
             if self.tokenizer.vocab_size > self.model_config.vocab_size:
                 init_params = grow_vocabulary(init_params, self.tokenizer.vocab_size)
                 self.model_config = dataclasses.replace(self.model_config, vocab_size=self.tokenizer.vocab_size)
+            if self.model_config.lora is not None:  # fresh adapters (B = 0) on the loaded base
+                init_params = join_adapters(init_params, init_adapters(self.model_config, config.seed))
             self.graphdef, self.init_params = model_graphdef(self.model_config), init_params
         else:
             self.model_config = model_config_from(config, self.tokenizer.vocab_size)
@@ -95,7 +98,7 @@ class RunContext:
         self.prompt_len, self.new_tokens = config.task.max_prompt_len, config.rl.max_new_tokens
         self.param_dtype = config.model.param_dtype
         self.sft_optimizer = make_optimizer(config.sft.learning_rate, config.sft.steps, config.sft.warmup_steps,
-                                            param_dtype=self.param_dtype)
+                                            param_dtype=rl_optimizer_param_dtype(config))
         self.rl_optimizer = rl_optimizer(config)
         self.train_examples = self.task.examples("train") if self.task else []
         self.test_examples = self.task.examples("test")[: config.eval.num_examples] if self.task else []
@@ -183,5 +186,11 @@ def rl_optimizer(config) -> optax.GradientTransformation:
     rl = config.rl
     return make_optimizer(rl.learning_rate, rl.steps * rl.epochs * rl.minibatches, rl.warmup_steps,
                           weight_decay=rl.weight_decay, max_grad_norm=rl.max_grad_norm,
-                          moments_dtype=rl.moments_dtype, param_dtype=config.model.param_dtype,
+                          moments_dtype=rl.moments_dtype, param_dtype=rl_optimizer_param_dtype(config),
                           schedule=rl.get("lr_schedule", "cosine"))
+
+
+def rl_optimizer_param_dtype(config) -> str:
+    """The dtype the optimizer's params have: `model.param_dtype`, except with LoRA, whose float32
+    adapters are all it updates (the param dtype then stores the frozen base)."""
+    return "float32" if config.model.lora.rank else config.model.param_dtype

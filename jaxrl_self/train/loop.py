@@ -38,6 +38,7 @@ from jaxrl_self.tasks.iterator import PromptIterator
 from jaxrl_self.train.context import RunContext
 from jaxrl_self.train.faults import RunControl, StopSignal, describe_step
 from jaxrl_self.train.sft import make_sft_step
+from jaxrl_self.train.state import CHECKPOINTED_PART
 from jaxrl_self.train.workdir import (BEST_CHECKPOINT_DIR, CHECKPOINT_DIR, claim_workdir, hold_workdir_lock,
                                       prepare_workdir)
 
@@ -212,8 +213,8 @@ def train(config, workdir, recipe: Recipe) -> dict:
                              extend_tokenizer=recipe.extend_tokenizer)
             recipe.setup(ctx)
             claim_workdir(config, workdir)
-            ckpt = Checkpointer(workdir / CHECKPOINT_DIR, config.checkpoint.max_to_keep)
-            best = Checkpointer(workdir / BEST_CHECKPOINT_DIR, max_to_keep=1, best_metric="accuracy")
+            ckpt = Checkpointer(workdir / CHECKPOINT_DIR, config.checkpoint.max_to_keep, part=CHECKPOINTED_PART)
+            best = Checkpointer(workdir / BEST_CHECKPOINT_DIR, max_to_keep=1, best_metric="accuracy", part=CHECKPOINTED_PART)
             samples = None
             try:
                 restored = ckpt.restore_latest(lambda meta: fresh_state(ctx, recipe, meta["phase"]))

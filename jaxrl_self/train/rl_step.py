@@ -26,13 +26,14 @@ from jaxrl_self.algorithms.filtering import group_has_signal, overlong_penalty
 from jaxrl_self.algorithms.kl import kl_penalty
 from jaxrl_self.algorithms.losses import clipped_surrogate, gspo_loss, nft_loss, value_loss
 from jaxrl_self.algorithms.registry import algorithm_of
+from jaxrl_self.models.lora import split_adapters
 from jaxrl_self.parallel.rules import activation_mesh
 from jaxrl_self.rewards.host import FAILURE_REASONS
 from jaxrl_self.train.batch import RolloutBatch
 from jaxrl_self.algorithms.self_verification import blend_self_advantages, class_balance_weights, self_reward_scores
 from jaxrl_self.train.policy import completion_logprobs, completion_logprobs_and_verdict, verdict_logprobs
 from jaxrl_self.train.state import apply_gradients
-from jaxrl_self.train.value_head import completion_logprobs_and_values, trainable, with_trainable
+from jaxrl_self.train.value_head import completion_logprobs_and_values, frozen, trainable, with_trainable
 
 def aggregation_mode(rl) -> str:
     return rl.loss_aggregation or algorithm_of(rl).aggregation
@@ -202,19 +203,20 @@ def make_rl_update(graphdef, optimizer, rl, mesh=None, verdict_id=None):
     """
     with_value_head = algorithm_of(rl).value_head
 
-    def loss_fn(params, micro_batch, num_sequences, num_tokens):
+    def loss_fn(params, frozen_params, micro_batch, num_sequences, num_tokens):
         policy_params, value_params = (params["policy"], params["value_head"]) if with_value_head else (params, None)
-        return policy_loss(nnx.merge(graphdef, policy_params), micro_batch, rl, num_sequences, num_tokens, value_params,
-                           verdict_id)
+        return policy_loss(nnx.merge(graphdef, frozen_params, policy_params), micro_batch, rl, num_sequences, num_tokens,
+                           value_params, verdict_id)
 
-    def grads_of_minibatch(params, minibatch):
+    def grads_of_minibatch(params, frozen_params, minibatch):
         mask = minibatch.completion_mask.astype(jnp.float32)
         num_sequences = jnp.sum(jnp.any(mask > 0, axis=-1).astype(jnp.float32))
         num_tokens = jnp.sum(mask)
         micro_batches = jax.tree.map(lambda x: x.reshape(rl.micro_batches, -1, *x.shape[1:]), minibatch)
 
         def accumulate(grads, micro_batch):
-            (_, metrics), micro_grads = jax.value_and_grad(loss_fn, has_aux=True)(params, micro_batch, num_sequences, num_tokens)
+            (_, metrics), micro_grads = jax.value_and_grad(loss_fn, has_aux=True)(params, frozen_params, micro_batch,
+                                                                                  num_sequences, num_tokens)
             return jax.tree.map(jnp.add, grads, micro_grads), metrics
 
         zeros = jax.tree.map(lambda p: jnp.zeros_like(p, dtype=jnp.float32), params)
@@ -236,7 +238,7 @@ def make_rl_update(graphdef, optimizer, rl, mesh=None, verdict_id=None):
 
         def optimizer_step(state, order):
             params = trainable(state)
-            grads, metrics = grads_of_minibatch(params, jax.tree.map(lambda x: x[order], batch))
+            grads, metrics = grads_of_minibatch(params, frozen(state), jax.tree.map(lambda x: x[order], batch))
             stepped, update_metrics = apply_gradients(state.replace(params=params), grads, optimizer, metrics["loss"])
             state = with_trainable(state.replace(opt_state=stepped.opt_state, step=stepped.step), stepped.params)
             return state, {**metrics, **update_metrics}
@@ -349,9 +351,10 @@ def make_batch_builder(graphdef, rl, method, mesh=None, verdict_id=None):
 
 
 def reference_logprobs(graphdef, state, args):
-    """Log-probs `[N, T]` under the frozen reference `state.ref_params` (constant); `args`:
+    """Log-probs `[N, T]` under the frozen reference `state.ref_params` (constant; for a LoRA model
+    its adapters on the policy's own base); `args`:
     `(prompt_tokens, prompt_mask, completion_tokens, completion_mask, temperature)` of `completion_logprobs`."""
-    return jax.lax.stop_gradient(completion_logprobs(nnx.merge(graphdef, state.ref_params), *args)[0])
+    return jax.lax.stop_gradient(completion_logprobs(nnx.merge(graphdef, frozen(state), state.ref_params), *args)[0])
 
 
 def make_reference_scorer(graphdef, rl, mesh=None):
@@ -372,4 +375,5 @@ def refresh_reference(state, rl, rl_step: int):
     in the reference's own dtypes."""
     if state.ref_params is None or rl.ref_refresh_every <= 0 or rl_step % rl.ref_refresh_every:
         return state
-    return state.replace(ref_params=jax.tree.map(lambda p, r: jnp.array(p, r.dtype, copy=True), state.params, state.ref_params))
+    policy = split_adapters(state.params)[0]  # a LoRA model's reference is its adapters
+    return state.replace(ref_params=jax.tree.map(lambda p, r: jnp.array(p, r.dtype, copy=True), policy, state.ref_params))

@@ -63,6 +63,10 @@ def load_model(path: str, dtype: str = "float32", sharding_for: Optional[Shardin
         return load_pretrained(path, dtype, sharding_for=sharding_for, scan_layers=scan_layers)
     run_dir, checkpoint_dir = found
     run_config = read_run_config(run_dir)
+    if run_config.model.lora.rank:
+        raise ConfigError(f"{path} is a LoRA run (model.lora.rank = {run_config.model.lora.rank}): its checkpoints hold "
+                          f"the adapters only; write the merged model with `jaxrl-self export {run_dir} OUT_DIR` and start "
+                          "from OUT_DIR (docs/lora.md#export)")
     model_config, tokenizer = run_model(run_config)
     stored = dataclasses.replace(model_config, vocab_size=_embedding_rows(checkpoint_dir), dtype=dtype)
     if stored.scan_layers == scan_layers:

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxrl_self.algorithms.aggregation import aggregate
+from jaxrl_self.models.lora import split_adapters
 from jaxrl_self.parallel.rules import activation_mesh
 from jaxrl_self.train.policy import completion_logprobs
 from jaxrl_self.train.state import apply_gradients
@@ -35,11 +36,13 @@ def make_sft_step(graphdef, optimizer, mesh=None):
 
     @jax.jit
     def step(state, batch):
+        trainable, frozen = split_adapters(state.params)  # a LoRA model trains its adapters only
+
         def loss_fn(params):
-            return sft_loss(nnx.merge(graphdef, params), batch)
+            return sft_loss(nnx.merge(graphdef, frozen, params), batch)
 
         with activation_mesh(mesh):
-            (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+            (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(trainable)
         state, update_metrics = apply_gradients(state, grads, optimizer, loss)
         return state, {**metrics, **update_metrics}
 

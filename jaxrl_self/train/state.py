@@ -10,6 +10,7 @@ import optax
 from flax import nnx
 
 from jaxrl_self.models.config import ModelConfig
+from jaxrl_self.models.lora import join_adapters, split_adapters
 from jaxrl_self.models.transformer import Transformer, cast_matrices
 
 
@@ -21,7 +22,11 @@ class TrainState:
     (optimizer steps taken in this phase);
     key: `[2] uint32` raw PRNG key of the run; value_params: PPO's value head
     (`train.value_head`), None otherwise — the optimizer then covers
-    `{"policy": params, "value_head": value_params}`."""
+    `{"policy": params, "value_head": value_params}`.
+
+    A LoRA model (`ModelConfig.lora`, docs/lora.md): params hold the frozen base and the adapters,
+    the optimizer covers the adapters only (`split_adapters`), and ref_params is a copy of the
+    adapters at the phase's start (the reference is the same base with them: no second base)."""
 
     params: Any
     opt_state: Any
@@ -129,18 +134,26 @@ def init_train_state(params, optimizer: optax.GradientTransformation, seed: int,
       compute dtype, so reference log-probs are unchanged (`cast_matrices`); with narrower params
       the reference is a copy of them in param_dtype (the layers cast matrices to the compute
       dtype where they use them, so a wider copy would compute the same log-probs).
+    A LoRA model's params train only their adapters (float32, plain `optimizer`): param_dtype is
+      then the storage of the frozen base's matrices, and the reference is a copy of the adapters.
     """
-    trainable = params if value_params is None else {"policy": params, "value_head": value_params}
+    policy, frozen = split_adapters(params)
+    trainable = policy if value_params is None else {"policy": policy, "value_head": value_params}
     opt_state = optimizer.init(trainable)
-    if jnp.dtype(param_dtype) != jnp.float32:
-        if not isinstance(opt_state, MasterWeightsState):
-            raise ValueError(f"params stored in {param_dtype} need an optimizer with float32 master weights: "
-                             "make_optimizer(..., param_dtype=...) or with_master_weights(optimizer)")
-        params, reference_dtype = cast_matrices(params, param_dtype), param_dtype
+    if len(frozen):  # LoRA: a frozen base in param_dtype, float32 adapters
+        params = join_adapters(cast_matrices(frozen, param_dtype), policy)
+        reference = jax.tree.map(lambda p: jnp.array(p, copy=True), policy)
+    else:
+        if jnp.dtype(param_dtype) != jnp.float32:
+            if not isinstance(opt_state, MasterWeightsState):
+                raise ValueError(f"params stored in {param_dtype} need an optimizer with float32 master weights: "
+                                 "make_optimizer(..., param_dtype=...) or with_master_weights(optimizer)")
+            params, reference_dtype = cast_matrices(params, param_dtype), param_dtype
+        reference = cast_matrices(params, reference_dtype)
     return TrainState(
         params=params,
         opt_state=opt_state,
-        ref_params=cast_matrices(params, reference_dtype) if with_reference else None,
+        ref_params=reference if with_reference else None,
         step=jnp.int32(0),
         key=jax.random.key_data(jax.random.key(seed)),
         value_params=value_params,
@@ -150,16 +163,34 @@ def init_train_state(params, optimizer: optax.GradientTransformation, seed: int,
 def apply_gradients(state: TrainState, grads, optimizer: optax.GradientTransformation, loss):
     """One optimizer step, skipped when the loss or any gradient is not finite (NaN/Inf guard).
 
-    grads: the tree of `state.params` (float32, or the params' dtype); the norm is taken in float32.
+    grads: the tree of `state.params`' trainable part (`split_adapters`: all of them, or a LoRA
+    model's adapters), float32 or the params' dtype; the norm is taken in float32.
     Returns (new_state, metrics) with metrics["grad_norm"] and metrics["skipped_nonfinite"] (0/1);
     a skipped step keeps params and optimizer state (master weights included) as they were.
     """
     grad_norm = optax.global_norm(jax.tree.map(lambda g: g.astype(jnp.float32), grads))
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
     safe_grads = jax.tree.map(lambda g: jnp.where(finite, g, 0.0), grads)
-    updates, new_opt_state = optimizer.update(safe_grads, state.opt_state, state.params)
-    new_params = optax.apply_updates(state.params, updates)
+    params, frozen = split_adapters(state.params)
+    updates, new_opt_state = optimizer.update(safe_grads, state.opt_state, params)
+    new_params = optax.apply_updates(params, updates)
     keep_old = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
-    state = state.replace(params=keep_old(new_params, state.params), opt_state=keep_old(new_opt_state, state.opt_state),
-                          step=state.step + finite.astype(jnp.int32))
+    state = state.replace(params=join_adapters(frozen, keep_old(new_params, params)),
+                          opt_state=keep_old(new_opt_state, state.opt_state), step=state.step + finite.astype(jnp.int32))
     return state, {"grad_norm": grad_norm, "skipped_nonfinite": 1.0 - finite.astype(jnp.float32)}
+
+
+def checkpointed_part(state: TrainState) -> TrainState:
+    """What a checkpoint holds of `state`: all of it, except a LoRA model's frozen base (its params
+    are then the adapters), which a run reads again from `model.init_from` (docs/lora.md)."""
+    adapters, frozen = split_adapters(state.params)
+    return state.replace(params=adapters) if len(frozen) else state
+
+
+def with_frozen_base(restored: TrainState, fresh: TrainState) -> TrainState:
+    """A state restored from `checkpointed_part` with the frozen base of `fresh` (the phase's fresh state)."""
+    frozen = split_adapters(fresh.params)[1]
+    return restored.replace(params=join_adapters(frozen, restored.params)) if len(frozen) else restored
+
+
+CHECKPOINTED_PART = (checkpointed_part, with_frozen_base)  # `checkpoint.Checkpointer(part=...)`

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
+from jaxrl_self.models.lora import join_adapters, split_adapters
 from jaxrl_self.train.policy import completion_hidden, token_statistics
 
 
@@ -22,17 +23,23 @@ def init_value_head(hidden_size: int) -> dict:
 
 
 def trainable(state):
-    """What the optimizer updates: `state.params`, or `{"policy": params, "value_head": ...}` with a value head."""
+    """What the optimizer updates: the policy's trainable params (`models.lora.split_adapters`: all of
+    `state.params`, or a LoRA model's adapters), or `{"policy": those, "value_head": ...}` with a value head."""
+    policy = split_adapters(state.params)[0]
     if state.value_params is None:
-        return state.params
-    return {"policy": state.params, "value_head": state.value_params}
+        return policy
+    return {"policy": policy, "value_head": state.value_params}
+
+
+def frozen(state):
+    """The policy's params the optimizer does not update: a LoRA model's base, else an empty state."""
+    return split_adapters(state.params)[1]
 
 
 def with_trainable(state, params):
     """The state with `params` (structured as `trainable(state)` returns them) written back."""
-    if state.value_params is None:
-        return state.replace(params=params)
-    return state.replace(params=params["policy"], value_params=params["value_head"])
+    policy, value_params = (params, None) if state.value_params is None else (params["policy"], params["value_head"])
+    return state.replace(params=join_adapters(frozen(state), policy), value_params=value_params)
 
 
 def completion_logprobs_and_values(model, value_params, prompt_tokens, prompt_mask, completion_tokens, completion_mask,
