@@ -140,6 +140,15 @@ def get_config() -> ml_collections.ConfigDict:
     config.rl.self_verify.advantage_coef = 0.0  # lambda: blend of the self-reward's group advantage into A; 0 = off
     config.rl.self_verify.advantage_warmup_steps = 0  # further RL steps (after warmup_steps) before blending
     config.rl.self_verify.min_std = 0.1  # tau: a group whose self-rewards vary less keeps the verifier's advantage
+    # RISE (docs/algorithms.md#rise-generated-self-verification): each step, this many of its own solutions (half
+    # correct, half wrong when it has both) become verification prompts "problem + solution + marker", answered
+    # by group_size one-token verdicts (yes / no) rewarded against the verifier, in the same batch; 0 = off.
+    # Strings the tokenizer lacks (a verdict: as one token) are added as reserved tokens, never sampled.
+    config.rl.rise = ml_collections.ConfigDict()
+    config.rl.rise.prompts = 0
+    config.rl.rise.marker = "<verify>"
+    config.rl.rise.yes = "<yes>"
+    config.rl.rise.no = "<no>"
 
     config.rl.nsr = ml_collections.ConfigDict()
     config.rl.nsr.pos_weight = 0.1  # 0 = negatives only (NSR); W-REINFORCE's 0.1

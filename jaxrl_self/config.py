@@ -378,6 +378,7 @@ def validate(config: ml_collections.ConfigDict, source: str | Path | None = None
         _require(_lookup(config, key) >= 0, key, f"must be >= 0, got {_lookup(config, key)}")
     _validate_curriculum(config)
     _validate_self_verify(config)
+    _validate_rise(config)
     rows = rl.prompts_per_step * rl.group_size
     _require(rows % (rl.minibatches * rl.micro_batches) == 0, "rl.micro_batches",
              f"prompts_per_step*group_size ({rows}) must be divisible by minibatches*micro_batches ({rl.minibatches}*{rl.micro_batches})")
@@ -459,6 +460,36 @@ def _validate_self_verify(config: ml_collections.ConfigDict) -> None:
                  f"rl.self_verify needs an algorithm with one advantage per completion, got {rl.algorithm!r}")
 
 
+def _validate_rise(config: ml_collections.ConfigDict) -> None:
+    """config.rl.rise (RISE): when on, the RL recipe with the verifier's reward (the labels), an
+    outcome-advantage algorithm without a value head, no LaSeR in the same run, no more solutions
+    to verify than a step samples, and two different verdicts (the lengths, which need the
+    tokenizer, are checked when the recipe is set up)."""
+    rl = config.rl
+    _require(rl.rise.prompts >= 0, "rl.rise.prompts", f"must be >= 0 (0 = off), got {rl.rise.prompts}")
+    if rl.rise.prompts == 0:
+        return
+    _require(not config.method.get("loop"), "method.loop", f"rl.rise is for the RL recipe (method.loop = ''), got {config.method.loop!r}")
+    _require(rl.reward == "verifier", "rl.reward", f"rl.rise verifies against the verifier's labels: needs rl.reward = "
+             f"'verifier', got {rl.reward!r}")
+    algorithm = algorithm_of(rl)
+    _require(not algorithm.token_advantages and not algorithm.value_head, "rl.algorithm",
+             f"rl.rise needs an algorithm with one advantage per completion, got {rl.algorithm!r}")
+    _require(rl.group_size >= 2, "rl.group_size", f"rl.rise forms groups of verdicts: needs rl.group_size >= 2, got {rl.group_size}")
+    _require(rl.self_verify.coef == 0, "rl.self_verify.coef", "rl.rise and rl.self_verify (LaSeR) are two ways to "
+             "self-verify; turn one off")
+    _require(rl.rise.prompts <= rl.prompts_per_step * rl.group_size, "rl.rise.prompts",
+             f"verifies the step's own solutions: at most prompts_per_step*group_size = {rl.prompts_per_step * rl.group_size}, "
+             f"got {rl.rise.prompts}")
+    rows = (rl.prompts_per_step + rl.rise.prompts) * rl.group_size
+    _require(rows % (rl.minibatches * rl.micro_batches) == 0, "rl.rise.prompts",
+             f"(prompts_per_step + rise.prompts)*group_size ({rows}) must be divisible by minibatches*micro_batches "
+             f"({rl.minibatches}*{rl.micro_batches})")
+    for key in ("marker", "yes", "no"):
+        _require(bool(rl.rise[key].strip()), f"rl.rise.{key}", "must be a non-empty string")
+    _require(rl.rise.yes != rl.rise.no, "rl.rise.no", f"must differ from rl.rise.yes, got {rl.rise.no!r} for both")
+
+
 def _validate_mesh(config: ml_collections.ConfigDict) -> None:
     """config.mesh / config.distributed: types, sizes (-1 fills the rest, at most once) and, when the
     mesh's device count is fixed, that its sizes multiply to it (the device count itself is checked
@@ -528,6 +559,8 @@ def validate_devices(config: ml_collections.ConfigDict, device_count: int, proce
     rows = config.rl.prompts_per_step * config.rl.group_size
     _require(rows % shards == 0, "rl.prompts_per_step", f"prompts_per_step*group_size ({rows}) must be divisible by {where}")
     _require(config.sft.batch_size % shards == 0, "sft.batch_size", f"must be divisible by {where}, got {config.sft.batch_size}")
+    if config.rl.rise.prompts:  # the solutions to verify are split over the same axes
+        _require(config.rl.rise.prompts % shards == 0, "rl.rise.prompts", f"must be divisible by {where}, got {config.rl.rise.prompts}")
     if process_count > 1:  # each process owns whole batch rows: its prompts and their G completions
         _require(shards % process_count == 0, "mesh", f"{where} must be a multiple of the {process_count} processes "
                  "(the tensor axis must not span processes)")

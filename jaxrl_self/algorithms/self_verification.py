@@ -78,3 +78,13 @@ def blend_self_advantages(advantages, scores, finished, *, coef, min_std, std_dd
     std = jnp.sqrt(jnp.sum(centered**2, axis=-1, keepdims=True) / (s.shape[-1] - std_ddof))
     self_advantages = jnp.where(std > min_std, centered / jnp.maximum(std, 1e-12), advantages)
     return jax.lax.stop_gradient((1.0 - coef) * advantages + coef * self_advantages)
+
+
+def verification_rewards(verdicts, labels):
+    """RISE's reward of a verification: `[...] float32`, 1 when the verdict equals the verifier's
+    label, -0.5 when it is the other verdict, -1 when there is none (docs/algorithms.md#rise-generated-self-verification).
+
+    verdicts: `[...]` int, 1 = "correct", 0 = "wrong", -1 = no verdict; labels: `[...]` 0/1 (broadcast).
+    """
+    verdicts, labels = jnp.asarray(verdicts, jnp.int32), jnp.asarray(labels, jnp.int32)
+    return jnp.where(verdicts < 0, -1.0, jnp.where(verdicts == labels, 1.0, -0.5)).astype(jnp.float32)

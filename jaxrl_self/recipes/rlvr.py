@@ -32,6 +32,7 @@ from jaxrl_self.errors import ConfigError
 from jaxrl_self.eval.self_verification import summarize_self_verification
 from jaxrl_self.methods import LABEL_FREE, build_reward_method
 from jaxrl_self.methods.test_time import make_vote_evaluator
+from jaxrl_self.models.tokenizer import ExtendedTokenizer
 from jaxrl_self.parallel import process_rows
 from jaxrl_self.rewards.answers import extract_answer
 from jaxrl_self.rewards.host import encode_references
@@ -41,6 +42,8 @@ from jaxrl_self.train import curriculum
 from jaxrl_self.train.dynamic_sampling import collect_groups, make_group_merger
 from jaxrl_self.train.loop import AFTER_SFT, Recipe
 from jaxrl_self.train.policy import verdict_logprobs
+from jaxrl_self.train.rise import (balanced_rows, choose_solutions, make_rise_scorer, make_verification_rollout, rise_token_ids,
+                                   rise_tokens_to_add)
 from jaxrl_self.train.rl_step import make_batch_builder, make_reward_scorer, make_rl_update, needs_reference, refresh_reference
 
 
@@ -55,15 +58,29 @@ def make_self_scorer(graphdef, verdict_id: int, beta: float, c_ref: float):
     return self_scores
 
 
+def self_scorer(ctx):
+    """The run's self-verification score of its completions, a jitted `(params, prompt_tokens [N, P],
+    prompt_mask, completion_tokens [N, T], completion_mask) -> [N]`: LaSeR's self-reward r_s
+    (`rl.self_verify`), RISE's P(<yes>) (`rl.rise`), or None for a run with neither."""
+    if ctx.verdict_id is not None:
+        sv = ctx.config.rl.self_verify
+        return make_self_scorer(ctx.graphdef, ctx.verdict_id, sv.beta, sv.c_ref)
+    rise = ctx.config.rl.rise
+    if rise.prompts > 0:
+        return make_rise_scorer(ctx.graphdef, rise_token_ids(ctx.tokenizer, rise.marker, rise.yes, rise.no))
+    return None
+
+
 def evaluate_self_verification(ctx, params, num_samples: int, temperature: float, max_new_tokens=None) -> dict:
-    """How well the policy verifies its own held-out answers (LaSeR, `summarize_self_verification`):
+    """How well the policy verifies its own held-out answers (LaSeR or RISE, `summarize_self_verification`):
     `num_samples` samples per held-out prompt at `temperature` (of up to `max_new_tokens`, default
-    the run's), each scored by the verifier and by its self-reward r_s
-    (docs/algorithms.md#laser-last-token-self-reward). Needs `ctx.verdict_id`."""
-    cfg, sv = ctx.config, ctx.config.rl.self_verify
+    the run's), each scored by the verifier and by the policy (`self_scorer`: LaSeR's r_s,
+    docs/algorithms.md#laser-last-token-self-reward, or RISE's P(<yes>),
+    docs/algorithms.md#rise-generated-self-verification). Needs a run with one of them."""
+    cfg = ctx.config
     g, size, examples = num_samples, cfg.eval.batch_size, ctx.test_examples
     sampler = ctx.sampler(g, temperature, max_new_tokens)
-    self_scores = make_self_scorer(ctx.graphdef, ctx.verdict_id, sv.beta, sv.c_ref)
+    self_scores = self_scorer(ctx)
     records = []
     for start in range(0, len(examples), size):
         chunk = examples[start:start + size]
@@ -86,9 +103,32 @@ class RLVR(Recipe):
 
     name = "rl"
 
+    def __init__(self, config):
+        super().__init__(config)
+        self.config_rise = config.rl.rise
+        self.rise = config.rl.rise.prompts > 0  # RISE: verification groups of the step's own solutions
+        self.rise_reserved = []  # the RISE strings added to the tokenizer: never part of a solution
+        if self.rise:
+            self.extend_tokenizer = self.with_rise_tokens
+
+    def with_rise_tokens(self, tokenizer):
+        """`tokenizer` with the RISE marker and verdicts it lacks added as reserved tokens."""
+        rise = self.config_rise
+        self.rise_reserved = rise_tokens_to_add(tokenizer, rise.marker, rise.yes, rise.no)
+        return ExtendedTokenizer(tokenizer, self.rise_reserved) if self.rise_reserved else tokenizer
+
     def setup(self, ctx):
         cfg, rl = ctx.config, ctx.config.rl
         self.name = f"RL ({rl.algorithm})"
+        if self.rise:
+            self.rise_ids = rise_token_ids(ctx.tokenizer, rl.rise.marker, rl.rise.yes, rl.rise.no)
+            width = ctx.prompt_len + ctx.new_tokens + len(self.rise_ids.marker) + 1
+            if width > ctx.model_config.max_position_embeddings:
+                raise ConfigError(f"config.rl.rise.marker: a verification row (task.max_prompt_len + rl.max_new_tokens + the "
+                                  f"marker's {len(self.rise_ids.marker)} token(s) + the verdict = {width} tokens) exceeds the "
+                                  f"model's context of {ctx.model_config.max_position_embeddings}")
+            ctx.never_sampled += tuple(ctx.tokenizer.encode(token)[0] for token in self.rise_reserved)
+            self.verification_rollout = make_verification_rollout(ctx.graphdef, self.rise_ids, rl.group_size, rl.temperature)
         self.method = build_reward_method(cfg, ctx.task, ctx.tokenizer)
         self.sampler = ctx.sampler(rl.group_size, rl.temperature, token_statistics=self.method.needs_token_statistics)
         self.score_rewards = make_reward_scorer(rl, self.method)
@@ -235,6 +275,10 @@ class RLVR(Recipe):
             batch, rewards, group_valid, hint_metrics = self.with_hints(sample_groups, batch, rewards, group_valid,
                                                                         max_rounds, filter_groups, g)
             score_metrics.update(hint_metrics)
+        if self.rise:
+            batch, rewards, group_valid, rise_metrics = self.with_verifications(ctx, state, batch, rewards, group_valid, key,
+                                                                               filter_groups)
+            score_metrics.update(rise_metrics)
         batch, rewards, group_valid = ctx.shard((batch, rewards, group_valid))  # the global batch
         batch, batch_metrics = self.build_batch(state, batch, rewards, group_valid, key)
         state, update_metrics = self.update(state, control.inject_nan(ctx.config.sft.steps + rl_step, batch), key)
@@ -277,11 +321,43 @@ class RLVR(Recipe):
         groups = len(failing) * jax.process_count()
         return batch, rewards, group_valid, {"hints/groups": counts[0] / groups, "hints/solved": counts[1] / max(counts[0], 1.0)}
 
+    def with_verifications(self, ctx, state, batch, rewards, group_valid, key, filter_groups):
+        """The rollout (this process's rows) with `rl.rise.prompts` groups of verifications of its own
+        solutions appended after its solve groups (`train.rise`): returns (batch of the four token
+        arrays and "env_mask", the completions 1 + marker-length columns wider; rewards {"reward", "correct"}; group_valid; the
+        "rise/..." metrics). The verify groups trained on are as many of right as of wrong solutions
+        (`balanced_rows`: none in a step with one class only, whose verdicts would all push one way),
+        and, when groups are filtered, only those whose rewards differ."""
+        g, mesh = ctx.config.rl.group_size, ctx.mesh
+        names = ("prompt_tokens", "prompt_mask", "completion_tokens", "completion_mask")
+        solve = {name: np.asarray(batch[name]) for name in names}
+        solve["env_mask"] = np.zeros_like(solve["completion_mask"])
+        correct = np.asarray(rewards["correct"]) > 0
+        last = np.take_along_axis(solve["completion_tokens"], np.maximum(solve["completion_mask"].sum(1) - 1, 0)[:, None], 1)[:, 0]
+        finished = solve["completion_mask"].any(1) & (last == ctx.tokenizer.eos_id)
+        rise_key = jax.random.fold_in(key, jax.process_index() + 1000003)
+        rng = np.random.default_rng(np.asarray(jax.random.key_data(rise_key)))
+        rows = choose_solutions(correct, finished, ctx.config.rl.rise.prompts // jax.process_count(), rng)
+        chosen = ctx.shard(tuple(solve[name][rows] for name in names) + (correct[rows].astype(np.int32),))
+        names += ("env_mask",)
+        verify, verify_rewards, metrics = self.verification_rollout(state.params, *chosen, jax.random.fold_in(key, 7))
+        verify, verify_rewards = process_rows((verify, verify_rewards), mesh)
+        widen = verify["completion_tokens"].shape[1] - solve["completion_tokens"].shape[1]
+        for name in ("completion_tokens", "completion_mask", "env_mask"):
+            solve[name] = np.pad(solve[name], ((0, 0), (0, widen)))
+        merged = {name: np.concatenate([solve[name], verify[name]]) for name in names}
+        merged_rewards = {"reward": np.concatenate([np.asarray(rewards["reward"]), verify_rewards]),
+                          "correct": np.concatenate([np.asarray(rewards["correct"], np.float32), (verify_rewards > 0).astype(np.float32)])}
+        verify_valid = balanced_rows(correct[rows])  # as many right as wrong solutions, or none
+        if filter_groups:
+            verify_valid &= np.asarray(group_has_signal(verify_rewards.reshape(-1, g)))
+        return merged, merged_rewards, np.concatenate([np.asarray(group_valid), verify_valid]), jax.device_get(metrics)
+
     def evaluate(self, ctx, state, full):
         results = super().evaluate(ctx, state, full)
         if full and self.votes:
             results.update({f"eval/votes/{k}": v for k, v in self.evaluate_votes(state.params).items()})
-        if full and ctx.verdict_id is not None:
+        if full and self_scorer(ctx) is not None:
             rl = ctx.config.rl
             verified = evaluate_self_verification(ctx, state.params, rl.group_size, rl.temperature)
             results.update({f"eval/self_verify/{k}": v for k, v in verified.items()})

@@ -17,7 +17,7 @@ from jaxrl_self.config import ConfigError, with_new_defaults
 from jaxrl_self.eval.evaluate import evaluate, generate
 from jaxrl_self.methods import run_scorer
 from jaxrl_self.recipes import build_recipe
-from jaxrl_self.recipes.rlvr import evaluate_self_verification
+from jaxrl_self.recipes.rlvr import evaluate_self_verification, self_scorer
 from jaxrl_self.tasks.chat import prompt_renderer
 from jaxrl_self.tasks.encoding import prompt_length
 from jaxrl_self.train.context import RunContext
@@ -69,7 +69,7 @@ def evaluate_run(workdir, num_samples: int = 1, ks=(1,), temperature=None, check
                  max_new_tokens=None) -> dict:
     """Accuracy and pass@k / maj@k / mean@k on the run's held-out split (greedy when num_samples == 1),
     completions of up to `max_new_tokens` (default: the run's `rl.max_new_tokens`); for a run with
-    LaSeR (`rl.self_verify`) and several samples, "self_verify": `evaluate_self_verification` of
+    LaSeR (`rl.self_verify`) or RISE (`rl.rise`) and several samples, "self_verify": `evaluate_self_verification` of
     the same number of samples (a second draw)."""
     bad_ks = [k for k in ks if not 1 <= k <= num_samples]
     if bad_ks:
@@ -82,7 +82,7 @@ def evaluate_run(workdir, num_samples: int = 1, ks=(1,), temperature=None, check
     results = evaluate(sampler, params, run.task, run.test_examples, run.prompt_len, run.config.eval.batch_size, ks=ks,
                        score=run_scorer(run.config, run.task))
     results.update(temperature=temperature, num_samples=num_samples, checkpoint=checkpoint, max_new_tokens=max_new_tokens)
-    if run.verdict_id is not None and num_samples > 1:  # a LaSeR run: how well it verifies its own samples
+    if self_scorer(run) is not None and num_samples > 1:  # a LaSeR or RISE run: how well it verifies its own samples
         results["self_verify"] = evaluate_self_verification(run, params, num_samples, temperature, max_new_tokens)
     return results
 

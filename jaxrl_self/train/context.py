@@ -84,6 +84,8 @@ class RunContext:
         self.verdict_id = None  # LaSeR's reserved token (config.rl.self_verify): never sampled
         if config.rl.self_verify.coef > 0:
             self.tokenizer, self.verdict_id = with_reserved_token(self.tokenizer, config.rl.self_verify.token)
+        # token ids no sampler of the run draws; a recipe adds its own in `setup`, before it builds samplers
+        self.never_sampled: tuple[int, ...] = () if self.verdict_id is None else (self.verdict_id,)
         if pretrained:
             self.model_config = with_execution_options(model_config, config)
             if self.tokenizer.vocab_size > self.model_config.vocab_size:
@@ -127,7 +129,7 @@ class RunContext:
         setting = SamplingConfig(max_new_tokens=max_new_tokens or self.new_tokens, eos_id=tok.eos_id, pad_id=tok.pad_id,
                                  group_size=group_size, temperature=temperature, top_k=rl.top_k, top_p=rl.top_p,
                                  vocab_size=tok.vocab_size, stop_ids=tuple(stop_ids), token_statistics=token_statistics,
-                                 slots=rl.sampler_slots, never_sample_ids=() if self.verdict_id is None else (self.verdict_id,))
+                                 slots=rl.sampler_slots, never_sample_ids=self.never_sampled)
         if setting not in self._samplers:
             self._samplers[setting] = make_sampler(self.graphdef, setting, self.mesh)
         return self._samplers[setting]

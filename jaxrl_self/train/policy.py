@@ -95,6 +95,16 @@ def verdict_logprobs(model, prompt_tokens, prompt_mask, completion_tokens, compl
     return logprob_after_completion(hidden, model.output_head(), prompt_tokens.shape[1], completion_mask, verdict_id)
 
 
+def verdict_log_odds(model, prompt_tokens, prompt_mask, context_tokens, context_mask, yes_id: int, no_id: int):
+    """`log P(yes_id) - log P(no_id)` `[N] float32` at the position right after each context's last
+    token (`logprob_after_completion`): RISE's one-token verdict on the context, from one forward
+    pass. prompt_* `[N, P]` (left-padded), context_* `[N, C]` (right-padded)."""
+    hidden = sequence_hidden(model, prompt_tokens, prompt_mask, context_tokens, context_mask)
+    prompt_len, head = prompt_tokens.shape[1], model.output_head()
+    logprob = lambda token_id: logprob_after_completion(hidden, head, prompt_len, context_mask, token_id)
+    return logprob(yes_id) - logprob(no_id)
+
+
 def completion_logprobs_and_verdict(model, prompt_tokens, prompt_mask, completion_tokens, completion_mask, temperature,
                                     verdict_id: int):
     """`completion_logprobs` with entropy, plus LaSeR's `lz` `[N] float32` (`logprob_after_completion`

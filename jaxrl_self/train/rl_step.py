@@ -301,7 +301,9 @@ def make_batch_builder(graphdef, rl, method, mesh=None, verdict_id=None):
 
     def _build(state, batch, rewards, group_valid, key):
         mask = batch["completion_mask"].astype(jnp.float32)
-        args = (batch["prompt_tokens"], batch["prompt_mask"], batch["completion_tokens"], batch["completion_mask"], rl.temperature)
+        env_mask = batch.get("env_mask")  # context inside the completions, read but not trained (RolloutBatch)
+        attended = batch["completion_mask"] if env_mask is None else batch["completion_mask"] | env_mask
+        args = (batch["prompt_tokens"], batch["prompt_mask"], batch["completion_tokens"], attended, rl.temperature)
         model = nnx.merge(graphdef, state.params)
         old_logp = ref_logp = old_values = None
         if state.value_params is not None:
@@ -318,7 +320,7 @@ def make_batch_builder(graphdef, rl, method, mesh=None, verdict_id=None):
             prompt_tokens=batch["prompt_tokens"], prompt_mask=batch["prompt_mask"],
             completion_tokens=batch["completion_tokens"],
             completion_mask=jnp.where(row_valid[:, None], batch["completion_mask"], jnp.zeros_like(batch["completion_mask"])),
-            old_logp=old_logp, ref_logp=ref_logp, old_values=old_values,
+            old_logp=old_logp, ref_logp=ref_logp, old_values=old_values, env_mask=env_mask,
             **compute_advantages(rl, rewards["reward"], mask, old_logp, ref_logp, old_values))
         if verdict_id is not None:
             train_batch = _with_verdicts(model, train_batch, batch, rewards, row_valid)
