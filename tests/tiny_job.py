@@ -8,6 +8,7 @@ made once per session and shared by the test files that compare with it.
 """
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -128,3 +129,36 @@ def assert_same_state(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> Non
     for name in a:
         assert a[name].dtype == b[name].dtype and a[name].shape == b[name].shape, name
         assert a[name].tobytes() == b[name].tobytes(), f"{name} differs"
+
+
+@contextlib.contextmanager
+def persistent_compilation_cache(cache_dir: Path):
+    """JAX's persistent compilation cache in `cache_dir` while the block runs, for compilations of
+    0.5 s or more (reset so that it applies even when earlier tests compiled before it was set)."""
+    import jax
+    import jax.experimental.compilation_cache.compilation_cache as compilation_cache_lib
+
+    min_compile_time = jax.config.jax_persistent_cache_min_compile_time_secs
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+    compilation_cache_lib.set_cache_dir(str(cache_dir))
+    compilation_cache_lib.reset_cache()
+    try:
+        yield
+    finally:
+        jax.config.update("jax_compilation_cache_dir", None)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", min_compile_time)
+        compilation_cache_lib.reset_cache()
+
+
+def default_config_with(overrides: dict):
+    """configs/default.py's config with the dotted keys of `overrides` set (not validated again)."""
+    from jaxrl_self.config import load_config_file
+
+    config = load_config_file(REPO / "configs" / "default.py")
+    for key, value in overrides.items():
+        section, *path, name = key.split(".")
+        node = config[section]
+        for part in path:
+            node = node[part]
+        node[name] = value
+    return config

@@ -8,7 +8,6 @@ import re
 from pathlib import Path
 
 import jax
-import jax.experimental.compilation_cache.compilation_cache as compilation_cache_lib
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -20,7 +19,7 @@ from jaxrl_self.envs.base import random_legal_act
 from jaxrl_self.recipes import spiral, train_and_evaluate
 from jaxrl_self.train import rl_step
 from recipe_helpers import built
-from tiny_job import assert_same_state, load_state
+from tiny_job import assert_same_state, load_state, persistent_compilation_cache
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
@@ -43,14 +42,8 @@ def tiny_config(**method):
 @pytest.fixture(scope="module", autouse=True)
 def compilation_cache(tmp_path_factory):
     """A persistent compilation cache for this module: the resume test's three runs compile once."""
-    min_compile_time = jax.config.jax_persistent_cache_min_compile_time_secs
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
-    compilation_cache_lib.set_cache_dir(str(tmp_path_factory.mktemp("xla_cache")))
-    compilation_cache_lib.reset_cache()
-    yield
-    jax.config.update("jax_compilation_cache_dir", None)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", min_compile_time)
-    compilation_cache_lib.reset_cache()
+    with persistent_compilation_cache(tmp_path_factory.mktemp("xla_cache")):
+        yield
 
 
 @pytest.fixture(scope="module")

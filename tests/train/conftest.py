@@ -10,12 +10,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import jax
-import jax.experimental.compilation_cache.compilation_cache as compilation_cache_lib
 import pytest
 
 from jaxrl_self.config import load_config_file, validate
 from recipe_helpers import train_from_params, warm_start_params
+from tiny_job import persistent_compilation_cache
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 SFT_STEPS = 150
@@ -42,14 +41,8 @@ def make_tiny_config(algorithm: str = "grpo", config_file: str = "default.py"):
 def compilation_cache(tmp_path_factory):
     """A persistent compilation cache for this session (reset so that it applies even when other
     tests compiled before it was set)."""
-    min_compile_time = jax.config.jax_persistent_cache_min_compile_time_secs
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
-    compilation_cache_lib.set_cache_dir(str(tmp_path_factory.mktemp("xla_cache")))
-    compilation_cache_lib.reset_cache()
-    yield
-    jax.config.update("jax_compilation_cache_dir", None)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", min_compile_time)
-    compilation_cache_lib.reset_cache()
+    with persistent_compilation_cache(tmp_path_factory.mktemp("xla_cache")):
+        yield
 
 
 @pytest.fixture(scope="session")

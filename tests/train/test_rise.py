@@ -12,7 +12,7 @@ from flax import nnx
 
 from jaxrl_self.algorithms.advantages import group_advantages
 from jaxrl_self.algorithms.self_verification import verification_rewards
-from jaxrl_self.config import ConfigError, load_config_file, validate
+from jaxrl_self.config import ConfigError, validate
 from jaxrl_self.recipes.runs import evaluate_run, load_run
 from jaxrl_self.train.batch import RolloutBatch
 from jaxrl_self.models.tokenizer import CharTokenizer
@@ -21,7 +21,7 @@ from jaxrl_self.train.rise import (RiseTokens, append_token, balanced_rows, choo
 from jaxrl_self.train.rl_step import make_rl_update, policy_loss
 from jaxrl_self.train.state import init_train_state
 
-from tests.train.test_rl_step import G, N, model, rl_config, rollout  # noqa: F401 (the model fixture)
+from tests.train.test_rl_step import G, model, rl_config, rollout  # noqa: F401 (the model fixture)
 import tiny_job
 
 pytestmark = pytest.mark.usefixtures("fast_compile")  # compile-bound (tests/conftest.py)
@@ -184,13 +184,7 @@ def test_the_loss_trains_the_verdict_alone_and_learns_the_labels(model):
     ({"rl.rise.prompts": 8, "rl.rise.no": "<yes>"}, "must differ from rl.rise.yes"),
 ])
 def test_bad_rise_settings_are_refused(overrides, message):
-    config = load_config_file(tiny_job.REPO / "configs" / "default.py")
-    for key, value in overrides.items():
-        section, *path, name = key.split(".")
-        node = config[section]
-        for part in path:
-            node = node[part]
-        node[name] = value
+    config = tiny_job.default_config_with(overrides)
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)").replace("*", r"\*")):
         validate(config)
 

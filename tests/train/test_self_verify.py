@@ -4,7 +4,6 @@ direct computation, a few updates separating correct from wrong completions' sel
 config checks, and a short end-to-end run (the sampler's exclusion of the token: tests/sampling/test_continuous.py)."""
 from __future__ import annotations
 
-import json
 
 import jax
 import jax.numpy as jnp
@@ -95,16 +94,7 @@ def test_update_adds_the_self_verification_term_and_learns_the_labels(model):
     ({"rl.self_verify.coef": 0.1, "rl.algorithm": "ppo"}, "one advantage per completion"),
 ])
 def test_bad_self_verify_settings_are_refused(overrides, message):
-    from jaxrl_self.config import load_config_file
-    from tiny_job import REPO
-
-    config = load_config_file(REPO / "configs" / "default.py")
-    for key, value in overrides.items():
-        section, *path, name = key.split(".")
-        node = config[section]
-        for part in path:
-            node = node[part]
-        node[name] = value
+    config = tiny_job.default_config_with(overrides)
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
         validate(config)
 
