@@ -6,7 +6,6 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 from flax import nnx
 
@@ -18,8 +17,7 @@ from jaxrl_self.train.batch import RolloutBatch
 from jaxrl_self.models.tokenizer import CharTokenizer
 from jaxrl_self.train.rise import (RiseTokens, append_token, balanced_rows, choose_solutions, make_rise_scorer, make_verification_rollout,
                                  rise_token_ids, rise_tokens_to_add)
-from jaxrl_self.train.rl_step import make_rl_update, policy_loss
-from jaxrl_self.train.state import init_train_state
+from jaxrl_self.train.rl_step import policy_loss
 
 from tests.train.test_rl_step import G, model, rl_config, rollout  # noqa: F401 (the model fixture)
 import tiny_job
@@ -129,18 +127,17 @@ def test_verification_rows_scores_and_rewards(model, marker):
     np.testing.assert_array_equal(greedy_verdicts == ids.yes, np.repeat(expected > 0, G))
 
 
-def test_the_loss_trains_the_verdict_alone_and_learns_the_labels(model):
+def test_the_loss_trains_the_verdict_alone(model):
     """A verification row's loss gradient is -A grad log P(verdict | prompt, solution, marker): the
-    context is read (env_mask) but its tokens carry no loss; and a few updates move P(<yes>) toward
-    the labels."""
+    context is read (env_mask) but its tokens carry no loss."""
     graphdef, params = model
     batch, _ = rollout()
     args = [jnp.asarray(batch[k]) for k in ("prompt_tokens", "prompt_mask", "completion_tokens", "completion_mask")]
     labels = jnp.asarray([1, 0, 1, 0, 1, 0, 1, 0])
     rl = rl_config("grpo", kl_coef=0.0, prompts_per_step=8)
     rollout_fn = make_verification_rollout(graphdef, IDS, G, 1.0)
-    two = [a[:2] for a in args]  # the gradient check on two contexts' rows: the reference is one pass per row
-    verify, rewards, _ = rollout_fn(params, *two, labels[:2], jax.random.key(0))
+    one = [a[:1] for a in args]  # one context's G rows: the reference takes one eager pass per row
+    verify, rewards, _ = rollout_fn(params, *one, labels[:1], jax.random.key(0))
     advantages = group_advantages(rewards.reshape(-1, G)).reshape(-1)
     train_batch = RolloutBatch(**verify, advantages=advantages)
     mask = train_batch.completion_mask.astype(jnp.float32)
@@ -158,20 +155,9 @@ def test_the_loss_trains_the_verdict_alone_and_learns_the_labels(model):
             logps.append(jax.nn.log_softmax(full_logits(model_, ids))[verdict])
         return -jnp.mean(advantages * jnp.stack(logps))
 
-    grads, expected = jax.grad(loss)(params), jax.grad(reference)(params)
+    grads, expected = jax.jit(jax.grad(loss))(params), jax.grad(reference)(params)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6, rtol=1e-4), grads, expected)
-
-    scorer = make_rise_scorer(graphdef, IDS)
-    before = np.asarray(scorer(params, *args))
-    update = make_rl_update(graphdef, optax.adam(0.05), rl)
-    state = init_train_state(jax.tree.map(jnp.copy, params), optax.adam(0.05), 0, with_reference=False)
-    for step in range(25):
-        verify, rewards, _ = rollout_fn(state.params, *args, labels, jax.random.key(step))
-        advantages = group_advantages(rewards.reshape(-1, G)).reshape(-1)
-        state, _ = update(state, RolloutBatch(**verify, advantages=advantages), jax.random.key(step))
-    after = np.asarray(scorer(state.params, *args))
-    right, wrong = np.asarray(labels) == 1, np.asarray(labels) == 0
-    assert after[right].mean() - after[wrong].mean() > 0.5 > before[right].mean() - before[wrong].mean()
+    assert float(jnp.max(jnp.abs(advantages))) > 0.1  # the verdicts differ: a gradient to compare
 
 
 @pytest.mark.parametrize("overrides, message", [
