@@ -147,6 +147,7 @@ def self_play_run(tmp_path_factory):
     jax.config.update("jax_compilation_cache_dir", None)
 
 
+@pytest.mark.long  # the whole tiny self-play run, ~1.5 min on 2 cores: opt-in (docs/testing.md)
 def test_self_play_raises_the_valid_task_rate(self_play_run):
     workdir, summary = self_play_run
     rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
@@ -161,6 +162,7 @@ def test_self_play_raises_the_valid_task_rate(self_play_run):
         assert summary[name]["after RL"] > 0.5 * summary[name]["before RL"], (name, summary[name])
 
 
+@pytest.mark.long  # shares the self-play run above
 def test_resume_restores_the_task_buffer(self_play_run):
     workdir, summary = self_play_run
     config = tiny_config()
