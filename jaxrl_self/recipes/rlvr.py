@@ -240,11 +240,12 @@ class RLVR(Recipe):
                               "truncated_fraction": jnp.mean(samples.truncated)}
             if self.hint_tokens:  # which problem each row is, to hint it later
                 batch["example"] = np.repeat(indices, g)
-            if ctx.verdict_id is not None:  # LaSeR: which rows finished, and this step's weights
+            if ctx.verdict_id is not None or self.rise:  # LaSeR and RISE: which rows ended with the stop token
+                batch["finished"] = np.asarray(~samples.truncated & (samples.lengths > 0))
+            if ctx.verdict_id is not None:  # LaSeR: this step's weights
                 rows, sv = len(batch["prompt_tokens"]), ctx.config.rl.self_verify
                 blend_from = sv.warmup_steps + sv.advantage_warmup_steps
-                batch.update(finished=np.asarray(~samples.truncated & (samples.lengths > 0)),
-                             verdict_coef=np.full(rows, sv.coef if rl_step >= sv.warmup_steps else 0.0, np.float32),
+                batch.update(verdict_coef=np.full(rows, sv.coef if rl_step >= sv.warmup_steps else 0.0, np.float32),
                              verdict_blend=np.full(rows, sv.advantage_coef if rl_step >= blend_from else 0.0, np.float32))
             return (batch, rewards), rewards["reward"], reward_metrics
 
@@ -332,9 +333,7 @@ class RLVR(Recipe):
         names = ("prompt_tokens", "prompt_mask", "completion_tokens", "completion_mask")
         solve = {name: np.asarray(batch[name]) for name in names}
         solve["env_mask"] = np.zeros_like(solve["completion_mask"])
-        correct = np.asarray(rewards["correct"]) > 0
-        last = np.take_along_axis(solve["completion_tokens"], np.maximum(solve["completion_mask"].sum(1) - 1, 0)[:, None], 1)[:, 0]
-        finished = solve["completion_mask"].any(1) & (last == ctx.tokenizer.eos_id)
+        correct, finished = np.asarray(rewards["correct"]) > 0, np.asarray(batch["finished"])
         rise_key = jax.random.fold_in(key, jax.process_index() + 1000003)
         rng = np.random.default_rng(np.asarray(jax.random.key_data(rise_key)))
         rows = choose_solutions(correct, finished, ctx.config.rl.rise.prompts // jax.process_count(), rng)

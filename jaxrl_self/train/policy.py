@@ -70,10 +70,16 @@ def logprob_after_completion(hidden, head, prompt_len, completion_mask, token_id
     hidden `[N, P+T, E]` (`sequence_hidden`), head `[E, V]`, completion_mask `[N, T]` (right-padded).
     A row with no completion token reads the last prompt position.
     """
+    logits = logits_after_completion(hidden, head, prompt_len, completion_mask)
+    return logits[:, token_id] - jax.nn.logsumexp(logits, axis=-1)
+
+
+def logits_after_completion(hidden, head, prompt_len, completion_mask):
+    """Untempered logits `[N, V] float32` at the position right after each completion's last token;
+    arguments as `logprob_after_completion`."""
     last = prompt_len - 1 + jnp.sum(completion_mask.astype(jnp.int32), axis=1)  # [N]
     after = jnp.take_along_axis(hidden, last[:, None, None], axis=1)  # [N, 1, E]
-    logits = output_logits(after, head, OUTPUT_HEAD_AXIS_RULES)[:, 0]  # [N, V] float32
-    return logits[:, token_id] - jax.nn.logsumexp(logits, axis=-1)
+    return output_logits(after, head, OUTPUT_HEAD_AXIS_RULES)[:, 0]
 
 
 def completion_logprobs(model, prompt_tokens, prompt_mask, completion_tokens, completion_mask, temperature=1.0, with_entropy=False):
@@ -100,9 +106,8 @@ def verdict_log_odds(model, prompt_tokens, prompt_mask, context_tokens, context_
     token (`logprob_after_completion`): RISE's one-token verdict on the context, from one forward
     pass. prompt_* `[N, P]` (left-padded), context_* `[N, C]` (right-padded)."""
     hidden = sequence_hidden(model, prompt_tokens, prompt_mask, context_tokens, context_mask)
-    prompt_len, head = prompt_tokens.shape[1], model.output_head()
-    logprob = lambda token_id: logprob_after_completion(hidden, head, prompt_len, context_mask, token_id)
-    return logprob(yes_id) - logprob(no_id)
+    logits = logits_after_completion(hidden, model.output_head(), prompt_tokens.shape[1], context_mask)
+    return logits[:, yes_id] - logits[:, no_id]
 
 
 def completion_logprobs_and_verdict(model, prompt_tokens, prompt_mask, completion_tokens, completion_mask, temperature,
