@@ -305,10 +305,6 @@ def validate(config: ml_collections.ConfigDict, source: str | Path | None = None
     _require(model.dtype in ("float32", "bfloat16"), "model.dtype", f"must be 'float32' or 'bfloat16', got {model.dtype!r}")
     _require(model.param_dtype in ("float32", "bfloat16"), "model.param_dtype",
              f"must be 'float32' or 'bfloat16', got {model.param_dtype!r}")
-    if config.get("method") and config.method.get("loop"):
-        _require(model.param_dtype == "float32", "model.param_dtype",
-                 f"the iterative recipes (method.loop = {config.method.loop!r}) store float32 params; 'bfloat16' is "
-                 "for the RL loop of jaxrl_self/train/loop.py")
     _require(model.remat in REMAT_MODES, "model.remat", f"must be one of {REMAT_MODES}, got {model.remat!r}")
     _validate_lora(config)
     _require(model.attention in ATTENTION_IMPLEMENTATIONS, "model.attention",
@@ -534,10 +530,6 @@ def _validate_lora(config: ml_collections.ConfigDict) -> None:
                           f"{','.join(LORA_TARGETS)}") from None
     _require(lora.dropout == 0, "model.lora.dropout", f"only 0 is supported (the learner's log-probs must be those "
              f"the sampler drew from), got {lora.dropout}")
-    loop = config.method.get("loop", "") if config.get("method") else ""
-    if lora.rank and loop in ("star", "rest_em", "spin", "self_rewarding"):
-        raise ConfigError(f"config.model.lora.rank: the recipe method.loop = {loop!r} trains full models in rounds; LoRA "
-                          "is for the recipes on the shared RL update (docs/lora.md)")
 
 
 def validate_devices(config: ml_collections.ConfigDict, device_count: int, process_count: int) -> None:

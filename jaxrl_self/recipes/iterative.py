@@ -11,6 +11,11 @@ Metric rows: the warm start's at step `sft.steps`, round i's at step `sft.steps 
 state between rounds holds the current params and, as its frozen reference, the warm-started
 ones (`base_params`); it has no optimizer state (each round builds its own). So a run resumes
 after its last completed round, and `jaxrl-self eval` / `sample` read its checkpoints.
+
+The rounds train as the RL loop does: matrices stored in `model.param_dtype` (bfloat16: float32
+master weights inside each round's optimizer, so a round's updates are not rounded away; between
+rounds only the bfloat16 params are kept), and a LoRA model (`model.lora.rank`) trains only its
+adapters, every round starting from the current ones, with the frozen base shared by all.
 """
 from __future__ import annotations
 
@@ -19,16 +24,14 @@ from typing import Optional, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
+from jaxrl_self.models.lora import join_adapters, split_adapters
 from jaxrl_self.tasks.encoding import encode_pairs
-from jaxrl_self.train.context import RunContext
+from jaxrl_self.train.context import RunContext, rl_optimizer_param_dtype
 from jaxrl_self.train.dpo import make_dpo_step
 from jaxrl_self.train.loop import Recipe
 from jaxrl_self.train.sft import make_sft_step
-from jaxrl_self.train.state import init_train_state, make_optimizer
-
-ROUND_OPTIMIZER = optax.set_to_zero()  # the state between rounds: rounds build their own optimizers
+from jaxrl_self.train.state import NO_UPDATES, init_train_state, make_optimizer
 
 
 def shuffled_batches(n: int, batch_size: int, steps: int, seed: int) -> np.ndarray:
@@ -77,11 +80,17 @@ class IterativeRecipe(Recipe):
         return {k: np.asarray(v) for k, v in batch.items()}
 
     def rl_state(self, ctx, params):
-        return ctx.rl_state(params, with_reference=True, optimizer=ROUND_OPTIMIZER, reference_dtype=jnp.float32)
+        return ctx.rl_state(params, with_reference=True, optimizer=NO_UPDATES, reference_dtype=jnp.float32)
 
     def step(self, ctx, state, extra, rl_step, key, control):
-        params, metrics = self.round(ctx, rl_step, state.params, state.ref_params)
+        params, metrics = self.round(ctx, rl_step, state.params, self.base_params(state))
         return state.replace(params=params), extra, {"iteration": rl_step, **metrics}
+
+    @staticmethod
+    def base_params(state):
+        """The warm-started params the state keeps as its reference (a LoRA model's reference holds
+        its adapters: joined with the frozen base)."""
+        return join_adapters(split_adapters(state.params)[1], state.ref_params)
 
     def round(self, ctx, iteration: int, params, base_params):
         """One round from `params` (the warm-started `base_params` kept apart): returns (params, metrics)."""
@@ -102,7 +111,7 @@ class IterativeRecipe(Recipe):
     def _step_fn(self, ctx, kind: str, steps: int, learning_rate: float, beta: float = 0.0):
         key = (kind, steps, learning_rate, beta)
         if key not in self._steps:
-            optimizer = make_optimizer(learning_rate, steps)
+            optimizer = make_optimizer(learning_rate, steps, param_dtype=rl_optimizer_param_dtype(ctx.config))
             step_fn = (make_sft_step(ctx.graphdef, optimizer, ctx.mesh) if kind == "sft"
                        else make_dpo_step(ctx.graphdef, optimizer, beta, ctx.mesh))
             self._steps[key] = step_fn, optimizer
@@ -118,7 +127,7 @@ class IterativeRecipe(Recipe):
             return params, {}
         data = encode_pairs(ctx.tokenizer, prompts, completions, ctx.prompt_len, ctx.new_tokens)
         step_fn, optimizer = self._step_fn(ctx, "sft", steps, learning_rate)
-        state = init_train_state(params, optimizer, seed, with_reference=False)
+        state = init_train_state(params, optimizer, seed, with_reference=False, param_dtype=ctx.param_dtype)
         state, history = _run_steps(ctx, step_fn, state, data, steps, batch_size, seed)
         return state.params, {"sft/loss_first": float(history["sft/loss"][0]), "sft/loss_last": float(history["sft/loss"][-1])}
 
@@ -130,7 +139,7 @@ class IterativeRecipe(Recipe):
         if steps == 0 or len(pairs["prompt_tokens"]) == 0:
             return params, {}
         step_fn, optimizer = self._step_fn(ctx, "dpo", steps, learning_rate, beta=beta)
-        state = init_train_state(params, optimizer, seed, with_reference=True)
+        state = init_train_state(params, optimizer, seed, with_reference=True, param_dtype=ctx.param_dtype)
         state, history = _run_steps(ctx, step_fn, state, pairs, steps, batch_size, seed)
         metrics = {}
         for name, values in history.items():

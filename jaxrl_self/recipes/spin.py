@@ -65,7 +65,7 @@ class HeldOutMargin:
         if self.pairs is None:
             examples = ctx.test_examples
             key = jax.random.fold_in(ctx.root_key, 0)  # rounds use 1, 2, ...
-            generated = generate(ctx, train_sampler(ctx), state.ref_params, [e.prompt for e in examples], key)
+            generated = generate(ctx, train_sampler(ctx), IterativeRecipe.base_params(state), [e.prompt for e in examples], key)
             prompts, chosen, rejected, _ = self_play_pairs(ctx, examples, [outs[:1] for outs in generated])
             self.pairs = encode_preference_pairs(ctx.tokenizer, prompts, chosen, rejected, ctx.prompt_len, ctx.new_tokens)
             self.scorer = make_pair_scorer(ctx.graphdef)

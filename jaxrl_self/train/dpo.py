@@ -17,8 +17,9 @@ from flax import nnx
 from jaxrl_self.algorithms.aggregation import masked_mean
 from jaxrl_self.algorithms.losses import dpo_loss, sequence_logprob
 from jaxrl_self.parallel.rules import activation_mesh
-from jaxrl_self.train.policy import completion_logprobs
+from jaxrl_self.models.lora import split_adapters
 from jaxrl_self.tasks.encoding import encode_pairs
+from jaxrl_self.train.policy import completion_logprobs
 from jaxrl_self.train.state import apply_gradients
 
 
@@ -67,16 +68,17 @@ def make_dpo_step(graphdef, optimizer, beta: float, mesh=None):
             return _step(state, batch)
 
     def _step(state, batch):
-        ref_chosen, ref_rejected = jax.lax.stop_gradient(pair_logprobs(nnx.merge(graphdef, state.ref_params), batch))
+        trainable, frozen = split_adapters(state.params)  # a LoRA model trains (and refers to) its adapters only
+        ref_chosen, ref_rejected = jax.lax.stop_gradient(pair_logprobs(nnx.merge(graphdef, frozen, state.ref_params), batch))
 
         def loss_fn(params):
-            chosen, rejected = pair_logprobs(nnx.merge(graphdef, params), batch)
+            chosen, rejected = pair_logprobs(nnx.merge(graphdef, frozen, params), batch)
             pair_mask = batch.get("pair_mask", jnp.ones_like(chosen, bool))
             loss, metrics = dpo_loss(chosen, rejected, ref_chosen, ref_rejected, beta=beta, pair_mask=pair_mask)
             return loss, {"loss": loss, **metrics, "chosen_logp": masked_mean(chosen, pair_mask),
                           "rejected_logp": masked_mean(rejected, pair_mask)}
 
-        (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(trainable)
         state, update_metrics = apply_gradients(state, grads, optimizer, loss)
         return state, {**{f"dpo/{k}": jax.lax.stop_gradient(v) for k, v in metrics.items()}, **update_metrics}
 

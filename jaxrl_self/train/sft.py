@@ -15,10 +15,6 @@ from jaxrl_self.train.policy import completion_logprobs
 from jaxrl_self.train.state import apply_gradients
 
 
-
-
-
-
 def sft_loss(model, batch):
     """Token-mean negative log-likelihood of the completion tokens (and its metrics)."""
     logp, _ = completion_logprobs(model, batch["prompt_tokens"], batch["prompt_mask"], batch["completion_tokens"], batch["completion_mask"])

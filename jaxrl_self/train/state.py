@@ -85,6 +85,7 @@ def _to_master(master, param, update):
 
 
 LR_SCHEDULES = ("cosine", "constant")  # after the linear warmup
+NO_UPDATES = optax.set_to_zero()  # the optimizer of a state no step updates (between the iterative recipes' rounds)
 
 
 def make_optimizer(learning_rate: float, total_steps: int, warmup_steps: int = 0, weight_decay: float = 0.0,
@@ -129,7 +130,7 @@ def init_train_state(params, optimizer: optax.GradientTransformation, seed: int,
     params: the model params, float32 (or already in param_dtype: the previous phase's); the state
       stores their matrices (floating, rank >= 2, `cast_matrices`) in `param_dtype`. A param_dtype
       other than float32 needs an optimizer from `make_optimizer(..., param_dtype)`: its master
-      weights are initialised from `params` before the rounding.
+      weights are initialised from `params` before the rounding (or `NO_UPDATES`: nothing to round).
     reference_dtype: the dtype of the frozen reference's matrices (when `with_reference`), the
       compute dtype, so reference log-probs are unchanged (`cast_matrices`); with narrower params
       the reference is a copy of them in param_dtype (the layers cast matrices to the compute
@@ -145,7 +146,7 @@ def init_train_state(params, optimizer: optax.GradientTransformation, seed: int,
         reference = jax.tree.map(lambda p: jnp.array(p, copy=True), policy)
     else:
         if jnp.dtype(param_dtype) != jnp.float32:
-            if not isinstance(opt_state, MasterWeightsState):
+            if not isinstance(opt_state, MasterWeightsState) and optimizer is not NO_UPDATES:
                 raise ValueError(f"params stored in {param_dtype} need an optimizer with float32 master weights: "
                                  "make_optimizer(..., param_dtype=...) or with_master_weights(optimizer)")
             params, reference_dtype = cast_matrices(params, param_dtype), param_dtype

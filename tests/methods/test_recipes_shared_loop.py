@@ -21,15 +21,19 @@ import signal
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import nnx
 
 from jaxrl_self.checkpoint import Checkpointer
 from jaxrl_self.config import load_config_file, validate
 from jaxrl_self.models.convert import gguf_to_hf
 from jaxrl_self.recipes import build_recipe
+from jaxrl_self.train.dpo import encode_preference_pairs
 from jaxrl_self.train.faults import Preempted
 from jaxrl_self.train.loop import fresh_state, train
+from jaxrl_self.train.state import CHECKPOINTED_PART
 from jaxrl_self.train.workdir import CHECKPOINT_DIR
 from recipe_helpers import built
 from tiny_models import build_hf_model, tokenizer_tokens, write_tiny_gguf
@@ -95,7 +99,7 @@ def logged_rows(workdir: Path) -> list[dict]:
 
 def final_params(config, workdir: Path):
     recipe, ctx = built(config)
-    ckpt = Checkpointer(workdir / CHECKPOINT_DIR)
+    ckpt = Checkpointer(workdir / CHECKPOINT_DIR, part=CHECKPOINTED_PART)
     _, state, _ = ckpt.restore_latest(lambda meta: fresh_state(ctx, recipe, meta["phase"]))
     ckpt.close()
     return jax.tree.map(np.asarray, state.params)
@@ -144,3 +148,64 @@ def test_recipe_from_pretrained_on_a_mesh_and_resumed(models, tmp_path, name):
     assert on_mesh.keys() == losses(expected).keys()
     for key, value in losses(expected).items():
         assert on_mesh[key] == pytest.approx(value, rel=1e-5, abs=1e-5), (key, value, on_mesh[key])
+
+
+def _split(params):
+    """({path: array} of the adapters, {path: array} of the rest) of a params tree."""
+    flat = {path: np.asarray(v[...]) for path, v in nnx.to_flat_state(params)}
+    adapters = {path: v for path, v in flat.items() if any(str(p).endswith("_lora") for p in path)}
+    return adapters, {path: v for path, v in flat.items() if path not in adapters}
+
+
+ROUND_MODES = {"bf16": {"model.param_dtype": "bfloat16"}, "lora": {"model.lora.rank": 4}}
+
+
+def round_config(name: str, init_from: str, mode: str):
+    config = recipe_config(name, init_from)
+    for key, value in ROUND_MODES[mode].items():
+        *path, field = key.split(".")
+        section = config
+        for part in path:
+            section = section[part]
+        section[field] = value
+    validate(config)
+    return config
+
+
+@pytest.mark.parametrize("mode", sorted(ROUND_MODES))
+def test_a_round_fine_tunes_bf16_params_or_lora_adapters(models, mode):
+    """The rounds' SFT and DPO (recipes/iterative.py) on bf16 params (float32 master weights inside
+    the round) or on a LoRA model's adapters (the base untouched, DPO's reference = the round's
+    starting adapters on the same base)."""
+    recipe, ctx = built(round_config("spin", models["hf"], mode))
+    start = recipe.rl_state(ctx, ctx.init_params).params
+    examples = ctx.train_examples[:4]
+    prompts, solutions = [e.prompt for e in examples], [e.solution for e in examples]
+    tuned, sft = recipe.fine_tune(ctx, start, prompts, solutions, steps=2, batch_size=2, learning_rate=1e-2, seed=0)
+    pairs = encode_preference_pairs(ctx.tokenizer, prompts, solutions, solutions[1:] + solutions[:1], ctx.prompt_len, ctx.new_tokens)
+    preferred, dpo = recipe.dpo_fine_tune(ctx, start, pairs, steps=2, batch_size=2, learning_rate=1e-2, beta=0.1, seed=0)
+    assert math.isfinite(sft["sft/loss_last"]) and math.isfinite(dpo["dpo/loss_last"])
+    assert dpo["dpo/reward_margin_first"] == pytest.approx(0.0, abs=1e-6)  # the policy starts as its reference
+    start_adapters, start_base = _split(start)
+    for params in (tuned, preferred):
+        adapters, base = _split(params)
+        if mode == "bf16":
+            matrices = [v for v in base.values() if v.ndim >= 2]
+            assert matrices and all(v.dtype == jnp.bfloat16 for v in matrices)
+            assert any(not np.array_equal(v, start_base[path]) for path, v in base.items())  # updates not rounded away
+        else:
+            jax.tree.map(np.testing.assert_array_equal, base, start_base)
+            assert any(not np.array_equal(v, start_adapters[path]) for path, v in adapters.items())
+
+
+def test_spin_round_trains_lora_adapters_end_to_end(models, tmp_path):
+    config = round_config("spin", models["hf"], "lora")
+    summary = train(config, tmp_path, build_recipe(config))
+    assert set(summary["spin/heldout_margin"]) == {"after SFT", "iteration 1", "iteration 2"}
+    rows = logged_rows(tmp_path)
+    assert [row["dpo/reward_margin_first"] for row in rows if "dpo/reward_margin_first" in row] == pytest.approx([0.0] * STEPS, abs=1e-6)
+    _, ctx = built(config)
+    adapters, base = _split(final_params(config, tmp_path))
+    start_adapters, start_base = _split(ctx.init_params)
+    jax.tree.map(np.testing.assert_array_equal, base, start_base)
+    assert any(not np.array_equal(v, start_adapters[path]) for path, v in adapters.items())

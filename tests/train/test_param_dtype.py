@@ -18,7 +18,6 @@ from test_rl_step import B, VOCAB, rl_config, rollout
 
 from jaxrl_self import cli
 from jaxrl_self.checkpoint import Checkpointer, CheckpointError
-from jaxrl_self.config import ConfigError, build_config
 from jaxrl_self.methods.base import RewardMethod
 from jaxrl_self.models.config import ModelConfig
 from jaxrl_self.parallel import make_mesh, state_shardings
@@ -234,7 +233,5 @@ def test_param_dtype_is_validated_before_anything_runs(setup, capsys, tmp_path):
     assert cli.main(argv) == 2
     assert "config.model.param_dtype: must be 'float32' or 'bfloat16', got 'float16'" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
-    with pytest.raises(ConfigError, match="model.param_dtype: the iterative recipes"):
-        build_config(CONFIGS / "star.py", ["--config.model.param_dtype=bfloat16"])
     with pytest.raises(ValueError, match="master weights"):  # a bf16 state needs the wrapped optimizer
         init_train_state(setup[1], make_optimizer(LR, 10), 0, False, param_dtype="bfloat16")
