@@ -1,12 +1,19 @@
 """Helpers for the recipe tests: a recipe and its run context as the loop builds them, a warm start
-computed once and shared, and a run of the loop that starts from given params instead of its own
-warm start (the workdir is seeded with the checkpoint the warm start would leave)."""
+computed once and shared, a run of the loop that starts from given params instead of its own
+warm start (the workdir is seeded with the checkpoint the warm start would leave), and the same
+params written as a Hugging Face directory, for runs that start from it as from a pretrained model
+(`model.init_from`)."""
 from __future__ import annotations
+
+import copy
 
 import jax
 import numpy as np
 
 from jaxrl_self.checkpoint import Checkpointer
+from jaxrl_self.config import validate
+from jaxrl_self.models.checkpoint_io import export_hf_checkpoint
+from jaxrl_self.models.convert import special_token_ids, write_tokenizer
 from jaxrl_self.recipes import build_recipe
 from jaxrl_self.tasks.iterator import PromptIterator
 from jaxrl_self.train.context import RunContext
@@ -48,3 +55,25 @@ def train_from_params(config, workdir, params, after_sft: dict | None = None, re
                                         "results": {AFTER_SFT: after_sft}})
     ckpt.close()
     return train(config, workdir, recipe)
+
+
+def write_pretrained(config, params, directory) -> str:
+    """`params` of `config`'s model written as a Hugging Face model directory (config.json,
+    model.safetensors, the task's tokenizer); returns its path, for `model.init_from`. A recipe's
+    extra tokens (`Recipe.extend_tokenizer`) are left out of the tokenizer files, as a pretrained
+    model's tokenizer lacks them: the run adds them again after the vocabulary, at the ids (and the
+    embedding rows) they had here."""
+    _, ctx = built(config)
+    tokenizer = getattr(ctx.tokenizer, "base", ctx.tokenizer)
+    export_hf_checkpoint(ctx.model_config, params, str(directory), extra_config=special_token_ids(tokenizer))
+    write_tokenizer(tokenizer, str(directory))
+    return str(directory)
+
+
+def pretrained_config(config, init_from: str):
+    """`config` starting from the model at `init_from`, with no warm start of its own."""
+    config = copy.deepcopy(config)
+    config.model.init_from = init_from
+    config.sft.steps = 0
+    validate(config)
+    return config

@@ -126,8 +126,26 @@ class Recipe:
 
 
 def warm_start(ctx: RunContext, recipe: Recipe, state, meta: dict, control: RunControl, writer: MetricsWriter):
-    """SFT steps `meta["sft_step"]+1 .. sft.steps`, the full evaluation after them, and the switch to
+    """The SFT steps left (`sft_steps`), the full evaluation after them, and the switch to
     the training state. Returns that state and meta, checkpointed at step sft.steps."""
+    cfg = ctx.config
+    if cfg.sft.steps:  # none for a pretrained model used as it is (its recipe may then have no demonstrations)
+        state = sft_steps(ctx, recipe, state, meta, control, writer)
+    state = recipe.rl_state(ctx, state.params)
+    results = recipe.evaluate(ctx, state, full=True)
+    samples = results.pop("samples", None)
+    when = f"after the SFT warm start ({cfg.sft.steps} steps)" if cfg.sft.steps else "before training (sft.steps = 0)"
+    log.info("%s: held-out evaluation %s: %s", recipe.name, when, format_scalars(results))
+    writer.write(cfg.sft.steps, results)
+    meta = {**meta, "phase": "rl", "rl_step": 0, "iterator": None, "extra": recipe.initial_extra(ctx),
+            "results": {AFTER_SFT: results}}
+    control.save(cfg.sft.steps, state, meta, due=True, accuracy=results.get("eval/accuracy"))
+    return state, meta, samples
+
+
+def sft_steps(ctx: RunContext, recipe: Recipe, state, meta: dict, control: RunControl, writer: MetricsWriter):
+    """The SFT steps `meta["sft_step"]+1 .. sft.steps` on the recipe's demonstrations, each
+    checkpointed when due but the last; returns the state after them."""
     cfg = ctx.config
     # each process reads its own shard of the demonstrations; the global batch is sft.batch_size rows
     iterator = PromptIterator(recipe.sft_pool_size(ctx), cfg.sft.batch_size // jax.process_count(), cfg.seed,
@@ -144,20 +162,11 @@ def warm_start(ctx: RunContext, recipe: Recipe, state, meta: dict, control: RunC
             metrics = jax.device_get(metrics)
             writer.write(step, {"phase": 0, **metrics, **counters})
             bar.update(step - bar.count, loss=float(metrics["sft/loss"]))
-        if step < cfg.sft.steps:  # the last SFT step is saved below, as the start of training
+        if step < cfg.sft.steps:  # the last SFT step is saved by warm_start, as the start of training
             control.save(step, state, {**meta, "phase": "sft", "sft_step": step, "iterator": iterator.get_state()},
                          due=step % cfg.checkpoint.every == 0)
     bar.close()
-    state = recipe.rl_state(ctx, state.params)
-    results = recipe.evaluate(ctx, state, full=True)
-    samples = results.pop("samples", None)
-    when = f"after the SFT warm start ({cfg.sft.steps} steps)" if cfg.sft.steps else "before training (sft.steps = 0)"
-    log.info("%s: held-out evaluation %s: %s", recipe.name, when, format_scalars(results))
-    writer.write(cfg.sft.steps, results)
-    meta = {**meta, "phase": "rl", "rl_step": 0, "iterator": None, "extra": recipe.initial_extra(ctx),
-            "results": {AFTER_SFT: results}}
-    control.save(cfg.sft.steps, state, meta, due=True, accuracy=results.get("eval/accuracy"))
-    return state, meta, samples
+    return state
 
 
 def train_steps(ctx: RunContext, recipe: Recipe, state, meta: dict, control: RunControl, writer: MetricsWriter):

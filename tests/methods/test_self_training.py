@@ -1,6 +1,7 @@
 """STaR / ReST-EM (recipes/self_training.py): filtering, rationalization without the hint, and a
 fixed-seed run on 1-digit addition with flawed demonstrations where one round raises held-out
-greedy accuracy."""
+greedy accuracy, started from a briefly SFT-trained tiny model loaded as a pretrained Hugging Face
+checkpoint (`model.init_from`)."""
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -9,8 +10,8 @@ import numpy as np
 import pytest
 
 from jaxrl_self.config import load_config_file, validate
-from jaxrl_self.recipes import build_recipe, self_training
-from recipe_helpers import train_from_params, warm_start_params
+from jaxrl_self.recipes import build_recipe, self_training, train_and_evaluate
+from recipe_helpers import pretrained_config, warm_start_params, write_pretrained
 from jaxrl_self.tasks.arithmetic import ArithmeticTask
 from jaxrl_self.tasks.base import Example
 
@@ -45,8 +46,10 @@ def compilation_cache(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def warm_params():
-    return warm_start_params(tiny_config("rest_em.py"))
+def pretrained(tmp_path_factory):
+    """The warm start of the tiny config, as a Hugging Face directory."""
+    config = tiny_config("rest_em.py")
+    return write_pretrained(config, warm_start_params(config), tmp_path_factory.mktemp("pretrained"))
 
 
 def test_keep_verified_dedupes_caps_and_filters():
@@ -87,11 +90,11 @@ def test_rationalization_keeps_hinted_rationales_without_the_hint(monkeypatch):
 
 
 @pytest.mark.parametrize("config_file,method", [("rest_em.py", {}), ("star.py", dict(max_per_problem=1))])
-def test_one_round_raises_heldout_accuracy(warm_params, tmp_path, config_file, method):
-    config = tiny_config(config_file, **method)
-    summary = train_from_params(config, tmp_path / "run", warm_params)
+def test_one_round_raises_heldout_accuracy(pretrained, tmp_path, config_file, method):
+    config = pretrained_config(tiny_config(config_file, **method), pretrained)
+    summary = train_and_evaluate(config, tmp_path / "run")
     before, after = summary["eval/accuracy"]["after SFT"], summary["eval/accuracy"]["iteration 1"]
     assert after >= before + 0.1, summary
     rows = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
-    assert len(rows) == 1 and (tmp_path / "run" / "report.md").exists()  # the round's (the warm start was given)
+    assert len(rows) == 2 and (tmp_path / "run" / "report.md").exists()  # the start's evaluation, the round's
     assert np.isfinite(summary["eval/format_ok"]["iteration 1"])

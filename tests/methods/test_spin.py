@@ -1,13 +1,14 @@
 """SPIN (recipes/spin.py): pair construction, and a fixed-seed round on 1-digit addition from a
-briefly SFT-trained tiny model that raises the held-out margin of the worked solutions over the
-model's own generations without lowering held-out accuracy."""
+briefly SFT-trained tiny model, loaded as a pretrained Hugging Face checkpoint (`model.init_from`),
+that raises the held-out margin of the worked solutions over the model's own generations without
+lowering held-out accuracy."""
 from pathlib import Path
 from types import SimpleNamespace
-
 
 from jaxrl_self.config import load_config_file, validate
 from jaxrl_self.recipes import spin, train_and_evaluate
 from jaxrl_self.tasks.base import Example
+from recipe_helpers import pretrained_config, warm_start_params, write_pretrained
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
@@ -36,7 +37,8 @@ def test_self_play_pairs_drop_identical_and_too_long():
 
 def test_one_round_raises_the_heldout_margin_without_losing_accuracy(tmp_path):
     config = tiny_config()
-    summary = train_and_evaluate(config, tmp_path / "run")
+    pretrained = write_pretrained(config, warm_start_params(config), tmp_path / "pretrained")
+    summary = train_and_evaluate(pretrained_config(config, pretrained), tmp_path / "run")
     margin, accuracy = summary["spin/heldout_margin"], summary["eval/accuracy"]
     assert margin["iteration 1"] > margin["after SFT"] + 0.5, summary
     assert accuracy["iteration 1"] >= accuracy["after SFT"], summary
