@@ -1,5 +1,6 @@
 """INTUITOR and RENT end to end, through the RL recipe on the shared loop, on the self-check task: the confidence
-rewards raise held-out accuracy that they never see.
+rewards raise held-out accuracy that they never see, from the warm start loaded as a pretrained Hugging Face
+checkpoint (`model.init_from`).
 
 Why this task: a token's entropy (or self-certainty) depends only on the tokens before it, so a
 confidence reward credits a choice only through how sure the model is afterwards. In the self-check
@@ -22,7 +23,8 @@ from __future__ import annotations
 import pytest
 
 from jaxrl_self.config import load_config_file, validate
-from recipe_helpers import train_from_params, warm_start_params
+from jaxrl_self.recipes import train_and_evaluate
+from recipe_helpers import pretrained_config, warm_start_params, write_pretrained
 from test_label_free_training import CONFIGS, with_reward
 
 
@@ -38,10 +40,10 @@ def self_check_config():
 
 
 @pytest.fixture(scope="module")
-def confident_warm():
-    """(config, SFT params), made once for the module."""
+def confident_warm(tmp_path_factory):
+    """(config, its warm start as a Hugging Face directory), made once for the module."""
     config = self_check_config()
-    return config, warm_start_params(config)
+    return config, write_pretrained(config, warm_start_params(config), tmp_path_factory.mktemp("pretrained"))
 
 
 @pytest.mark.parametrize("reward, test_time", [("intuitor", False), ("rent", True)],
@@ -51,8 +53,8 @@ def test_confidence_rewards_raise_held_out_accuracy(confident_warm, tmp_path, re
 
     Each reward and each mode runs once (the other two pairings gave the same figures, module
     docstring; they cost ~45 s of the suite's budget and are the README's CLI rows)."""
-    config, params = confident_warm
-    summary = train_from_params(with_reward(config, reward, test_time=test_time), tmp_path, params)
+    config, pretrained = confident_warm
+    summary = train_and_evaluate(pretrained_config(with_reward(config, reward, test_time=test_time), pretrained), tmp_path)
     votes = next(value for key, value in summary.items() if key.startswith("held-out pass@1"))  # as the run's report
     greedy = summary["held-out greedy accuracy"]
     before, after = ({"greedy": greedy[a], **votes[b]} for a, b in (("after SFT", "before"), ("after RL", "after")))

@@ -1,5 +1,6 @@
 """SCoRe: shaped rewards, stage logic, attempt-2 prompts and warm-start demonstrations, the shared RL
-loss's per-row KL, and a fixed-seed run of configs/score.py (1-digit self-check addition).
+loss's per-row KL, and a fixed-seed run of configs/score.py (1-digit self-check addition) from its
+warm start loaded as a pretrained Hugging Face checkpoint (`model.init_from`).
 
 The run's mistakes are sampling errors (a disagreement between the two computations, answered with
 a guess), so greedy decoding hides them and the figures that show self-correction are the sampled
@@ -25,6 +26,7 @@ from jaxrl_self.tasks.arithmetic import make_tokenizer
 from jaxrl_self.train.batch import RolloutBatch
 from jaxrl_self.train.context import RunContext
 from jaxrl_self.train.rl_step import policy_loss
+from recipe_helpers import pretrained_config, warm_start_params, write_pretrained
 
 CONFIG = Path(__file__).resolve().parents[2] / "configs" / "score.py"
 
@@ -136,7 +138,9 @@ def test_unknown_retry_demos_is_a_config_error():
 def score_run(tmp_path_factory):
     jax.config.update("jax_compilation_cache_dir", str(tmp_path_factory.mktemp("xla_cache")))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
-    yield train_and_evaluate(tiny_config(), tmp_path_factory.mktemp("score"))
+    config = tiny_config()
+    pretrained = write_pretrained(config, warm_start_params(config), tmp_path_factory.mktemp("pretrained"))
+    yield train_and_evaluate(pretrained_config(config, pretrained), tmp_path_factory.mktemp("score"))
     jax.config.update("jax_compilation_cache_dir", None)
 
 

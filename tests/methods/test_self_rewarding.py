@@ -1,15 +1,22 @@
 """Self-rewarding (recipes/self_rewarding.py): the judge prompt and its tokens, score parsing
 (malformed judgements -> None), pair construction (ties and unscored responses skipped), the
 evaluation-only verifier metrics of the pairs, the judge seed examples, and the judge step end to
-end with a stub sampler."""
+end with a stub sampler; and (opt-in) one round from the warm start loaded as a pretrained model."""
+import json
+from pathlib import Path
 from types import SimpleNamespace
 
 import jax
 import pytest
 
+from jaxrl_self.config import load_config_file, validate
 from jaxrl_self.models.tokenizer import ExtendedTokenizer
+from jaxrl_self.recipes import train_and_evaluate
 from jaxrl_self.recipes import self_rewarding as sr
 from jaxrl_self.tasks.arithmetic import ArithmeticTask, make_tokenizer
+from recipe_helpers import pretrained_config, warm_start_params, write_pretrained
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
 def test_judge_prompt_and_extended_tokenizer_round_trip():
@@ -80,3 +87,22 @@ def test_judge_scores_parse_and_discard(monkeypatch):
     responses = ["<answer>7</answer>", "<answer>8</answer>", "<answer>9</answer>", "<answer>" + "1" * 30 + "</answer>"]
     scores, malformed, too_long = recipe.judge(ctx, None, ["3+4="] * 4, responses, jax.random.key(0))
     assert scores == [4.5, 0.0, None, None] and malformed == 3 and too_long == 1
+
+
+@pytest.mark.long  # configs/self_rewarding.py's warm start and one round, ~2 min on 2 cores: opt-in (docs/testing.md)
+def test_one_round_from_a_pretrained_judge_raises_held_out_accuracy(tmp_path):
+    """configs/self_rewarding.py's warm start (worked solutions and judged examples), written as a
+    Hugging Face directory and loaded through `model.init_from`; its first round prefers correct
+    responses and lifts held-out accuracy (docs/results.md: 0.635 -> 0.705, chosen correct 65%,
+    rejected 2%)."""
+    config = load_config_file(CONFIGS / "self_rewarding.py")
+    config.method.iterations = 1
+    config.mesh.num_devices = 1  # one device, as the CLI on CPU (tests/conftest.py)
+    validate(config)
+    pretrained = write_pretrained(config, warm_start_params(config), tmp_path / "pretrained")
+    summary = train_and_evaluate(pretrained_config(config, pretrained), tmp_path / "run")
+    accuracy = summary["eval/accuracy"]
+    assert accuracy["iteration 1"] >= accuracy["after SFT"] + 0.03, summary
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    (round_row,) = [row for row in rows if "self_rewarding/chosen_correct" in row]
+    assert round_row["self_rewarding/chosen_correct"] > round_row["self_rewarding/rejected_correct"] + 0.2, round_row
