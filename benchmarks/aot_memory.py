@@ -5,6 +5,9 @@ by ahead-of-time (AOT) compilation on a machine without TPUs.
     python benchmarks/aot_memory.py --model qwen2.5-1.5b --topology v5e:2x2 --micro-batch-rows 1
     python benchmarks/aot_memory.py --model qwen2.5-1.5b --search-micro-batch --set model.remat=full
     python benchmarks/aot_memory.py --hf-config path/to/config.json --topology v5p:2x2x2 --mesh 2,4,1
+    python benchmarks/aot_memory.py --model qwen2.5-14b --chips 1 --no-sampler --set model.lora.rank=8 \
+        --set model.lora.base_quantization=q4_0 --set model.param_dtype=bfloat16 --set model.scan_layers=True
+      (a LoRA update on a frozen base kept in 4-bit blocks: frozen_base_bytes_per_chip counts the blocks)
 
 Prints ONE JSON object. Nothing is allocated at model size: the model, the optimizer state and the
 batches are abstract (`nnx.eval_shape` / `jax.eval_shape` / `jax.ShapeDtypeStruct` with shardings)
@@ -161,6 +164,11 @@ PRESETS = {
     "qwen2.5-32b": {
         "model_type": "qwen2", "vocab_size": 152064, "hidden_size": 5120, "intermediate_size": 27648,
         "num_hidden_layers": 64, "num_attention_heads": 40, "num_key_value_heads": 8, "hidden_act": "silu",
+        "rope_theta": 1000000.0, "rms_norm_eps": 1e-6, "tie_word_embeddings": False, "max_position_embeddings": 32768,
+    },
+    "qwen2.5-72b": {
+        "model_type": "qwen2", "vocab_size": 152064, "hidden_size": 8192, "intermediate_size": 29568,
+        "num_hidden_layers": 80, "num_attention_heads": 64, "num_key_value_heads": 8, "hidden_act": "silu",
         "rope_theta": 1000000.0, "rms_norm_eps": 1e-6, "tie_word_embeddings": False, "max_position_embeddings": 32768,
     },
     "qwen2.5-7b": {
@@ -410,7 +418,8 @@ def compile_update(config, model_config, mesh, hardware, compiler_options=None) 
     trainable, frozen = split_adapters(state.params)  # a LoRA model (model.lora) updates its adapters only
     state_shard = _shard_bytes(trainable)  # float32 trainable params: this chip's shard
     weights_f32 = _tree_bytes(split_adapters(params)[0])  # the weight gradients formed
-    cast = lambda x: jnp.dtype(mc.compute_dtype).itemsize if x.ndim >= 2 else 4
+    # float32 matrices are read in the compute dtype; a quantized base's blocks (model.lora.base_quantization) as stored
+    cast = lambda x: (jnp.dtype(mc.compute_dtype).itemsize if x.ndim >= 2 else 4) if x.dtype == jnp.float32 else x.dtype.itemsize
     weights_compute = sum(math.prod(x.shape) * cast(x) for x in jax.tree.leaves(params))
     reads_per_micro = 2 + (1 if remat == "full" else 0)
     traffic = (optimizer_steps * 7 * state_shard

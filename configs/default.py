@@ -70,6 +70,8 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.lora.alpha = 16.0
     config.model.lora.dropout = 0.0
     config.model.lora.targets = "all"
+    # "q8_0", "q4_0" or "q4_1": the frozen base's projections kept in llama.cpp blocks (docs/lora.md#quantized-base)
+    config.model.lora.base_quantization = ""
 
     config.sft = ml_collections.ConfigDict()
     config.sft.steps = 300

@@ -28,6 +28,7 @@ from jaxrl_self.algorithms.registry import ALGORITHMS, algorithm_of
 from jaxrl_self.errors import ConfigError  # noqa: F401 (re-exported: jaxrl_self.config.ConfigError)
 from jaxrl_self.models.config import ATTENTION_IMPLEMENTATIONS, REMAT_MODES
 from jaxrl_self.models.lora import TARGETS as LORA_TARGETS, parse_targets as parse_lora_targets
+from jaxrl_self.models.quantized import BLOCK as QUANTIZATION_BLOCK, FORMATS as QUANTIZATION_FORMATS, misaligned_inputs
 from jaxrl_self.tasks import arithmetic, word_arithmetic
 from jaxrl_self.tasks.jsonl import ANSWER_FORMATS, PROMPT_PLACEHOLDER
 
@@ -519,7 +520,8 @@ def _validate_mesh(config: ml_collections.ConfigDict) -> None:
 
 
 def _validate_lora(config: ml_collections.ConfigDict) -> None:
-    """`config.model.lora` (docs/lora.md): rank >= 0 (0 = off), alpha > 0, known targets, dropout 0."""
+    """`config.model.lora` (docs/lora.md): rank >= 0 (0 = off), alpha > 0, known targets, dropout 0,
+    base_quantization off or a known format with LoRA on and input axes in whole blocks."""
     lora = config.model.lora
     _require(lora.rank >= 0, "model.lora.rank", f"must be >= 0 (0 = no adapters), got {lora.rank}")
     _require(lora.alpha > 0, "model.lora.alpha", f"must be > 0, got {lora.alpha}")
@@ -530,6 +532,23 @@ def _validate_lora(config: ml_collections.ConfigDict) -> None:
                           f"{','.join(LORA_TARGETS)}") from None
     _require(lora.dropout == 0, "model.lora.dropout", f"only 0 is supported (the learner's log-probs must be those "
              f"the sampler drew from), got {lora.dropout}")
+    quantization = lora.get("base_quantization", "")
+    _require(quantization in ("",) + QUANTIZATION_FORMATS, "model.lora.base_quantization",
+             f"must be '' (off) or one of {QUANTIZATION_FORMATS}, got {quantization!r}")
+    _require(not quantization or lora.rank > 0, "model.lora.base_quantization",
+             f"{quantization!r} quantizes a frozen base: it needs LoRA (model.lora.rank > 0)")
+    if quantization and not config.model.init_from:  # a pretrained model's sizes: check_quantization_blocks at load
+        model = config.model
+        check_quantization_blocks(model.hidden_size, model.head_dim, model.intermediate_size, "the model")
+
+
+def check_quantization_blocks(hidden_size: int, head_dim: int, intermediate_size: int, model: str) -> None:
+    """ConfigError naming `model.lora.base_quantization` when a projection's input axis (`model`'s
+    size) cannot be cut into blocks of 32 values."""
+    misaligned = misaligned_inputs(hidden_size, head_dim, intermediate_size)
+    _require(not misaligned, "model.lora.base_quantization",
+             f"quantizes each projection in blocks of {QUANTIZATION_BLOCK} values along its input axis, but in "
+             f"{model} the input axis of {', '.join(misaligned)} is not a multiple of {QUANTIZATION_BLOCK}")
 
 
 def validate_devices(config: ml_collections.ConfigDict, device_count: int, process_count: int) -> None:

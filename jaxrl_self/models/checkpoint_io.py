@@ -53,7 +53,7 @@ from jaxrl_self.models.hf_config import (
     read_hf_config,
 )
 from jaxrl_self.models.lora import merged_weights
-from jaxrl_self.models.transformer import Transformer
+from jaxrl_self.models.transformer import Transformer, dequantized_base
 
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
@@ -312,10 +312,12 @@ def export_hf_checkpoint(
     tokenizer files found there. extra_config: merged into config.json (e.g. eos_token_id).
     Returns the names of the files written. A LoRA model (`config.lora`) is written merged: each
     adapted weight is `W + alpha/r * A B` (`models.lora.merged_weights`; `export_peft_adapter`
-    writes the adapters on their own).
+    writes the adapters on their own), W dequantized first when the base is quantized.
     """
     if dtype not in ("float32", "bfloat16"):
         raise ValueError(f"export dtype must be 'float32' or 'bfloat16', got {dtype!r}")
+    if config.lora is not None and config.lora.base_quantization:  # a quantized base: dequantized, then merged
+        params, config = dequantized_base(params, config)
     if config.lora is not None:
         params, config = merged_weights(params, config.lora), dataclasses.replace(config, lora=None)
     np_dtype = np.dtype(dtype)

@@ -137,7 +137,8 @@ def lora_config_from(config) -> Optional[LoRAConfig]:
     lora = config.model.get("lora")
     if not lora or lora.rank == 0:
         return None
-    return LoRAConfig(rank=lora.rank, alpha=float(lora.alpha), dropout=float(lora.dropout), targets=parse_targets(lora.targets))
+    return LoRAConfig(rank=lora.rank, alpha=float(lora.alpha), dropout=float(lora.dropout), targets=parse_targets(lora.targets),
+                      base_quantization=lora.get("base_quantization", ""))
 
 
 def model_config_from(config, vocab_size: int) -> ModelConfig:

@@ -35,12 +35,15 @@ class LoRAParam(nnx.Param):
 @dataclasses.dataclass(frozen=True)
 class LoRAConfig:
     """rank r (0 = no adapters), alpha (the update is scaled by alpha / r, as PEFT does), dropout
-    (on the adapters' input; only 0 is supported), targets (names from `TARGETS`)."""
+    (on the adapters' input; only 0 is supported), targets (names from `TARGETS`),
+    base_quantization ("" or a `models.quantized.FORMATS` name: every projection of the frozen base,
+    adapted or not, stored in llama.cpp blocks and dequantized where a layer uses it; docs/lora.md#quantized-base)."""
 
     rank: int = 0
     alpha: float = 16.0
     dropout: float = 0.0
     targets: tuple = TARGETS
+    base_quantization: str = ""
 
     @property
     def scale(self) -> float:

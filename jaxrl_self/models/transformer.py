@@ -6,7 +6,9 @@ Every parameter carries `logical_axes` metadata (vocab, embed, heads, kv_heads, 
 (`parallel.rules.constrain`: rows over data+fsdp, heads / MLP columns / vocabulary over tensor,
 a no-op outside a mesh context); the model itself never mentions devices. `ModelConfig.remat`
 rematerialises each layer in training passes, `ModelConfig.attention` picks the attention kernel.
-`ModelConfig.lora` adds LoRA adapters to the projections (`models.lora`, docs/lora.md).
+`ModelConfig.lora` adds LoRA adapters to the projections (`models.lora`, docs/lora.md), and with
+its `base_quantization` keeps every projection of the frozen base as llama.cpp blocks
+(`models.quantized.QuantizedWeight`), dequantized by `weight` where the layer uses it.
 
 Two layouts of the layers, one layer computation (`DecoderLayer`, run by `Transformer.apply_layers`):
   unrolled (default)   `layers` is a list of L `DecoderLayer`s (state paths `layers.i.<name>`), run
@@ -25,6 +27,7 @@ length with one), H query heads, K kv heads, D head_dim, E hidden, F mlp, V voca
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import NamedTuple, Optional
 
@@ -32,7 +35,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxrl_self.models import lora
+from jaxrl_self.models import lora, quantized
 from jaxrl_self.models.config import ModelConfig
 from jaxrl_self.models.rope import apply_rope, inverse_frequencies
 from jaxrl_self.models.splash import splash_attention, splash_supported
@@ -44,6 +47,9 @@ REMAT_POLICIES = {  # ModelConfig.remat -> what the backward pass may keep of a 
     "full": jax.checkpoint_policies.nothing_saveable,
     "save_dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
 }
+# each projection's last input axis, counted from the end of its weight `[*in, *out]`: the axis a
+# quantized base's blocks run along (that of a GGUF tensor's blocks: its rows are the outputs)
+BLOCK_AXES = {"q_proj": -3, "k_proj": -3, "v_proj": -3, "o_proj": -2, "gate_proj": -2, "up_proj": -2, "down_proj": -2}
 
 
 class KVCache(NamedTuple):
@@ -125,10 +131,12 @@ def _is_variable(x) -> bool:
     return isinstance(x, nnx.Variable)
 
 
-def weight(param: nnx.Param, dtype) -> jax.Array:
+def weight(param: nnx.Param | quantized.QuantizedWeight, dtype) -> jax.Array:
     """A matrix parameter's value in `dtype`, held in its stored layout where the layer uses it
     (`parallel.rules.constrain_parameter`; a stacked parameter's slice inside the layer scan drops
-    the leading "layers" name)."""
+    the leading "layers" name). A quantized one is dequantized here, from its blocks so held."""
+    if isinstance(param, quantized.QuantizedWeight):
+        return param.dequantized(dtype)
     value = param[...]
     axes = param.get_metadata()["logical_axes"]
     return constrain_parameter(value, axes[len(axes) - value.ndim:]).astype(dtype)
@@ -319,6 +327,8 @@ class Transformer(nnx.Module):
                 layer.self_attn.add_adapters(config, rngs)
                 layer.mlp.add_adapters(config, rngs)
         self.layers = stack_layers(layers) if config.scan_layers else nnx.List(layers)
+        if config.lora is not None and config.lora.base_quantization:
+            quantize_projections(self, config.lora.base_quantization)
 
     def hidden_states(self, tokens, positions, kv_mask, cache: Optional[KVCache] = None, cache_index=0):
         """Final normed hidden states `[B, Q, E]` and the updated cache (None without a cache).
@@ -387,10 +397,43 @@ def cast_matrices(params, dtype):
     """
     def cast(param: nnx.Variable) -> nnx.Variable:
         x = param[...]
+        if isinstance(param, quantized.QuantizedBlocks):  # a quantized base keeps its blocks' storage
+            return param.replace(jnp.array(x, copy=True))
         rank = x.ndim - ((param.get_metadata().get("logical_axes") or ())[:1] == ("layers",))
         return param.replace(jnp.array(x, dtype=dtype if jnp.issubdtype(x.dtype, jnp.floating) and rank >= 2 else x.dtype, copy=True))
 
     return jax.tree.map(cast, params, is_leaf=_is_variable)
+
+
+def _projections(model: Transformer) -> list[tuple[nnx.Module, str]]:
+    """(module, name) of every projection weight of `model` (each layer's, or the stacked layer's)."""
+    layers = [model.layers] if model.config.scan_layers else list(model.layers)
+    return [(module, name) for layer in layers for module, names in ((layer.self_attn, lora.ATTENTION_TARGETS),
+                                                                     (layer.mlp, lora.MLP_TARGETS)) for name in names]
+
+
+def quantize_projections(model: Transformer, fmt: str) -> None:
+    """Replaces every projection weight of `model` by its `quantized.QuantizedWeight` in format `fmt`."""
+    for module, name in _projections(model):
+        setattr(module, name, quantized.QuantizedWeight(getattr(module, name), fmt, BLOCK_AXES[name]))
+
+
+def quantized_base(params: nnx.State, config: ModelConfig) -> nnx.State:
+    """A loaded base model's params (float, no adapters) with their projections quantized as
+    `config.lora.base_quantization` says: the base of a `Transformer(config)` (docs/lora.md#quantized-base)."""
+    model = nnx.merge(model_graphdef(dataclasses.replace(config, lora=None)), params)
+    quantize_projections(model, config.lora.base_quantization)
+    return nnx.state(model)
+
+
+def dequantized_base(params: nnx.State, config: ModelConfig) -> tuple[nnx.State, ModelConfig]:
+    """(params, config) of a model with a quantized base as those of the same model with the
+    dequantized float32 weights (for export, which then merges the adapters)."""
+    model = nnx.merge(model_graphdef(config), params)
+    for module, name in _projections(model):
+        blocks = getattr(module, name)
+        setattr(module, name, nnx.Param(blocks.dequantized(jnp.float32), logical_axes=blocks.logical_axes()))
+    return nnx.state(model), dataclasses.replace(config, lora=dataclasses.replace(config.lora, base_quantization=""))
 
 
 def init_adapters(config: ModelConfig, seed: int) -> nnx.State:

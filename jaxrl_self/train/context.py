@@ -19,12 +19,13 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxrl_self.config import check_quantization_blocks
 from jaxrl_self.eval.evaluate import evaluate, generate
 from jaxrl_self.methods import run_scorer
 from jaxrl_self.models.config import model_config_from, with_execution_options
 from jaxrl_self.models.tokenizer import with_reserved_token
 from jaxrl_self.models.lora import join_adapters
-from jaxrl_self.models.transformer import init_adapters, model_graphdef
+from jaxrl_self.models.transformer import init_adapters, model_graphdef, quantized_base
 from jaxrl_self.parallel import make_mesh, shard_batch, shard_state, sharding_for
 from jaxrl_self.sampling.sampler import SamplingConfig, make_sampler
 from jaxrl_self.tasks.base import task_categories
@@ -92,6 +93,10 @@ class RunContext:
                 init_params = grow_vocabulary(init_params, self.tokenizer.vocab_size)
                 self.model_config = dataclasses.replace(self.model_config, vocab_size=self.tokenizer.vocab_size)
             if self.model_config.lora is not None:  # fresh adapters (B = 0) on the loaded base
+                if self.model_config.lora.base_quantization:  # quantized once, here (docs/lora.md#quantized-base)
+                    m = self.model_config
+                    check_quantization_blocks(m.hidden_size, m.head_dim, m.intermediate_size, pretrained)
+                    init_params = quantized_base(init_params, self.model_config)
                 init_params = join_adapters(init_params, init_adapters(self.model_config, config.seed))
             self.graphdef, self.init_params = model_graphdef(self.model_config), init_params
         else:

@@ -1,7 +1,8 @@
 """LoRA training (docs/lora.md): the optimizer holds state for the adapters only, the reference is the
 same base with the adapters it started from (the base's own log-probs for fresh adapters), an RL
 update leaves the base bit-identical, and a GRPO run of the tiny job saves adapter-only checkpoints
-and resumes from one exactly."""
+and resumes from one exactly; with a quantized base (docs/lora.md#quantized-base) as well, whose
+blocks the updates leave as they are."""
 from __future__ import annotations
 
 import dataclasses
@@ -22,6 +23,7 @@ from jaxrl_self.train.run_dir import load_model
 from jaxrl_self.methods.base import RewardMethod
 from jaxrl_self.models.config import ModelConfig
 from jaxrl_self.models.lora import LoRAConfig, split_adapters
+from jaxrl_self.models.transformer import cast_matrices, dequantized_base
 from jaxrl_self.train.policy import completion_logprobs
 from jaxrl_self.train.rl_step import make_batch_builder, make_rl_update
 from jaxrl_self.train.state import init_model, init_train_state, make_optimizer
@@ -36,11 +38,15 @@ def size(tree) -> int:
     return sum(x.size for x in jax.tree.leaves(tree))
 
 
-@pytest.mark.parametrize("param_dtype, remat", [("float32", "none"), ("bfloat16", "full")])
-def test_update_trains_adapters_only_against_the_base_as_reference(param_dtype, remat):
-    config = dataclasses.replace(BASE, lora=LoRAConfig(rank=2, alpha=4.0), remat=remat)
+@pytest.mark.parametrize("param_dtype, remat, quantization", [("float32", "none", ""), ("bfloat16", "full", ""),
+                                                              ("float32", "full", "q4_1")])
+def test_update_trains_adapters_only_against_the_base_as_reference(param_dtype, remat, quantization):
+    base = dataclasses.replace(BASE, hidden_size=32, head_dim=32) if quantization else BASE  # whole blocks of 32
+    config = dataclasses.replace(base, lora=LoRAConfig(rank=2, alpha=4.0, base_quantization=quantization), remat=remat)
     graphdef, params = init_model(config, seed=0)
-    base_graphdef, base_params = init_model(BASE, seed=0)
+    base_graphdef, base_params = init_model(base, seed=0)
+    if quantization:  # the base the model computes with: its dequantized blocks
+        base_params = split_adapters(dequantized_base(params, config)[0])[1]
     rl = rl_config("grpo", learning_rate=1e-2)
     optimizer = make_optimizer(1e-2, 10)
     state = init_train_state(params, optimizer, 0, with_reference=True, param_dtype=param_dtype)
@@ -48,14 +54,16 @@ def test_update_trains_adapters_only_against_the_base_as_reference(param_dtype, 
     # optimizer state: Adam's two moments of the adapters (and step counters), nothing of the base
     assert 2 * size(adapters) <= size(state.opt_state) <= 2 * size(adapters) + 4
     assert size(state.ref_params) == size(adapters) < size(frozen) / 4  # the reference: the adapters, not a 2nd base
-    assert {x.dtype for x in jax.tree.leaves(frozen) if x.ndim >= 2} == {jnp.dtype(param_dtype)}  # the stored base
+    stored = {jnp.dtype(param_dtype)} if not quantization else {jnp.dtype(jnp.uint8), jnp.dtype(jnp.float16),
+                                                                    jnp.dtype(param_dtype)}  # blocks; the embedding
+    assert {x.dtype for x in jax.tree.leaves(frozen) if x.ndim >= 2} == stored  # the stored base
     assert {x.dtype for x in jax.tree.leaves(adapters)} == {jnp.dtype(jnp.float32)}
 
     batch, rewards = rollout()
     train_batch, _ = make_batch_builder(graphdef, rl, RewardMethod())(state, batch, rewards, jnp.ones(B, bool), jax.random.key(0))
     args = (batch["prompt_tokens"], batch["prompt_mask"], batch["completion_tokens"], batch["completion_mask"], rl.temperature)
     base_logp = jax.jit(lambda p: completion_logprobs(nnx.merge(base_graphdef, p), *args)[0])(
-        jax.tree.map(lambda x, f: x.astype(f.dtype), base_params, frozen))
+        cast_matrices(base_params, param_dtype))
     np.testing.assert_array_equal(train_batch.ref_logp, base_logp)
 
     before = jax.device_get(state)  # the update donates `state`
@@ -71,11 +79,14 @@ def test_update_trains_adapters_only_against_the_base_as_reference(param_dtype, 
     np.testing.assert_array_equal(rebuilt.ref_logp, train_batch.ref_logp)
 
 
-def test_grpo_run_saves_adapter_only_checkpoints_and_resumes_exactly(tmp_path):
-    """The tiny job (SFT then GRPO with a KL term) with rank-4 adapters; resumed from its step-4
-    checkpoint, it ends bit-identical to the uninterrupted run."""
+@pytest.mark.parametrize("quantization", ["", "q4_0"])
+def test_grpo_run_saves_adapter_only_checkpoints_and_resumes_exactly(tmp_path, quantization):
+    """The tiny job (SFT then GRPO with a KL term) with rank-4 adapters, on a float32 or a Q4_0 base;
+    resumed from its step-4 checkpoint, it ends bit-identical to the uninterrupted run."""
     lora = ["--config.model.lora.rank=4", "--config.rl.kl_coef=0.05", "--config.rl.steps=4",
             "--config.checkpoint.max_to_keep=5"]
+    if quantization:  # head_dim 32: o_proj's input in whole blocks
+        lora += [f"--config.model.lora.base_quantization={quantization}", "--config.model.head_dim=32"]
     workdir = tmp_path / "run"
     assert cli.main(["train", "--workdir", str(workdir), *TINY, *lora]) == 0
     final = 8  # 4 SFT + 4 RL steps
