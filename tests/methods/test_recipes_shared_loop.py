@@ -7,7 +7,8 @@ warm-start and training steps of its config, shrunk:
   * from the GGUF file on one device, the reference;
   * from the HF directory on one device, stopped by SIGTERM after the first training step and
     resumed: every logged number and the final parameters equal the reference's exactly;
-  * from the HF directory on a 2-device mesh (data=2): every loss within 1e-5 of the reference's.
+  * from the HF directory on a 2-device mesh (data=2): every loss within 1e-5 of the reference's
+    (relative; absolute `MESH_ABS_TOLERANCE` for the losses that are zero by construction).
 
 SCoRe and self-rewarding add special tokens, so these runs also grow a pretrained embedding. That
 each recipe moves the metric it targets is its own test's (tests/methods/test_<recipe>.py).
@@ -42,6 +43,9 @@ CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 RECIPES = {  # name: (config file, its settings shrunk to a few steps)
     "rlvr": ("default.py", {}),
     "ttrl": ("ttrl.py", {"method.ttrl_train_samples": 2}),
+    "intuitor": ("intuitor.py", {}),
+    "rent": ("rent.py", {}),
+    "co_reward": ("co_reward.py", {}),
     "star": ("star.py", {"method.num_problems": 8, "method.train_steps": 2, "method.hint_prompt_len": 40}),
     "rest_em": ("rest_em.py", {"method.num_problems": 8, "method.train_steps": 2}),
     "spin": ("spin.py", {"method.num_problems": 8, "method.train_steps": 2}),
@@ -126,6 +130,12 @@ def losses(rows: list[dict]) -> dict:
     return {(row["step"], k): v for row in rows for k, v in row.items() if "loss" in k and isinstance(v, float)}
 
 
+# A policy-gradient loss at ratio 1 is the mean of zero-mean advantages: zero up to rounding, and its
+# rounding on the mesh reached 2.2e-5 (RENT, whose group-normalised advantages are ~1 in size), while
+# the gradient norm of that step agreed to 8e-6 relative.
+MESH_ABS_TOLERANCE = 5e-5
+
+
 IN_SUITE = "score"  # the suite runs one recipe (~50 s); JAXRL_SELF_LONG_TESTS=1 runs them all (docs/testing.md)
 
 
@@ -147,7 +157,7 @@ def test_recipe_from_pretrained_on_a_mesh_and_resumed(models, tmp_path, name):
     on_mesh = losses(logged_rows(tmp_path / "mesh"))
     assert on_mesh.keys() == losses(expected).keys()
     for key, value in losses(expected).items():
-        assert on_mesh[key] == pytest.approx(value, rel=1e-5, abs=1e-5), (key, value, on_mesh[key])
+        assert on_mesh[key] == pytest.approx(value, rel=1e-5, abs=MESH_ABS_TOLERANCE), (key, value, on_mesh[key])
 
 
 def _split(params):
