@@ -520,7 +520,7 @@ def _validate_mesh(config: ml_collections.ConfigDict) -> None:
 
 
 def _validate_lora(config: ml_collections.ConfigDict) -> None:
-    """`config.model.lora` (docs/lora.md): rank >= 0 (0 = off), alpha > 0, known targets, dropout 0,
+    """`config.model.lora` (docs/lora.md): rank >= 0 (0 = off), alpha > 0, known targets, dropout in [0, 1),
     base_quantization off or a known format with LoRA on and input axes in whole blocks."""
     lora = config.model.lora
     _require(lora.rank >= 0, "model.lora.rank", f"must be >= 0 (0 = no adapters), got {lora.rank}")
@@ -530,8 +530,8 @@ def _validate_lora(config: ml_collections.ConfigDict) -> None:
     except ValueError as error:
         raise ConfigError(f"config.model.lora.targets: {error} in {lora.targets!r}; choose 'all' or some of "
                           f"{','.join(LORA_TARGETS)}") from None
-    _require(lora.dropout == 0, "model.lora.dropout", f"only 0 is supported (the learner's log-probs must be those "
-             f"the sampler drew from), got {lora.dropout}")
+    _require(0 <= lora.dropout < 1, "model.lora.dropout", f"must be in [0, 1) (the probability of zeroing an "
+             f"adapter input in the learner's forwards), got {lora.dropout}")
     quantization = lora.get("base_quantization", "")
     _require(quantization in ("",) + QUANTIZATION_FORMATS, "model.lora.base_quantization",
              f"must be '' (off) or one of {QUANTIZATION_FORMATS}, got {quantization!r}")

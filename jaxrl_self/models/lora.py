@@ -8,6 +8,12 @@ the optimizer, the checkpoints and the shardings select the adapters by that typ
 forward) merges base and adapters and never folds one into the other. B starts at zero, so a
 fresh adapter computes exactly the base model's logits (`x + 0` is exact).
 
+Adapter dropout (`LoRAConfig.dropout` = p, docs/lora.md#adapter-dropout): in the learner's training
+forwards only, an adapter computes `scale * B (A dropout(x))` (PEFT's placement; the base path
+`W x` never sees it), with one key per forward (`dropout_key`) folded with the layer index
+(`transformer.Transformer.hidden_states`) and the projection's name (`adapted`): every adapter of
+every layer draws its own mask. A forward without a key (sampler, reference, evaluation) has none.
+
 Shapes follow the projection's own layout: a weight `[*in, *out]` (q_proj `[E, H, D]`, o_proj
 `[H, D, E]`, gate/up `[E, F]`, down `[F, E]`) gets A `[*in, r]` and B `[r, *out]`; their logical
 axes are the weight's, with None (never sharded) for the rank.
@@ -26,6 +32,7 @@ ATTENTION_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
 MLP_TARGETS = ("gate_proj", "up_proj", "down_proj")
 TARGETS = ATTENTION_TARGETS + MLP_TARGETS
 RANK_AXIS = None  # the rank axis of A and B: small, replicated
+DROPOUT_STREAM = zlib.crc32(b"lora_dropout")  # folded into a step's key: dropout's stream, apart from its other uses
 
 
 class LoRAParam(nnx.Param):
@@ -35,7 +42,7 @@ class LoRAParam(nnx.Param):
 @dataclasses.dataclass(frozen=True)
 class LoRAConfig:
     """rank r (0 = no adapters), alpha (the update is scaled by alpha / r, as PEFT does), dropout
-    (on the adapters' input; only 0 is supported), targets (names from `TARGETS`),
+    (p in [0, 1) on the adapters' input, in the learner's forwards only: `adapted`), targets (names from `TARGETS`),
     base_quantization ("" or a `models.quantized.FORMATS` name: every projection of the frozen base,
     adapted or not, stored in llama.cpp blocks and dequantized where a layer uses it; docs/lora.md#quantized-base)."""
 
@@ -71,6 +78,7 @@ class Adapter(nnx.Module):
                            logical_axes=in_axes + (RANK_AXIS,))
         self.b = LoRAParam(jnp.zeros((config.rank,) + out_shape, jnp.float32), logical_axes=(RANK_AXIS,) + out_axes)
         self.scale = config.scale
+        self.dropout = config.dropout
 
     def __call__(self, x: jax.Array, num_in: int) -> jax.Array:
         """`scale * (x A) B` for x `[..., *in]` (its last `num_in` axes the projection's input) -> `[..., *out]`."""
@@ -112,10 +120,36 @@ def add_adapters(module: nnx.Module, config: LoRAConfig, rngs: nnx.Rngs, shapes:
             setattr(module, f"{name}_lora", Adapter(in_shape, out_shape, in_axes, out_axes, config, rngs))
 
 
-def adapted(module: nnx.Module, name: str, x: jax.Array, y: jax.Array, num_in: int) -> jax.Array:
-    """`y` (projection `name` of `x`) plus its adapter's update when `module` has one."""
+def adapted(module: nnx.Module, name: str, x: jax.Array, y: jax.Array, num_in: int, dropout_key=None) -> jax.Array:
+    """`y` (projection `name` of `x`) plus its adapter's update when `module` has one.
+
+    dropout_key: a learner's training forward's key for this layer (None elsewhere): with an
+    adapter dropout p > 0 the adapter sees `dropout(x)`, its mask drawn from the key folded with `name`.
+    """
     adapter = getattr(module, f"{name}_lora", None)
-    return y if adapter is None else y + adapter(x, num_in).astype(y.dtype)
+    if adapter is None:
+        return y
+    if dropout_key is not None and adapter.dropout > 0:
+        x = dropout(x, jax.random.fold_in(dropout_key, zlib.crc32(name.encode())), adapter.dropout)
+    return y + adapter(x, num_in).astype(y.dtype)
+
+
+def dropout(x: jax.Array, key, rate: float) -> jax.Array:
+    """Inverted dropout (PEFT's `nn.Dropout`): each entry of `x` kept with probability 1 - rate and
+    scaled by 1 / (1 - rate), else 0; same shape and dtype."""
+    keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
+    return jnp.where(keep, x / jnp.asarray(1.0 - rate, x.dtype), jnp.zeros((), x.dtype))
+
+
+def dropout_key(config, key, step=None):
+    """The key of a learner's training forward (docs/lora.md#adapter-dropout): `key` (a typed PRNG
+    key) folded with `DROPOUT_STREAM`, then with `step` when given (an int32 scalar, e.g. the
+    optimizer step); None when `config` (a `LoRAConfig`, or None without LoRA) has no dropout, so
+    that such a learner traces exactly the program it traces without dropout."""
+    if config is None or config.dropout == 0:
+        return None
+    key = jax.random.fold_in(key, DROPOUT_STREAM)
+    return key if step is None else jax.random.fold_in(key, step)
 
 
 def has_adapters(params: nnx.State) -> bool:

@@ -6,7 +6,8 @@ Every parameter carries `logical_axes` metadata (vocab, embed, heads, kv_heads, 
 (`parallel.rules.constrain`: rows over data+fsdp, heads / MLP columns / vocabulary over tensor,
 a no-op outside a mesh context); the model itself never mentions devices. `ModelConfig.remat`
 rematerialises each layer in training passes, `ModelConfig.attention` picks the attention kernel.
-`ModelConfig.lora` adds LoRA adapters to the projections (`models.lora`, docs/lora.md), and with
+`ModelConfig.lora` adds LoRA adapters to the projections (`models.lora`, docs/lora.md; their
+dropout only in a learner's training pass given a `dropout_key`), and with
 its `base_quantization` keeps every projection of the frozen base as llama.cpp blocks
 (`models.quantized.QuantizedWeight`), dequantized by `weight` where the layer uses it.
 
@@ -174,8 +175,9 @@ class Attention(nnx.Module):
             "v_proj": ((e,), (k, d), ("embed",), ("kv_heads", "head_dim")),
             "o_proj": ((h, d), (e,), ("heads", "head_dim"), ("embed",))})
 
-    def __call__(self, x, positions, kv_mask, cache_kv, cache_index):
-        """x `[B, Q, E]`; positions `[B, Q]`; kv_mask `[B, S]` bool; cache_kv None or (k, v) `[B, S, K, D]`.
+    def __call__(self, x, positions, kv_mask, cache_kv, cache_index, dropout_key=None):
+        """x `[B, Q, E]`; positions `[B, Q]`; kv_mask `[B, S]` bool; cache_kv None or (k, v) `[B, S, K, D]`;
+        dropout_key: this layer's adapter-dropout key in a learner's forward, else None (`lora.adapted`).
 
         Returns (out `[B, Q, E]`, (k, v) of this layer — the updated cache, or this call's keys).
         """
@@ -183,9 +185,9 @@ class Attention(nnx.Module):
         q = jnp.einsum("bqe,ehd->bqhd", x, weight(self.q_proj, dtype))
         k = jnp.einsum("bqe,ekd->bqkd", x, weight(self.k_proj, dtype))
         v = jnp.einsum("bqe,ekd->bqkd", x, weight(self.v_proj, dtype))
-        q = constrain(lora.adapted(self, "q_proj", x, q, 1), ("batch", "length", "heads", "head_dim"))
-        k = constrain(lora.adapted(self, "k_proj", x, k, 1), ("batch", "length", "kv_heads", "head_dim"))
-        v = constrain(lora.adapted(self, "v_proj", x, v, 1), ("batch", "length", "kv_heads", "head_dim"))
+        q = constrain(lora.adapted(self, "q_proj", x, q, 1, dropout_key), ("batch", "length", "heads", "head_dim"))
+        k = constrain(lora.adapted(self, "k_proj", x, k, 1, dropout_key), ("batch", "length", "kv_heads", "head_dim"))
+        v = constrain(lora.adapted(self, "v_proj", x, v, 1, dropout_key), ("batch", "length", "kv_heads", "head_dim"))
         if cfg.attention_bias:
             q, k, v = q + self.q_bias[...].astype(dtype), k + self.k_bias[...].astype(dtype), v + self.v_bias[...].astype(dtype)
         if cfg.qk_norm:
@@ -211,7 +213,8 @@ class Attention(nnx.Module):
             attend = fused_attention if kernel == "dot_product" else grouped_attention
             out = attend(q, k.astype(dtype), v.astype(dtype), mask)
         out = constrain(out, ("batch", "length", "heads", "head_dim"))
-        projected = lora.adapted(self, "o_proj", out, jnp.einsum("bqhd,hde->bqe", out, weight(self.o_proj, dtype)), 2)
+        projected = lora.adapted(self, "o_proj", out, jnp.einsum("bqhd,hde->bqe", out, weight(self.o_proj, dtype)), 2,
+                                 dropout_key)
         return constrain(projected, ACTIVATION), (k, v)
 
 
@@ -276,9 +279,10 @@ class MLP(nnx.Module):
             "up_proj": ((e,), (f,), ("embed",), ("mlp",)),
             "down_proj": ((f,), (e,), ("mlp",), ("embed",))})
 
-    def __call__(self, x):
+    def __call__(self, x, dropout_key=None):
+        """x `[B, Q, E]` -> `[B, Q, E]`; dropout_key as `Attention.__call__`'s."""
         dtype, columns = x.dtype, ("batch", "length", "mlp")
-        project = lambda name, x: lora.adapted(self, name, x, x @ weight(getattr(self, name), dtype), 1)
+        project = lambda name, x: lora.adapted(self, name, x, x @ weight(getattr(self, name), dtype), 1, dropout_key)
         gate = jax.nn.silu(constrain(project("gate_proj", x), columns))
         hidden = constrain(gate * project("up_proj", x), columns)
         return constrain(project("down_proj", hidden), ACTIVATION)
@@ -292,11 +296,12 @@ class DecoderLayer(nnx.Module):
         self.self_attn = Attention(config, rngs)
         self.mlp = MLP(config, rngs)
 
-    def __call__(self, x, positions, kv_mask, cache_kv, cache_index):
+    def __call__(self, x, positions, kv_mask, cache_kv, cache_index, dropout_key=None):
         eps = self.config.rms_norm_eps
-        attn_out, kv = self.self_attn(rms_norm(x, self.input_layernorm[...], eps), positions, kv_mask, cache_kv, cache_index)
+        attn_out, kv = self.self_attn(rms_norm(x, self.input_layernorm[...], eps), positions, kv_mask, cache_kv, cache_index,
+                                      dropout_key)
         x = x + attn_out
-        x = x + self.mlp(rms_norm(x, self.post_attention_layernorm[...], eps))
+        x = x + self.mlp(rms_norm(x, self.post_attention_layernorm[...], eps), dropout_key)
         return constrain(x, ACTIVATION), kv
 
 
@@ -330,25 +335,30 @@ class Transformer(nnx.Module):
         if config.lora is not None and config.lora.base_quantization:
             quantize_projections(self, config.lora.base_quantization)
 
-    def hidden_states(self, tokens, positions, kv_mask, cache: Optional[KVCache] = None, cache_index=0):
+    def hidden_states(self, tokens, positions, kv_mask, cache: Optional[KVCache] = None, cache_index=0, dropout_key=None):
         """Final normed hidden states `[B, Q, E]` and the updated cache (None without a cache).
 
         tokens/positions `[B, Q] int32`; kv_mask `[B, S] bool` marks key slots that may be attended
         (False for padding); causality is added here. With a cache, this call's keys are written at
         slots `cache_index .. cache_index+Q-1` (an int, or `[B]` int32: each row its own slots) and S
         is the cache length; without one, S == Q.
+        dropout_key: a PRNG key for the LoRA adapters' dropout (`config.lora.dropout`) in a learner's
+        training pass (no cache), folded with each layer's index i; None (the default): no dropout.
         """
         cfg = self.config
+        if cache is not None and dropout_key is not None:
+            raise ValueError("dropout_key is for training passes (no KV cache) only")
         x = constrain(self.embed_tokens[...].astype(cfg.compute_dtype)[tokens], ACTIVATION)
         if cache is None:  # a training pass: each layer rematerialised per config.remat
-            run_layer = forward = lambda layer, x: layer(x, positions, kv_mask, None, 0)[0]
+            run_layer = forward = lambda layer, x, key: layer(x, positions, kv_mask, None, 0, key)[0]
             if cfg.remat != "none":  # inside a scan, CSE cannot undo the recomputation: no barrier needed
                 # `jax.checkpoint` of a pure function of the layer's state: the state may mix arrays of
                 # several traces (a LoRA model's frozen base and its differentiated adapters)
-                rematted = jax.checkpoint(lambda graphdef, state, x: forward(nnx.merge(graphdef, state), x),
+                rematted = jax.checkpoint(lambda graphdef, state, x, key: forward(nnx.merge(graphdef, state), x, key),
                                           policy=REMAT_POLICIES[cfg.remat], prevent_cse=not cfg.scan_layers, static_argnums=0)
-                run_layer = lambda layer, x: rematted(*nnx.split(layer), x)
-            x = self.apply_layers(lambda layer, x, i: run_layer(layer, x), x)
+                run_layer = lambda layer, x, key: rematted(*nnx.split(layer), x, key)
+            layer_key = lambda i: None if dropout_key is None else jax.random.fold_in(dropout_key, i)  # i traced when stacked
+            x = self.apply_layers(lambda layer, x, i: run_layer(layer, x, layer_key(i)), x)
             return rms_norm(x, self.norm[...], cfg.rms_norm_eps), None
 
         def cached_step(layer, carry, i):
@@ -382,9 +392,9 @@ class Transformer(nnx.Module):
         """`[..., E] -> [..., V] float32`."""
         return output_logits(hidden, self.output_head())
 
-    def __call__(self, tokens, positions, kv_mask, cache: Optional[KVCache] = None, cache_index=0):
+    def __call__(self, tokens, positions, kv_mask, cache: Optional[KVCache] = None, cache_index=0, dropout_key=None):
         """Logits `[B, Q, V] float32` and the updated cache (see `hidden_states`)."""
-        hidden, cache = self.hidden_states(tokens, positions, kv_mask, cache, cache_index)
+        hidden, cache = self.hidden_states(tokens, positions, kv_mask, cache, cache_index, dropout_key)
         return self.logits(hidden), cache
 
 

@@ -17,7 +17,7 @@ from flax import nnx
 from jaxrl_self.algorithms.aggregation import masked_mean
 from jaxrl_self.algorithms.losses import dpo_loss, sequence_logprob
 from jaxrl_self.parallel.rules import activation_mesh
-from jaxrl_self.models.lora import split_adapters
+from jaxrl_self.models.lora import dropout_key, split_adapters
 from jaxrl_self.tasks.encoding import encode_pairs
 from jaxrl_self.train.policy import completion_logprobs
 from jaxrl_self.train.state import apply_gradients
@@ -36,14 +36,15 @@ def encode_preference_pairs(tokenizer, prompts: Sequence[str], chosen: Sequence[
     return {k: np.asarray(v) for k, v in batch.items()}
 
 
-def pair_logprobs(model, batch):
+def pair_logprobs(model, batch, dropout_key=None):
     """Sequence log-prob sums `([N], [N]) float32` of the chosen and rejected completions, from one
-    forward pass over the `[2N, P + T]` stacked rows."""
+    forward pass over the `[2N, P + T]` stacked rows; dropout_key: the LoRA adapters' dropout key
+    of the policy's training forward (None for the reference and for scoring)."""
     prompt_tokens = jnp.concatenate([batch["prompt_tokens"]] * 2)
     prompt_mask = jnp.concatenate([batch["prompt_mask"]] * 2)
     tokens = jnp.concatenate([batch["chosen_tokens"], batch["rejected_tokens"]])
     mask = jnp.concatenate([batch["chosen_mask"], batch["rejected_mask"]])
-    logp, _ = completion_logprobs(model, prompt_tokens, prompt_mask, tokens, mask)
+    logp, _ = completion_logprobs(model, prompt_tokens, prompt_mask, tokens, mask, dropout_key=dropout_key)
     sums = sequence_logprob(logp, mask.astype(jnp.float32))
     n = batch["prompt_tokens"].shape[0]
     return sums[:n], sums[n:]
@@ -60,7 +61,8 @@ def make_dpo_step(graphdef, optimizer, beta: float, mesh=None):
     `pair_mask [N] bool` for padding rows. Metrics (scalars): dpo/loss, dpo/reward_margin (mean u),
     dpo/accuracy, dpo/chosen_reward, dpo/rejected_reward, dpo/chosen_logp, dpo/rejected_logp
     (policy sequence log-probs before the update), grad_norm, skipped_nonfinite. The gradient has
-    the params' dtype, as in `sft.make_sft_step`. mesh: the mesh activations are constrained to."""
+    the params' dtype, as in `sft.make_sft_step`. mesh: the mesh activations are constrained to.
+    LoRA adapter dropout applies to the policy's forward only, keyed as in `sft.make_sft_step`."""
 
     @jax.jit
     def step(state, batch):
@@ -72,7 +74,9 @@ def make_dpo_step(graphdef, optimizer, beta: float, mesh=None):
         ref_chosen, ref_rejected = jax.lax.stop_gradient(pair_logprobs(nnx.merge(graphdef, frozen, state.ref_params), batch))
 
         def loss_fn(params):
-            chosen, rejected = pair_logprobs(nnx.merge(graphdef, frozen, params), batch)
+            model = nnx.merge(graphdef, frozen, params)
+            key = dropout_key(model.config.lora, jax.random.wrap_key_data(state.key), state.step)
+            chosen, rejected = pair_logprobs(model, batch, key)
             pair_mask = batch.get("pair_mask", jnp.ones_like(chosen, bool))
             loss, metrics = dpo_loss(chosen, rejected, ref_chosen, ref_rejected, beta=beta, pair_mask=pair_mask)
             return loss, {"loss": loss, **metrics, "chosen_logp": masked_mean(chosen, pair_mask),

@@ -16,20 +16,21 @@ from jaxrl_self.parallel.rules import OUTPUT_HEAD_AXIS_RULES, constrain
 from jaxrl_self.sampling.processors import scale_by_temperature
 
 
-def sequence_hidden(model, prompt_tokens, prompt_mask, completion_tokens, completion_mask):
+def sequence_hidden(model, prompt_tokens, prompt_mask, completion_tokens, completion_mask, dropout_key=None):
     """Final hidden states `[N, P+T, E]` of prompt + completion, position i predicting token i+1.
 
-    prompt_* `[N, P]` (left-padded), completion_* `[N, T]` (right-padded).
+    prompt_* `[N, P]` (left-padded), completion_* `[N, T]` (right-padded). dropout_key: the LoRA
+    adapters' dropout key of a learner's training forward (`lora.dropout_key`), else None.
     """
     tokens = jnp.concatenate([prompt_tokens, completion_tokens], axis=1)
     mask = jnp.concatenate([prompt_mask.astype(bool), completion_mask.astype(bool)], axis=1)
-    return model.hidden_states(tokens, positions_from_mask(mask), mask)[0]
+    return model.hidden_states(tokens, positions_from_mask(mask), mask, dropout_key=dropout_key)[0]
 
 
-def completion_hidden(model, prompt_tokens, prompt_mask, completion_tokens, completion_mask):
+def completion_hidden(model, prompt_tokens, prompt_mask, completion_tokens, completion_mask, dropout_key=None):
     """Final hidden states `[N, T, E]` at the positions that predict the completion tokens
     (position P-1+t predicts completion token t); arguments as `sequence_hidden`."""
-    hidden = sequence_hidden(model, prompt_tokens, prompt_mask, completion_tokens, completion_mask)
+    hidden = sequence_hidden(model, prompt_tokens, prompt_mask, completion_tokens, completion_mask, dropout_key)
     return hidden[:, prompt_tokens.shape[1] - 1 : -1]
 
 
@@ -82,14 +83,16 @@ def logits_after_completion(hidden, head, prompt_len, completion_mask):
     return output_logits(after, head, OUTPUT_HEAD_AXIS_RULES)[:, 0]
 
 
-def completion_logprobs(model, prompt_tokens, prompt_mask, completion_tokens, completion_mask, temperature=1.0, with_entropy=False):
+def completion_logprobs(model, prompt_tokens, prompt_mask, completion_tokens, completion_mask, temperature=1.0, with_entropy=False,
+                        dropout_key=None):
     """Teacher-forced log-probs of the completion tokens.
 
     prompt_* `[N, P]` (left-padded), completion_* `[N, T]` (right-padded) -> logp `[N, T] float32`
     under `log_softmax(logits / temperature)` (the sampler's behaviour distribution), and the
-    per-token entropy `[N, T]` of that distribution when `with_entropy` (else None).
+    per-token entropy `[N, T]` of that distribution when `with_entropy` (else None). dropout_key:
+    as `sequence_hidden`'s (a learner's training forward only).
     """
-    hidden = completion_hidden(model, prompt_tokens, prompt_mask, completion_tokens, completion_mask)
+    hidden = completion_hidden(model, prompt_tokens, prompt_mask, completion_tokens, completion_mask, dropout_key)
     return token_statistics(hidden, model.output_head(), completion_tokens, temperature, with_entropy,
                             model.config.logprob_chunk)
 
@@ -111,10 +114,10 @@ def verdict_log_odds(model, prompt_tokens, prompt_mask, context_tokens, context_
 
 
 def completion_logprobs_and_verdict(model, prompt_tokens, prompt_mask, completion_tokens, completion_mask, temperature,
-                                    verdict_id: int):
+                                    verdict_id: int, dropout_key=None):
     """`completion_logprobs` with entropy, plus LaSeR's `lz` `[N] float32` (`logprob_after_completion`
     of `verdict_id`), from one forward pass: (logp `[N, T]`, entropy `[N, T]`, lz `[N]`)."""
-    hidden = sequence_hidden(model, prompt_tokens, prompt_mask, completion_tokens, completion_mask)
+    hidden = sequence_hidden(model, prompt_tokens, prompt_mask, completion_tokens, completion_mask, dropout_key)
     prompt_len, head = prompt_tokens.shape[1], model.output_head()
     logp, entropy = token_statistics(hidden[:, prompt_len - 1 : -1], head, completion_tokens, temperature, True,
                                      model.config.logprob_chunk)

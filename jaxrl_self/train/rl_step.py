@@ -26,7 +26,7 @@ from jaxrl_self.algorithms.filtering import group_has_signal, overlong_penalty
 from jaxrl_self.algorithms.kl import kl_penalty
 from jaxrl_self.algorithms.losses import clipped_surrogate, gspo_loss, nft_loss, value_loss
 from jaxrl_self.algorithms.registry import algorithm_of
-from jaxrl_self.models.lora import split_adapters
+from jaxrl_self.models.lora import dropout_key as lora_dropout_key, split_adapters
 from jaxrl_self.parallel.rules import activation_mesh
 from jaxrl_self.rewards.host import FAILURE_REASONS
 from jaxrl_self.train.batch import RolloutBatch
@@ -102,7 +102,7 @@ def _masked_extremes(x, mask):
     return jnp.where(has, low, 1.0), jnp.where(has, high, 1.0)
 
 
-def policy_loss(model, batch, rl, num_sequences, num_tokens, value_params=None, verdict_id=None):
+def policy_loss(model, batch, rl, num_sequences, num_tokens, value_params=None, verdict_id=None, dropout_key=None):
     """Scalar loss and metrics of one (micro-)batch.
 
     Args:
@@ -115,6 +115,7 @@ def policy_loss(model, batch, rl, num_sequences, num_tokens, value_params=None, 
       value_params: PPO's value head, else None.
       verdict_id: LaSeR's reserved token; with it and `batch.verdict_labels` the loss adds the
         self-verification term (`RolloutBatch`), logged as "self_verify/loss".
+      dropout_key: the LoRA adapters' dropout key of this forward (`make_rl_update`), or None.
     Returns:
       (loss, metrics); metrics are this micro-batch's share of the optimizer-batch value (sum
       them over micro-batches), except "ratio/min" and "ratio/max" (take min / max).
@@ -123,11 +124,11 @@ def policy_loss(model, batch, rl, num_sequences, num_tokens, value_params=None, 
     args = (batch.prompt_tokens, batch.prompt_mask, batch.completion_tokens, batch.attended_mask(), rl.temperature)
     verdict = verdict_id is not None and batch.verdict_labels is not None
     if verdict:
-        logp, entropy, lz = completion_logprobs_and_verdict(model, *args, verdict_id)
+        logp, entropy, lz = completion_logprobs_and_verdict(model, *args, verdict_id, dropout_key=dropout_key)
     elif value_params is None:
-        logp, entropy = completion_logprobs(model, *args, with_entropy=True)
+        logp, entropy = completion_logprobs(model, *args, with_entropy=True, dropout_key=dropout_key)
     else:
-        logp, entropy, values = completion_logprobs_and_values(model, value_params, *args)
+        logp, entropy, values = completion_logprobs_and_values(model, value_params, *args, dropout_key=dropout_key)
     old_logp = jax.lax.stop_gradient(logp) if batch.old_logp is None else batch.old_logp
     mode = aggregation_mode(rl)
     agg = lambda per_token: aggregate(per_token, mask, mode, t_const=rl.max_new_tokens, num_sequences=num_sequences,
@@ -200,27 +201,32 @@ def make_rl_update(graphdef, optimizer, rl, mesh=None, verdict_id=None):
     steps (min/max statistics: min/max).
     mesh: the mesh whose axes the model's activations are constrained to (`parallel.activation_mesh`).
     verdict_id: LaSeR's reserved token (`policy_loss`).
+    LoRA adapter dropout (`model.lora.dropout` > 0, docs/lora.md#adapter-dropout): each micro-batch's
+    forward gets its own key, split from `lora.dropout_key(..., key)` per optimizer step, then per
+    micro-batch; with p = 0 no key exists and the program is that of a run without dropout.
     """
     with_value_head = algorithm_of(rl).value_head
 
-    def loss_fn(params, frozen_params, micro_batch, num_sequences, num_tokens):
+    def loss_fn(params, frozen_params, micro_batch, num_sequences, num_tokens, dropout_key):
         policy_params, value_params = (params["policy"], params["value_head"]) if with_value_head else (params, None)
         return policy_loss(nnx.merge(graphdef, frozen_params, policy_params), micro_batch, rl, num_sequences, num_tokens,
-                           value_params, verdict_id)
+                           value_params, verdict_id, dropout_key)
 
-    def grads_of_minibatch(params, frozen_params, minibatch):
+    def grads_of_minibatch(params, frozen_params, minibatch, dropout_key):
         mask = minibatch.completion_mask.astype(jnp.float32)
         num_sequences = jnp.sum(jnp.any(mask > 0, axis=-1).astype(jnp.float32))
         num_tokens = jnp.sum(mask)
         micro_batches = jax.tree.map(lambda x: x.reshape(rl.micro_batches, -1, *x.shape[1:]), minibatch)
+        micro_keys = None if dropout_key is None else jax.random.split(dropout_key, rl.micro_batches)
 
-        def accumulate(grads, micro_batch):
+        def accumulate(grads, xs):
+            micro_batch, micro_key = xs
             (_, metrics), micro_grads = jax.value_and_grad(loss_fn, has_aux=True)(params, frozen_params, micro_batch,
-                                                                                  num_sequences, num_tokens)
+                                                                                  num_sequences, num_tokens, micro_key)
             return jax.tree.map(jnp.add, grads, micro_grads), metrics
 
         zeros = jax.tree.map(lambda p: jnp.zeros_like(p, dtype=jnp.float32), params)
-        grads, metrics = jax.lax.scan(accumulate, zeros, micro_batches)
+        grads, metrics = jax.lax.scan(accumulate, zeros, (micro_batches, micro_keys))
         return grads, _reduce_metrics(metrics, jnp.sum)
 
     @functools.partial(jax.jit, donate_argnums=0)
@@ -235,15 +241,18 @@ def make_rl_update(graphdef, optimizer, rl, mesh=None, verdict_id=None):
         else:
             orders = jnp.tile(jnp.arange(rows), (rl.epochs, 1))
         orders = orders.reshape(rl.epochs * rl.minibatches, rows // rl.minibatches)
+        dropout_key = lora_dropout_key(nnx.merge(graphdef, state.params).config.lora, key)  # None without dropout
+        step_keys = None if dropout_key is None else jax.random.split(dropout_key, len(orders))
 
-        def optimizer_step(state, order):
+        def optimizer_step(state, xs):
+            order, step_key = xs
             params = trainable(state)
-            grads, metrics = grads_of_minibatch(params, frozen(state), jax.tree.map(lambda x: x[order], batch))
+            grads, metrics = grads_of_minibatch(params, frozen(state), jax.tree.map(lambda x: x[order], batch), step_key)
             stepped, update_metrics = apply_gradients(state.replace(params=params), grads, optimizer, metrics["loss"])
             state = with_trainable(state.replace(opt_state=stepped.opt_state, step=stepped.step), stepped.params)
             return state, {**metrics, **update_metrics}
 
-        state, metrics = jax.lax.scan(optimizer_step, state, orders)
+        state, metrics = jax.lax.scan(optimizer_step, state, (orders, step_keys))
         return state, _reduce_metrics(metrics, jnp.mean)
 
     return update

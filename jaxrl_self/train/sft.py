@@ -9,15 +9,17 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxrl_self.algorithms.aggregation import aggregate
-from jaxrl_self.models.lora import split_adapters
+from jaxrl_self.models.lora import dropout_key, split_adapters
 from jaxrl_self.parallel.rules import activation_mesh
 from jaxrl_self.train.policy import completion_logprobs
 from jaxrl_self.train.state import apply_gradients
 
 
-def sft_loss(model, batch):
-    """Token-mean negative log-likelihood of the completion tokens (and its metrics)."""
-    logp, _ = completion_logprobs(model, batch["prompt_tokens"], batch["prompt_mask"], batch["completion_tokens"], batch["completion_mask"])
+def sft_loss(model, batch, dropout_key=None):
+    """Token-mean negative log-likelihood of the completion tokens (and its metrics); dropout_key:
+    the LoRA adapters' dropout key of this training forward, or None."""
+    logp, _ = completion_logprobs(model, batch["prompt_tokens"], batch["prompt_mask"], batch["completion_tokens"], batch["completion_mask"],
+                                  dropout_key=dropout_key)
     mask = batch["completion_mask"].astype(jnp.float32)
     loss = aggregate(-logp, mask, "token_mean")
     return loss, {"sft/loss": loss}
@@ -28,14 +30,16 @@ def make_sft_step(graphdef, optimizer, mesh=None):
     mesh activations are constrained to (`parallel.activation_mesh`). The state is not donated:
     the recipes start several SFT phases from the same initial params. The gradient has the
     params' dtype (bf16 with `model.param_dtype = "bfloat16"`: the optimizer's float32 master
-    weights take it in float32)."""
+    weights take it in float32). LoRA adapter dropout (docs/lora.md#adapter-dropout) draws from the
+    run's `state.key` folded with `state.step`: a fresh key per optimizer step."""
 
     @jax.jit
     def step(state, batch):
         trainable, frozen = split_adapters(state.params)  # a LoRA model trains its adapters only
 
         def loss_fn(params):
-            return sft_loss(nnx.merge(graphdef, frozen, params), batch)
+            model = nnx.merge(graphdef, frozen, params)
+            return sft_loss(model, batch, dropout_key(model.config.lora, jax.random.wrap_key_data(state.key), state.step))
 
         with activation_mesh(mesh):
             (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(trainable)

@@ -43,14 +43,15 @@ def with_trainable(state, params):
 
 
 def completion_logprobs_and_values(model, value_params, prompt_tokens, prompt_mask, completion_tokens, completion_mask,
-                                   temperature=1.0):
+                                   temperature=1.0, dropout_key=None):
     """One teacher-forced forward giving log-probs, entropies and values of the completion tokens.
 
     prompt_* `[N, P]` (left-padded), completion_* `[N, T]` (right-padded) -> (logp `[N, T]`,
     entropy `[N, T]` of `softmax(logits / temperature)`, values `[N, T]`), all float32. Matches
     `policy.completion_logprobs` for logp and entropy (the same chunked output projection).
+    dropout_key: as `policy.sequence_hidden`'s (the learner's training forward only).
     """
-    hidden = completion_hidden(model, prompt_tokens, prompt_mask, completion_tokens, completion_mask)
+    hidden = completion_hidden(model, prompt_tokens, prompt_mask, completion_tokens, completion_mask, dropout_key)
     logp, entropy = token_statistics(hidden, model.output_head(), completion_tokens, temperature, with_entropy=True,
                                      chunk=model.config.logprob_chunk)
     values = jnp.einsum("nte,e->nt", hidden.astype(jnp.float32), value_params["kernel"]) + value_params["bias"]

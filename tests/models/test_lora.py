@@ -1,9 +1,11 @@
 """LoRA adapters (`models.lora`): a fresh adapter leaves the base model's logits bit-identical, the
 adapters are `LoRAParam`s of the shapes and logical axes of their projections, a nonzero adapter
-equals its merged weights, and bad `config.model.lora` values are ConfigErrors."""
+equals its merged weights, adapter dropout acts on the adapters' input in forwards given a key only
+(PEFT's inverted dropout, checked against NumPy), and bad `config.model.lora` values are ConfigErrors."""
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 
 import jax
@@ -14,7 +16,7 @@ from flax import nnx
 
 from jaxrl_self.config import ConfigError, build_config
 from jaxrl_self.models.config import ModelConfig, lora_config_from
-from jaxrl_self.models.lora import LoRAConfig, LoRAParam, join_adapters, merged_weights, split_adapters
+from jaxrl_self.models.lora import Adapter, LoRAConfig, LoRAParam, adapted, join_adapters, merged_weights, split_adapters
 from jaxrl_self.models.transformer import Transformer, init_adapters
 
 pytestmark = pytest.mark.usefixtures("fast_compile")  # compile-bound (tests/conftest.py)
@@ -99,21 +101,91 @@ def test_merged_weights_equal_base_plus_adapter(scan_layers=True):
                                atol=1e-6)
 
 
+class Projection(nnx.Module):
+    """A module with one adapted projection, "up_proj" `[E] -> [F]` (`models.lora.adapted`)."""
+
+    def __init__(self, e, f, lora_config, rngs):
+        self.up_proj_lora = Adapter((e,), (f,), ("embed",), ("mlp",), lora_config, rngs)
+
+
+def test_adapter_dropout_matches_numpy_inverted_dropout():
+    """PEFT's `scale * B(A(dropout(x)))`: an identity adapter shows the mask (keep rate ~ 1 - p, kept
+    entries x / (1 - p), the rest 0); a random one equals NumPy's update with that mask; `y` (the
+    base path) is added untouched; no key (or p = 0) leaves the adapter's input as it is."""
+    p, e, rows = 0.3, 16, 4000
+    x = jax.random.normal(jax.random.key(0), (rows, e))
+    y = jax.random.normal(jax.random.key(1), (rows, e))
+    key = jax.random.key(7)
+    identity = Projection(e, e, LoRAConfig(rank=e, alpha=e, dropout=p), nnx.Rngs(0))  # scale 1
+    identity.up_proj_lora.a[...], identity.up_proj_lora.b[...] = jnp.eye(e), jnp.eye(e)
+    dropped = np.asarray(adapted(identity, "up_proj", x, jnp.zeros_like(y), 1, key))
+    kept = dropped != 0
+    assert abs(kept.mean() - (1 - p)) < 0.01  # 64,000 entries: the std of the rate is 0.002
+    np.testing.assert_allclose(dropped[kept], np.asarray(x)[kept] / (1 - p), rtol=1e-6)
+    np.testing.assert_array_equal(np.asarray(adapted(identity, "up_proj", x, y, 1, key)), np.asarray(y) + dropped)
+    np.testing.assert_array_equal(np.asarray(adapted(identity, "up_proj", x, y, 1)), np.asarray(y + x))  # no key: no dropout
+    assert not np.array_equal(np.asarray(adapted(identity, "up_proj", x, y, 1, jax.random.key(8))) - np.asarray(y), dropped)
+
+    f, rank, alpha = 24, 4, 6.0
+    module = Projection(e, f, LoRAConfig(rank=rank, alpha=alpha, dropout=p), nnx.Rngs(0))
+    a, b = (np.asarray(jax.random.normal(jax.random.key(k), shape)) for k, shape in ((2, (e, rank)), (3, (rank, f))))
+    module.up_proj_lora.a[...], module.up_proj_lora.b[...] = a, b
+    update = np.asarray(adapted(module, "up_proj", x, jnp.zeros((rows, f)), 1, key))  # same key and shape: same mask
+    np.testing.assert_allclose(update, alpha / rank * (np.where(kept, np.asarray(x) / (1 - p), 0) @ a @ b), rtol=1e-4, atol=1e-5)
+    no_dropout = Projection(e, f, LoRAConfig(rank=rank, alpha=alpha, dropout=0.0), nnx.Rngs(0))
+    no_dropout.up_proj_lora.a[...], no_dropout.up_proj_lora.b[...] = a, b
+    y = jax.random.normal(jax.random.key(4), (rows, f))
+    np.testing.assert_array_equal(np.asarray(adapted(no_dropout, "up_proj", x, y, 1, key)),
+                                  np.asarray(adapted(no_dropout, "up_proj", x, y, 1)))
+
+
+@pytest.mark.parametrize("scan_layers", [False, True])
+def test_adapter_dropout_in_the_model_only_with_a_key(scan_layers):
+    """A model with dropout p > 0: without a key (sampler, reference, evaluation) its logits are
+    bit-identical to the same model's with p = 0; with a key they change, the same key gives the
+    same logits and another key others; with p = 0 a key changes nothing."""
+    base = dataclasses.replace(BASE, scan_layers=scan_layers, remat="full" if scan_layers else "none")
+    config = dataclasses.replace(base, lora=LoRAConfig(rank=4, alpha=8.0, dropout=0.2))
+    plain = dataclasses.replace(base, lora=LoRAConfig(rank=4, alpha=8.0))
+    adapters, frozen = split_adapters(nnx.state(Transformer(config, rngs=nnx.Rngs(0))))
+    params = join_adapters(frozen, perturbed(adapters))
+
+    def forward(config):  # one compilation with a key, one without
+        graphdef = nnx.graphdef(nnx.eval_shape(lambda: Transformer(config, rngs=nnx.Rngs(0))))
+        run = jax.jit(lambda p, key: nnx.merge(graphdef, p)(TOKENS, POSITIONS, MASK, dropout_key=key)[0])
+        return lambda params, key=None: np.asarray(run(params, key))
+
+    with_dropout, without = forward(config), forward(plain)
+    today = without(params)
+    np.testing.assert_array_equal(with_dropout(params), today)
+    first = with_dropout(params, jax.random.key(1))
+    assert not np.allclose(first, today, atol=1e-4)
+    np.testing.assert_array_equal(with_dropout(params, jax.random.key(1)), first)
+    assert not np.allclose(with_dropout(params, jax.random.key(2)), first, atol=1e-4)
+    np.testing.assert_array_equal(without(params, jax.random.key(1)), today)  # p = 0
+    # with fresh adapters (B = 0) the update is 0 whatever the mask: the base path has no dropout
+    fresh = join_adapters(frozen, adapters)
+    np.testing.assert_array_equal(with_dropout(fresh, jax.random.key(1)), without(fresh))
+
+
 def test_lora_config_keys():
     config = build_config(CONFIGS / "default.py", ["--config.model.lora.rank=8", "--config.model.lora.targets=q_proj, v_proj"])
     assert lora_config_from(config) == LoRAConfig(rank=8, alpha=16.0, targets=("q_proj", "v_proj"))
     assert lora_config_from(build_config(CONFIGS / "default.py", [])) is None  # rank 0: off, the default
     assert lora_config_from(build_config(CONFIGS / "default.py", ["--config.model.lora.rank=2"])).targets == LoRAConfig().targets
+    assert lora_config_from(build_config(CONFIGS / "default.py", ["--config.model.lora.rank=2",
+                                                                  "--config.model.lora.dropout=0.1"])).dropout == 0.1
     bad = {
         "--config.model.lora.targets=q_proj,qkv": "unknown LoRA target 'qkv'",
         "--config.model.lora.targets=,": "no LoRA target given",
         "--config.model.lora.rank=-1": "config.model.lora.rank: must be >= 0",
         "--config.model.lora.alpha=0": "config.model.lora.alpha: must be > 0",
-        "--config.model.lora.dropout=0.1": "config.model.lora.dropout: only 0 is supported",
+        "--config.model.lora.dropout=-0.1": "config.model.lora.dropout: must be in [0, 1)",
+        "--config.model.lora.dropout=1.0": "config.model.lora.dropout: must be in [0, 1)",
         "--config.model.lora.ranks=4": "unknown config key 'config.model.lora.ranks'",
     }
     for override, message in bad.items():
-        with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
+        with pytest.raises(ConfigError, match=re.escape(message)):
             build_config(CONFIGS / "default.py", ["--config.model.lora.rank=4", override])
 
 
