@@ -23,7 +23,7 @@ def get_config():
     config.model.max_position_embeddings = 8192
     config.task.max_prompt_len = 64  # the first observation is ~40 tokens
     config.sft.update(dict(steps=20, batch_size=8, learning_rate=5e-5, warmup_steps=2))
-    config.rl.update(dict(steps=10, max_new_tokens=12, learning_rate=2e-5, micro_batches=2))
+    config.rl.update(dict(steps=10, max_new_tokens=12, learning_rate=2e-5, micro_batches=2, kl_coef=0.0, temperature=1.0))
     config.eval.every = 5
     config.checkpoint.every = 5
     config.method.games_per_step = 8

@@ -15,7 +15,7 @@ def get_config():
     config = load_config_file(Path(__file__).with_name("kuhn_poker.py"))
     config.task.max_prompt_len = 232  # rules, role, items, values and the first offer, tokens incl. BOS
     config.model.max_position_embeddings = 432
-    config.rl.update(dict(steps=60, max_new_tokens=24))
+    config.rl.update(dict(steps=60, max_new_tokens=24, learning_rate=5e-4, kl_coef=0.0))  # as measured (docs/games.md#results)
     config.eval.every = 30
     config.method.game = "negotiation"
     config.method.transcript_len = 168  # up to 3 proposals (22 tokens each) and 2 offers (~46) after the first

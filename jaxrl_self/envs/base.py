@@ -74,7 +74,7 @@ class Env:
 
     def demonstration(self, state, action: str) -> str:
         """A response playing `action`, as the warm start's demonstrations and the canonical
-        answers of evaluation write it: `boxed(action)` unless a game restates something first."""
+        answers of evaluation write it: `boxed(action)` unless a game writes something first."""
         return boxed(action)
 
 

@@ -27,6 +27,9 @@ DECISIONS = {"": (0, ("[Check]", "[Bet]")), "c": (1, ("[Check]", "[Bet]")), "b":
              "cb": (0, ("[Fold]", "[Call]"))}
 RULES = "Kuhn Poker, J<Q<K, ante 1. Reply \\boxed{Move}."  # the full rules: module docstring, docs/games.md
 SAID = {"c": "checks", "b": "bets", "f": "folds", "k": "calls"}
+# the word an answer starts with: one first letter per move (Check and Call would share "C", so a
+# push towards calling would be a push towards checking at the other information sets)
+CALLS = {"[Check]": "Pass", "[Bet]": "Bet", "[Fold]": "Fold", "[Call]": "Call"}
 
 
 def chip_returns(cards, history: str) -> tuple[float, float]:
@@ -62,17 +65,18 @@ class KuhnPoker(Env):
         return chip_returns(*state)
 
     def demonstration(self, state, action: str) -> str:
-        """"K \\boxed{Bet}": the player's card restated, then the move (docs/games.md#kuhn-poker)."""
-        cards, history = state
-        return f"{CARDS[cards[self.current_player(state)]]} {boxed(action)}"
+        """"Bet \\boxed{Bet}", "Pass \\boxed{Check}": the move called out first, by a word whose first
+        letter is its own (`CALLS`), then boxed. That first token, the one that chooses the move, is
+        predicted at the observation's last token, the player's card (docs/games.md#kuhn-poker)."""
+        return f"{CALLS[action]} {boxed(action)}"
 
     def observation(self, state, player: int) -> str:
         cards, history = state
         # the opponent's moves since this player's last turn (all moves at its first turn)
         seen = history[len(history) - 1 :] if len(history) >= 2 else history
         news = "".join(f" Player {1 - player} {SAID[m]}." for m in seen)
-        # the card last, next to the answer, at every turn
-        now = f"Legal: {' '.join(self.legal_actions(state))}. Card: {CARDS[cards[player]]}.\n"
+        # the card is the last token, the one at which the answer's first token (the move) is chosen
+        now = f"Legal: {' '.join(self.legal_actions(state))}. Card: {CARDS[cards[player]]}"
         if len(history) < 2:  # first turn of this player
             return f"{RULES}\nYou are Player {player}.{news} {now}"
         return f"\n{news.strip()} {now}"

@@ -28,8 +28,10 @@ def is_over(board: str) -> bool:
 
 
 def board_text(board: str) -> str:
-    """"x.o|...|..x": the rows, separated."""
-    return "|".join(board[i : i + 3] for i in (0, 3, 6))
+    """"x1o|345|67x": the rows, separated, each empty cell shown as its number (the move that takes
+    it), so that a legal answer is a digit of the board (docs/games.md#tictactoe)."""
+    cells = "".join(str(i) if mark == "." else mark for i, mark in enumerate(board))
+    return "|".join(cells[i : i + 3] for i in (0, 3, 6))
 
 
 class TicTacToe(Env):

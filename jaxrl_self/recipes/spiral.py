@@ -14,7 +14,7 @@ advantage exactly 0 are masked out. One update of the shared learner
 baselines live in the checkpointed `extra`.
 
 Warm start: SFT on uniformly random legal moves in the answer format (`Env.demonstration`:
-"\\boxed{Move}", in Kuhn Poker "K \\boxed{Move}"), one turn of a random game per demonstration. Evaluation: the invalid-move rate, response length and mean
+"\\boxed{Move}", in Kuhn Poker "Bet \\boxed{Bet}" or "Pass \\boxed{Check}"), one turn of a random game per demonstration. Evaluation: the invalid-move rate, response length and mean
 advantage per seat of sampled self-play games; Kuhn Poker: the exact NashConv of the policy's
 probabilities of the canonical answers at the 12 information sets and its exact win rate against
 a uniformly random player; TicTacToe: win / draw / loss against a minimax and a random player
@@ -324,10 +324,12 @@ class SPIRAL(Recipe):
         batch = RolloutBatch(prompt_tokens=prompt_tokens, prompt_mask=prompt_mask, completion_tokens=completion_tokens,
                              completion_mask=completion_mask, advantages=np.zeros(len(targets), np.float32))
         logp = np.asarray(self.logprobs(params, batch), np.float64)
-        probs = np.exp((logp * completion_mask).sum(axis=1)).reshape(-1, 2)
-        mass = probs.sum(axis=1)
-        policy = {key: p / max(m, 1e-30) for (key, _), p, m in zip(information_sets(), probs, mass)}
-        return policy, mass
+        answer_logp = (logp * completion_mask).sum(axis=1).reshape(-1, 2)
+        # renormalised in log space: an untrained model's answers can be below float64's range
+        log_mass = np.logaddexp(answer_logp[:, 0], answer_logp[:, 1])
+        probs = np.exp(answer_logp - log_mass[:, None])
+        policy = {key: p for (key, _), p in zip(information_sets(), probs)}
+        return policy, np.exp(log_mass)
 
     def progress(self, metrics):
         keys = ("seat0/win", "invalid_rate", "eval/kuhn/nash_conv", "eval/vs_minimax/loss")

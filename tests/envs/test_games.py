@@ -2,6 +2,8 @@
 turn limits and contexts that no longer fit (docs/games.md)."""
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -59,6 +61,12 @@ def test_kuhn_poker_legal_actions_and_observations():
     assert "You are Player 1" in first and "Card: J" in first and "Player 0 bets" in first and "K" not in first.split("\n")[1]
     later = env.observation(((2, 0), "cb"), 0)
     assert "Player 1 bets" in later and "You are" not in later
+    # the card is the last token before the answer, whose first token calls the move out, a letter
+    # of its own for each move (docs/games.md#kuhn-poker)
+    assert first.endswith("Card: J") and later.endswith("Card: K")
+    assert env.demonstration(((2, 0), "cb"), "[Call]") == "Call \\boxed{Call}"
+    answers = [env.demonstration(((2, 0), ""), move) for move in ("[Check]", "[Bet]", "[Fold]", "[Call]")]
+    assert answers[0] == "Pass \\boxed{Check}" and len({answer[0] for answer in answers}) == 4
     deals = {env.reset(np.random.default_rng(s))[0] for s in range(200)}
     assert deals == {(a, b) for a in range(3) for b in range(3) if a != b}
 
@@ -79,6 +87,16 @@ def test_tictactoe_rules():
     state = ("xx.oo....", 1)
     state, done = env.step(state, "[5]")
     assert done and env.returns(state) == (-1.0, 1.0)
+
+
+def test_tictactoe_board_numbers_the_free_cells():
+    """The board shows each empty cell as its number: the digits of the board are the legal moves."""
+    env = TicTacToe()
+    assert "Board: 012|345|678" in env.observation(env.reset(None), 0)
+    state = ("x.o.x...o", 1)
+    board = re.search(r"Board: (\S+)", env.observation(state, 1)).group(1)
+    assert board == "x1o|3x5|67o"
+    assert sorted(f"[{c}]" for c in board if c.isdigit()) == env.legal_actions(state)
 
 
 def test_negotiation_deal_and_no_deal():

@@ -16,6 +16,7 @@ from flax import nnx
 from jaxrl_self.config import ConfigError, load_config_file, validate
 from jaxrl_self.envs import play
 from jaxrl_self.envs.base import random_legal_act
+from jaxrl_self.envs.kuhn_poker import CALLS
 from jaxrl_self.recipes import spiral, train_and_evaluate
 from jaxrl_self.train import rl_step
 from recipe_helpers import built
@@ -106,18 +107,20 @@ def test_observation_tokens_get_exactly_zero_gradient(kuhn, monkeypatch):
 
 
 def test_warm_start_demonstrations_are_legal_moves(kuhn):
-    """Each demonstration is one turn of a random game: the acting context, then the player's card
-    restated and a legal move, + EOS."""
+    """Each demonstration is one turn of a random game: the acting context, which ends with the
+    player's card, then a legal move called out ("Pass" for Check) and boxed, + EOS: the move's
+    first token is predicted at the card's position (docs/games.md#kuhn-poker)."""
     recipe, ctx = kuhn
     batch = recipe.sft_batch(ctx, np.arange(16), 1)
     moves = set()
     for tokens, mask, target, target_mask in zip(batch["prompt_tokens"], batch["prompt_mask"], batch["completion_tokens"],
                                                  batch["completion_mask"]):
         context = ctx.tokenizer.decode(tokens[mask])
-        answer = re.fullmatch(r"([JQK]) \\boxed\{(\w+)\}<eos>", ctx.tokenizer.decode(target[target_mask], skip_special_tokens=False))
+        answer = re.fullmatch(r"(\w+) \\boxed\{(\w+)\}<eos>", ctx.tokenizer.decode(target[target_mask], skip_special_tokens=False))
         assert answer, ctx.tokenizer.decode(target[target_mask])
-        legal, card = re.findall(r"Legal: ([^.]*)\. Card: ([JQK])\.", context)[-1]
-        assert answer.group(1) == card and f"[{answer.group(2)}]" in legal.split()
+        legal = re.findall(r"Legal: ([^.]*)\. Card: [JQK]$", context)
+        assert legal, context[-40:]
+        assert answer.group(1) == CALLS[f"[{answer.group(2)}]"] and f"[{answer.group(2)}]" in legal[-1].split()
         moves.add(answer.group(2))
     assert len(moves) >= 3
 
