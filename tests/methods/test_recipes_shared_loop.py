@@ -208,6 +208,7 @@ def test_a_round_fine_tunes_bf16_params_or_lora_adapters(models, mode):
             assert any(not np.array_equal(v, start_adapters[path]) for path, v in adapters.items())
 
 
+@pytest.mark.long  # ~20 s: opt-in (docs/testing.md); the rounds' SFT and DPO with LoRA are tested above
 def test_spin_round_trains_lora_adapters_end_to_end(models, tmp_path):
     config = round_config("spin", models["hf"], "lora")
     summary = train(config, tmp_path, build_recipe(config))

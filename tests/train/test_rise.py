@@ -175,6 +175,7 @@ def test_bad_rise_settings_are_refused(overrides, message):
         validate(config)
 
 
+@pytest.mark.long  # a RISE run through the CLI, ~33 s: opt-in (docs/testing.md); the loss and gradient tests above stay in the suite
 def test_a_short_run_trains_verifications_and_reports_them(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("rise") / "run"
     result = tiny_job.train(workdir, tmp_path_factory.mktemp("rise_cache"), "--config.rl.rise.prompts=4",

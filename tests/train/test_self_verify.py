@@ -99,6 +99,7 @@ def test_bad_self_verify_settings_are_refused(overrides, message):
         validate(config)
 
 
+@pytest.mark.long  # a LaSeR run through the CLI, ~37 s: opt-in (docs/testing.md); the loss and scorer tests above stay in the suite
 def test_a_short_run_logs_the_self_verification_loss_and_held_out_metrics(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("laser") / "run"
     result = tiny_job.train(workdir, tmp_path_factory.mktemp("laser_cache"), "--config.rl.self_verify.coef=0.1",
