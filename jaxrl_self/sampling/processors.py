@@ -124,6 +124,18 @@ def sample_categorical(keys: jnp.ndarray, logits: jnp.ndarray) -> jnp.ndarray:
     return (block * _CDF_BLOCK + slot).astype(jnp.int32)
 
 
+def first_argmax(logits: jnp.ndarray) -> jnp.ndarray:
+    """`jnp.argmax(logits, axis=-1)` (the first maximum; a NaN counts as the maximum) as two plain
+    reductions, max then min of the matching indices: XLA:CPU runs argmax's (value, index) reduce
+    one element at a time, ~2 ms per decode step at `[16, 32000]` (10% of the step).
+
+    logits `[N, V]` -> `[N] int32`.
+    """
+    best = jnp.max(logits, axis=-1, keepdims=True)
+    hit = (logits == best) | jnp.isnan(logits)
+    return jnp.min(jnp.where(hit, jnp.arange(logits.shape[-1], dtype=jnp.int32), logits.shape[-1]), axis=-1)
+
+
 def choose_tokens(keys: jnp.ndarray, logits: jnp.ndarray, temperature, top_k, top_p, min_p) -> jnp.ndarray:
     """One token per row: argmax when temperature <= 0, else a sample from the truncated distribution.
 
@@ -133,5 +145,5 @@ def choose_tokens(keys: jnp.ndarray, logits: jnp.ndarray, temperature, top_k, to
     return jax.lax.cond(
         temperature > 0,
         lambda: sample_categorical(keys, truncate(scale_by_temperature(logits, temperature), top_k, top_p, min_p)),
-        lambda: jnp.argmax(logits, axis=-1).astype(jnp.int32),
+        lambda: first_argmax(logits),
     )

@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxrl_self.sampling.processors import choose_tokens, ordered_key, truncate
+from jaxrl_self.sampling.processors import choose_tokens, first_argmax, ordered_key, truncate
 
 truncate_jit = jax.jit(truncate)
 choose_jit = jax.jit(choose_tokens)
@@ -154,3 +154,13 @@ def test_sampling_across_cdf_blocks():
     assert counts[probs == 0].sum() == 0
     sigma = np.sqrt(n * probs * (1 - probs))
     assert np.all(np.abs(counts - n * probs) <= 5 * sigma + 1e-9), (counts[support], (n * probs)[support])
+
+
+def test_first_argmax_is_jnp_argmax_on_ties_nans_and_excluded_rows():
+    rng = np.random.default_rng(0)
+    logits = rng.integers(-3, 3, size=(64, 50)).astype(np.float32)  # many ties
+    logits[5] = -np.inf  # every token excluded
+    logits[6, [7, 9]] = np.nan  # NaN counts as the maximum, the first one wins
+    logits[7, 3] = np.inf
+    np.testing.assert_array_equal(np.asarray(first_argmax(jnp.asarray(logits))), np.argmax(logits, axis=-1))
+    assert first_argmax(jnp.asarray(logits)).dtype == jnp.int32
