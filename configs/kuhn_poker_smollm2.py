@@ -26,6 +26,7 @@ def get_config():
     config.rl.update(dict(steps=10, max_new_tokens=12, learning_rate=2e-5, micro_batches=2, kl_coef=0.0, temperature=1.0))
     config.eval.every = 5
     config.checkpoint.every = 5
+    config.method.decision_kl_coef = -1.0  # no KL in this run (rl.kl_coef = 0), so none on the move either
     config.method.games_per_step = 8
     config.method.transcript_len = 40
     config.method.eval_games = 16

@@ -18,5 +18,6 @@ def get_config():
     config.rl.update(dict(steps=60, max_new_tokens=24, learning_rate=5e-4, kl_coef=0.0))  # as measured (docs/games.md#results)
     config.eval.every = 30
     config.method.game = "negotiation"
+    config.method.decision_kl_coef = -1.0  # no KL here (rl.kl_coef = 0), so none on the move either
     config.method.transcript_len = 168  # up to 3 proposals (22 tokens each) and 2 offers (~46) after the first
     return config

@@ -20,6 +20,7 @@ def get_config():
     config.rl.update(dict(steps=40, max_new_tokens=12, learning_rate=5e-4, kl_coef=0.0))  # as measured (docs/games.md#results)
     config.eval.every = 40
     config.method.game = "tictactoe"
+    config.method.decision_kl_coef = -1.0  # no KL here (rl.kl_coef = 0), so none on the move either
     config.method.eval_games = 32
     config.method.transcript_len = 136  # up to 5 moves (10 tokens each) and 4 boards (20) after the first
     return config

@@ -10,8 +10,10 @@ the observations in between are read but never trained on (env_mask). The game's
 player minus the (game, seat) moving-average baseline read before the game updates it
 (`algorithms.rae`, games in the order they ended) is the advantage of all its tokens; rows of
 advantage exactly 0 are masked out. One update of the shared learner
-(`train.rl_step.make_rl_update`, `rl.algorithm`'s clipped surrogate and aggregation). The
-baselines live in the checkpointed `extra`.
+(`train.rl_step.make_rl_update`, `rl.algorithm`'s clipped surrogate and aggregation); with
+`method.decision_kl_coef` >= 0 the rows carry a per-token KL coefficient `[N, T]`: that value on
+each response's first token (the move's letter in Kuhn Poker), `rl.kl_coef` on its other tokens.
+The baselines live in the checkpointed `extra`.
 
 Warm start: SFT on uniformly random legal moves in the answer format (`Env.demonstration`:
 "\\boxed{Move}", in Kuhn Poker "Bet \\boxed{Bet}" or "Pass \\boxed{Check}"), one turn of a random game per demonstration. Evaluation: the invalid-move rate, response length and mean
@@ -99,6 +101,7 @@ class SPIRAL(Recipe):
         baseline_decay=0.95,  # alpha of the RAE baselines
         max_turns=50,  # a longer game is a draw
         eval_games=64,  # games per held-out measure (self-play; per opponent)
+        decision_kl_coef=-1.0,  # the k3 KL coefficient on each response's first token (the move's in Kuhn Poker); -1 = rl.kl_coef
     )
 
     def __init__(self, config):
@@ -112,6 +115,12 @@ class SPIRAL(Recipe):
         if not 0.0 <= method.baseline_decay < 1.0:
             raise ConfigError(f"config.method.baseline_decay: must be in [0, 1), got {method.baseline_decay}")
         algorithm = algorithm_of(rl)
+        if method.decision_kl_coef != -1.0:
+            if method.decision_kl_coef < 0:
+                raise ConfigError(f"config.method.decision_kl_coef: must be >= 0 (or -1: rl.kl_coef), got {method.decision_kl_coef}")
+            if not needs_reference(rl):
+                raise ConfigError("config.method.decision_kl_coef: the KL to the reference needs rl.kl_coef > 0 and an algorithm "
+                                  f"with a KL term (rl.kl_coef = {rl.kl_coef}, rl.algorithm = {rl.algorithm!r})")
         if algorithm.value_head or algorithm.kl == "reward" or algorithm.loss != "clipped":
             raise ConfigError(f"config.rl.algorithm: SPIRAL supplies its own advantages to the clipped surrogate; "
                               f"{rl.algorithm!r} needs a critic, a reward-side KL or another loss (use grpo or dr_grpo)")
@@ -132,6 +141,9 @@ class SPIRAL(Recipe):
         method, rl = ctx.config.method, ctx.config.rl
         self.env = GAMES[method.game]()
         self.rows = method.games_per_step
+        # per-token KL coefficients `[N, T]` (decision_kl_coef on each response's first token), or None: rl.kl_coef everywhere
+        self.decision_kl_coef = None if method.decision_kl_coef == -1.0 else float(method.decision_kl_coef)
+        self.kl_coef = float(rl.kl_coef)
         self.prompt_len, self.transcript_len = ctx.prompt_len, method.transcript_len
         self.context_len = self.prompt_len + self.transcript_len
         self.tokenizer, self.new_tokens = ctx.tokenizer, ctx.new_tokens
@@ -219,7 +231,10 @@ class SPIRAL(Recipe):
         """A `RolloutBatch` (numpy) of one row per (game, player): prompt = BOS + first observation
         (left-padded to task.max_prompt_len), completion = the rest of the player's context
         (right-padded to method.transcript_len) with completion_mask on its responses where the
-        advantage is not 0 and env_mask on its observations."""
+        advantage is not 0 and env_mask on its observations. With `method.decision_kl_coef` set,
+        kl_coef `[N, T]`: decision_kl_coef on the first token of each response (completion
+        position t with by_policy[t] and not by_policy[t-1]), rl.kl_coef on the response's other
+        tokens, 0 elsewhere."""
         prompts, completions, policy_flags = [], [], []
         for e in episodes:
             for p in range(self.env.num_players):
@@ -236,8 +251,13 @@ class SPIRAL(Recipe):
         by_policy = by_policy.astype(bool) & attended
         advantages = np.asarray(advantages, np.float32).reshape(-1)
         completion_mask = by_policy & (advantages != 0)[:, None]
+        kl_coef = None
+        if self.decision_kl_coef is not None:
+            first = by_policy & ~np.pad(by_policy, ((0, 0), (1, 0)))[:, :-1]  # a response's first token
+            kl_coef = np.where(first, self.decision_kl_coef, np.where(by_policy, self.kl_coef, 0.0)).astype(np.float32)
         return RolloutBatch(prompt_tokens=prompt_tokens, prompt_mask=prompt_mask, completion_tokens=completion_tokens,
-                            completion_mask=completion_mask, env_mask=attended & ~by_policy, advantages=advantages)
+                            completion_mask=completion_mask, env_mask=attended & ~by_policy, advantages=advantages,
+                            kl_coef=kl_coef)
 
     def step(self, ctx, state, extra, rl_step, key, control):
         config, method = ctx.config, ctx.config.method

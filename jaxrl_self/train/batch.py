@@ -36,8 +36,10 @@ class RolloutBatch:
         with it the loss has the k3 KL term (algorithms whose KL is a loss term, or kl_coef).
       old_values: `[N, T] float32`, PPO's value predictions at rollout time.
       returns: `[N, T] float32`, PPO's value targets.
-      kl_coef: `[N] float32`, a recipe's per-row KL coefficients (SCoRe's two attempts); the KL
-        term is then `agg(kl_coef * k3)` whatever the algorithm. Needs ref_logp.
+      kl_coef: `[N] float32` or `[N, T] float32`, a recipe's KL coefficients per row (SCoRe's two
+        attempts) or per token (SPIRAL's `method.decision_kl_coef` on each response's first
+        token); the KL term is then `agg(kl_coef * k3)` (a `[N]` coefficient broadcast over the
+        row's tokens) whatever the algorithm. Needs ref_logp.
       verdict_labels: `[N] float32`, LaSeR: the verifier's 0/1 label of each completion; with it
         the loss adds `sum(verdict_weights * (r_s - verdict_labels)^2) / sequences`
         (docs/algorithms.md#laser-last-token-self-reward).

@@ -157,8 +157,9 @@ def policy_loss(model, batch, rl, num_sequences, num_tokens, value_params=None, 
     }
     if batch.ref_logp is not None:
         kl = kl_penalty(logp, batch.ref_logp, "k3")
-        if batch.kl_coef is not None:  # a recipe's per-row coefficients `[n]` (SCoRe's two attempts)
-            loss = loss + agg(batch.kl_coef[:, None] * kl)
+        if batch.kl_coef is not None:  # a recipe's coefficients: per row `[n]` (SCoRe) or per token `[n, T]` (SPIRAL)
+            coef = batch.kl_coef[:, None] if batch.kl_coef.ndim == 1 else batch.kl_coef
+            loss = loss + agg(coef * kl)
         elif algorithm_of(rl).kl == "loss":
             loss = loss + rl.kl_coef * agg(kl)
         metrics["kl"] = masked_mean(kl, mask) * share
@@ -370,7 +371,7 @@ def reference_logprobs(graphdef, state, args):
 
 def make_reference_scorer(graphdef, rl, mesh=None):
     """Jitted `(state, batch) -> batch with ref_logp [N, T]`, for recipes that build their own
-    `RolloutBatch` (advantages and, for a per-row KL, kl_coef `[N]`) for `make_rl_update`."""
+    `RolloutBatch` (advantages and, for a per-row or per-token KL, kl_coef `[N]` or `[N, T]`) for `make_rl_update`."""
 
     @jax.jit
     def with_reference(state, batch):

@@ -1,6 +1,7 @@
 """SPIRAL (jaxrl_self/recipes/spiral.py, docs/games.md) on a tiny model: training rows and their
-masks, zero gradient from observation tokens, the warm-start demonstrations, the Kuhn Poker
-policy read-out, config errors, and a bit-exact resume with the RAE baselines restored."""
+masks, zero gradient from observation tokens, the per-token KL coefficients (decision_kl_coef),
+the warm-start demonstrations, the Kuhn Poker policy read-out, config errors, and a bit-exact
+resume with the RAE baselines restored."""
 from __future__ import annotations
 
 import json
@@ -106,6 +107,35 @@ def test_observation_tokens_get_exactly_zero_gradient(kuhn, monkeypatch):
     assert np.any(second) and not np.allclose(np.asarray(logp(batch))[second], np.asarray(logp(changed))[second])
 
 
+def test_decision_kl_coef_on_the_first_token_of_each_response():
+    """method.decision_kl_coef (configs/kuhn_poker.py: 0): the training rows' kl_coef `[N, T]` is
+    decision_kl_coef on the first token of each response, the move's own letter (B, P, C, F),
+    rl.kl_coef (0.1) on the response's other tokens and 0 on observations and padding; -1 (the
+    recipe's default) leaves kl_coef None: rl.kl_coef on every token."""
+    recipe, ctx = built(tiny_config(decision_kl_coef=0.0))
+    assert ctx.config.rl.kl_coef == 0.1
+    episodes = random_episodes(recipe, n=30)
+    batch = recipe.training_rows(episodes, np.ones((30, 2), np.float32))
+    expected = np.zeros(batch.completion_tokens.shape, np.float32)
+    responses = 0
+    for g, e in enumerate(episodes):
+        for p in range(2):
+            t = 0
+            for piece in e.contexts[p][1:]:
+                if piece.by_policy:
+                    expected[2 * g + p, t], expected[2 * g + p, t + 1 : t + len(piece.tokens)] = 0.0, 0.1
+                    responses += 1
+                t += len(piece.tokens)
+    assert batch.kl_coef.dtype == np.float32
+    np.testing.assert_array_equal(batch.kl_coef, expected)
+    first = batch.completion_mask & (batch.kl_coef == 0.0)
+    assert first.sum() == responses and responses > 2 * len(episodes)  # some rows hold two responses
+    assert set(ctx.tokenizer.decode(batch.completion_tokens[first])) == set("BPCF")
+    assert np.all(batch.kl_coef[batch.completion_mask & ~first] == np.float32(0.1))
+    recipe.decision_kl_coef = None
+    assert recipe.training_rows(episodes, np.ones((30, 2), np.float32)).kl_coef is None
+
+
 def test_warm_start_demonstrations_are_legal_moves(kuhn):
     """Each demonstration is one turn of a random game: the acting context, which ends with the
     player's card, then a legal move called out ("Pass" for Check) and boxed, + EOS: the move's
@@ -144,6 +174,12 @@ def test_config_errors():
     config = tiny_config()
     config.rl.micro_batches = 3
     with pytest.raises(ConfigError, match="not divisible"):
+        spiral.SPIRAL(config)
+    with pytest.raises(ConfigError, match="config.method.decision_kl_coef: must be >= 0"):
+        spiral.SPIRAL(tiny_config(decision_kl_coef=-0.5))
+    config = tiny_config(decision_kl_coef=0.0)
+    config.rl.kl_coef = 0.0
+    with pytest.raises(ConfigError, match="config.method.decision_kl_coef: the KL to the reference needs rl.kl_coef > 0"):
         spiral.SPIRAL(config)
     config = tiny_config()
     config.model.max_position_embeddings = 64

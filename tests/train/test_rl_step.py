@@ -160,6 +160,45 @@ def test_on_policy_gradient_is_advantage_weighted_logprob_gradient(model, algori
     assert float(jnp.max(jnp.abs(advantages))) > 0.1
 
 
+def test_per_token_kl_coefficients(model, monkeypatch):
+    """`RolloutBatch.kl_coef` per token `[N, T]` (SPIRAL's method.decision_kl_coef): with zero
+    advantages (the KL term alone) d loss / d logp[t] is exactly 0 where the coefficient is 0 and
+    not where it is > 0; a constant `[N, T]` coefficient gives the loss and gradient of the
+    per-row `[N]` form and of rl.kl_coef (dr_grpo's KL loss term)."""
+    from jaxrl_self.train import rl_step
+
+    graphdef, params = model
+    rl = rl_config("dr_grpo")
+    batch, _ = rollout()
+    mask = np.asarray(batch["completion_mask"])
+    policy = nnx.merge(graphdef, params)
+    shared = rl_step.completion_logprobs
+    ref_logp = jnp.asarray(np.random.default_rng(0).normal(-2.5, 0.5, size=(N, T)), jnp.float32)
+
+    def perturbed_loss(delta, train_batch):
+        def perturbed(*args, **kwargs):  # d loss / d delta[t] = d loss / d logp[t]
+            logp, entropy = shared(*args, **kwargs)
+            return logp + delta, entropy
+        monkeypatch.setattr(rl_step, "completion_logprobs", perturbed)
+        return policy_loss(policy, train_batch, rl, jnp.float32(N), jnp.float32(mask.sum()))[0]
+
+    loss_and_grad = jax.jit(jax.value_and_grad(perturbed_loss))
+    delta = jnp.zeros((N, T), jnp.float32)
+    coef = np.where(np.arange(T)[None, :] % 2 == 0, 0.0, 0.1).repeat(N, axis=0).astype(np.float32)
+    kl_only = RolloutBatch(**batch, advantages=jnp.zeros(N), ref_logp=ref_logp, kl_coef=jnp.asarray(coef))
+    _, grad = loss_and_grad(delta, kl_only)
+    grad = np.asarray(grad)
+    assert np.all(grad[mask & (coef == 0)] == 0.0) and np.any(mask & (coef == 0))
+    assert np.all(grad[mask & (coef > 0)] != 0.0) and np.any(mask & (coef > 0))
+
+    advantages = jnp.asarray(np.linspace(-1.0, 1.0, N), jnp.float32)
+    forms = [jnp.full((N, T), 0.05, jnp.float32), jnp.full((N,), 0.05, jnp.float32), None]
+    results = [loss_and_grad(delta, RolloutBatch(**batch, advantages=advantages, ref_logp=ref_logp, kl_coef=form)) for form in forms]
+    for loss, grad in results[1:]:
+        np.testing.assert_allclose(loss, results[0][0], rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(grad, results[0][1], rtol=1e-6, atol=1e-8)
+
+
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
 def test_extra_padding_columns_change_no_loss_or_gradient(model, algorithm):
     graphdef, params = model
