@@ -25,6 +25,7 @@ over the timed iterations' prompt lengths. The reward and the batch building cou
     pip install -e '.[bench]'
     python3 benchmarks/grpo_step.py                     # ~4 min on 2 cores (mostly TRL and XLA compile)
     python3 benchmarks/grpo_step.py --issue-shape       # the 39M model, 8 prompts x 8 x 64 tokens, k3 KL (issue 32)
+    python3 benchmarks/grpo_step.py --issue-shape --logprob-chunk 8   # the learner's output projection 8 positions at a time
     python3 benchmarks/grpo_step.py --layers 2 --iters 3   # quicker
     python3 benchmarks/grpo_step.py --layers 1 --hidden 64 --intermediate 128 --prompts 2 --group 2 \
         --new-tokens 8 --warmup 1 --iters 1 --kl-coef 0.04 --read-mib 64   # smoke, < 1 min
@@ -34,6 +35,7 @@ from __future__ import annotations
 import argparse
 import collections
 import contextlib
+import dataclasses
 import json
 import os
 import sys
@@ -53,6 +55,7 @@ from trl import GRPOConfig, GRPOTrainer
 from jaxrl_self.config import load_config_file
 from jaxrl_self.methods.base import RewardMethod
 from jaxrl_self.models.checkpoint_io import load_hf_checkpoint
+from jaxrl_self.models.transformer import model_graphdef
 from jaxrl_self.models.tokenizer import pad_batch
 from jaxrl_self.rewards.host import make_host_reward_fn
 from jaxrl_self.sampling.sampler import SamplingConfig, make_sampler
@@ -93,6 +96,9 @@ def parse_args():
     parser.add_argument("--profile", default="", help="directory: trace one more jaxrl_self iteration with jax.profiler "
                         "and report its time by XLA program and operation (benchmarks/profile_summary.py)")
     parser.add_argument("--skip-trl", action="store_true", help="time jaxrl_self only (no TRL figures)")
+    parser.add_argument("--logprob-chunk", type=int, default=0,
+                        help="jaxrl_self's model.logprob_chunk: completion positions per chunk of the learner's output "
+                             "projection, recomputed in the backward pass (0: all at once, the default)")
     args = parser.parse_args()
     if args.issue_shape:
         args.__dict__.update(hidden=512, layers=8, heads=8, kv_heads=2, intermediate=1408, vocab=32000, tied=True,
@@ -177,7 +183,8 @@ def time_jaxrl_self(args, directory, tokenizer, prompts):
     rl = load_config_file(DEFAULT_CONFIG).rl
     rl.update({"algorithm": "grpo", "group_size": args.group, "prompts_per_step": args.prompts, "max_new_tokens": args.new_tokens,
                "kl_coef": args.kl_coef, "temperature": 1.0, "learning_rate": args.learning_rate})
-    _, graphdef, params = load_hf_checkpoint(directory)
+    model_config, _, params = load_hf_checkpoint(directory)
+    graphdef = model_graphdef(dataclasses.replace(model_config, logprob_chunk=args.logprob_chunk))
     optimizer = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(args.learning_rate, weight_decay=0.0))
     # commit every leaf to the device, as the update's outputs are: mixed committed/uncommitted
     # inputs would compile the update a second time on the second iteration
@@ -263,7 +270,7 @@ def main():
         "model": {"hidden": args.hidden, "layers": args.layers, "heads": args.heads, "kv_heads": args.kv_heads,
                   "intermediate": args.intermediate, "vocab": args.vocab, "tied": args.tied},
         "work": {"prompts": args.prompts, "group": args.group, "min_prompt": args.min_prompt, "max_prompt": args.max_prompt,
-                 "new_tokens": args.new_tokens, "kl_coef": args.kl_coef,
+                 "new_tokens": args.new_tokens, "kl_coef": args.kl_coef, "jaxrl_self_logprob_chunk": args.logprob_chunk,
                  "completion_tokens": args.prompts * args.group * args.new_tokens, "warmup_iters": args.warmup,
                  "timed_iters": args.iters},
         "trl_s_per_iter": round(trl_s, 4) if trl_times else None,

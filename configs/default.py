@@ -61,7 +61,7 @@ def get_config() -> ml_collections.ConfigDict:
     # layers as one `lax.scan` over stacked parameters (compile time independent of depth).
     config.model.remat = "none"
     config.model.attention = "auto"
-    config.model.logprob_chunk = 0
+    config.model.logprob_chunk = 0  # on CPU with a large vocabulary 8 is also faster (docs/results.md#third-pass-2-d-projections-greedy-argmax-chunked-output-head-2026-12-06)
     config.model.scan_layers = False
     # LoRA (docs/lora.md): rank > 0 adds adapters `alpha/rank * B A` to the `targets` projections ("all", or
     # some of q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj, comma-separated) and trains only them

@@ -148,8 +148,9 @@ def contract(x, w, axes: int = 1, preferred_element_type=None):
 
     Compiled for CPU, one 2-D `dot` `[tokens, prod(I)] @ [prod(I), prod(O)]`: XLA:CPU then forms
     the weight gradients without first writing the activations (or their gradients) out
-    transposed, as it does for the multi-axis einsum (docs/results.md#2-d-projections-on-cpu: about 20%
-    less CPU time in a GRPO update). Elsewhere the einsum, whose named axes the SPMD partitioner shards.
+    transposed, as it does for the multi-axis einsum: about 20% less CPU time in a GRPO update
+    (docs/results.md#third-pass-2-d-projections-greedy-argmax-chunked-output-head-2026-12-06).
+    Elsewhere the einsum, whose named axes the SPMD partitioner shards.
     """
     in_axes, out_axes = w.shape[:axes], w.shape[axes:]
     if target_platform() != "cpu":
