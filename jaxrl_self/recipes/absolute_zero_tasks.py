@@ -61,7 +61,7 @@ FORBIDDEN_OPERATORS = (ast.Pow, ast.LShift)
 
 FORMAT_ERROR, INVALID, OK = "format_error", "invalid", "ok"
 
-# Runs in the sandbox: reads [[source, argument], ...] from stdin, prints [[status, value], ...].
+# Runs in the sandbox: reads [[source, argument], ...] from stdin, writes [[status, value], ...] to stdout.
 _RUNNER = """\
 import json, signal, sys
 class _ItemTimeout(Exception):
@@ -86,7 +86,7 @@ for source, argument in request["items"]:
         results.append(["memory", None])
     except BaseException:
         results.append(["runtime_error", None])
-print(json.dumps(results))
+sys.stdout.write(json.dumps(results))
 """
 
 

@@ -17,10 +17,10 @@ from flax import nnx
 from jaxrl_self.algorithms.aggregation import masked_mean
 from jaxrl_self.algorithms.losses import dpo_loss, sequence_logprob
 from jaxrl_self.parallel.rules import activation_mesh
-from jaxrl_self.models.lora import dropout_key, split_adapters
+from jaxrl_self.models.lora import split_adapters
 from jaxrl_self.tasks.encoding import encode_pairs
 from jaxrl_self.train.policy import completion_logprobs
-from jaxrl_self.train.state import apply_gradients
+from jaxrl_self.train.state import apply_gradients, step_dropout_key
 
 
 def encode_preference_pairs(tokenizer, prompts: Sequence[str], chosen: Sequence[str], rejected: Sequence[str], prompt_len: int,
@@ -75,8 +75,7 @@ def make_dpo_step(graphdef, optimizer, beta: float, mesh=None):
 
         def loss_fn(params):
             model = nnx.merge(graphdef, frozen, params)
-            key = dropout_key(model.config.lora, jax.random.wrap_key_data(state.key), state.step)
-            chosen, rejected = pair_logprobs(model, batch, key)
+            chosen, rejected = pair_logprobs(model, batch, step_dropout_key(state, model.config.lora))
             pair_mask = batch.get("pair_mask", jnp.ones_like(chosen, bool))
             loss, metrics = dpo_loss(chosen, rejected, ref_chosen, ref_rejected, beta=beta, pair_mask=pair_mask)
             return loss, {"loss": loss, **metrics, "chosen_logp": masked_mean(chosen, pair_mask),

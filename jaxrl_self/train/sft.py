@@ -9,10 +9,10 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxrl_self.algorithms.aggregation import aggregate
-from jaxrl_self.models.lora import dropout_key, split_adapters
+from jaxrl_self.models.lora import split_adapters
 from jaxrl_self.parallel.rules import activation_mesh
 from jaxrl_self.train.policy import completion_logprobs
-from jaxrl_self.train.state import apply_gradients
+from jaxrl_self.train.state import apply_gradients, step_dropout_key
 
 
 def sft_loss(model, batch, dropout_key=None):
@@ -39,7 +39,7 @@ def make_sft_step(graphdef, optimizer, mesh=None):
 
         def loss_fn(params):
             model = nnx.merge(graphdef, frozen, params)
-            return sft_loss(model, batch, dropout_key(model.config.lora, jax.random.wrap_key_data(state.key), state.step))
+            return sft_loss(model, batch, step_dropout_key(state, model.config.lora))
 
         with activation_mesh(mesh):
             (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(trainable)

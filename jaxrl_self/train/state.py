@@ -10,7 +10,7 @@ import optax
 from flax import nnx
 
 from jaxrl_self.models.config import ModelConfig
-from jaxrl_self.models.lora import join_adapters, split_adapters
+from jaxrl_self.models.lora import dropout_key, join_adapters, split_adapters
 from jaxrl_self.models.transformer import Transformer, cast_matrices
 
 
@@ -159,6 +159,12 @@ def init_train_state(params, optimizer: optax.GradientTransformation, seed: int,
         key=jax.random.key_data(jax.random.key(seed)),
         value_params=value_params,
     )
+
+
+def step_dropout_key(state: TrainState, lora_config):
+    """The LoRA adapters' dropout key of a learner's step on `state` (SFT, DPO; docs/lora.md#adapter-dropout):
+    the run's key folded with the optimizer step, a fresh one per step; None without dropout."""
+    return dropout_key(lora_config, jax.random.wrap_key_data(state.key), state.step)
 
 
 def apply_gradients(state: TrainState, grads, optimizer: optax.GradientTransformation, loss):
