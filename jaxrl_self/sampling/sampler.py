@@ -35,7 +35,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxrl_self.models.transformer import KVCache, cast_matrices, positions_from_mask
+from jaxrl_self.models.kv_cache import KVCache
+from jaxrl_self.models.transformer import cast_matrices, positions_from_mask
 from jaxrl_self.parallel.rules import SAMPLING_AXIS_RULES, activation_mesh
 from jaxrl_self.parallel.sharding import state_shardings
 from jaxrl_self.sampling.processors import choose_tokens, mask_padded_vocab, scale_by_temperature

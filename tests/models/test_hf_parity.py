@@ -16,7 +16,8 @@ import transformers
 from flax import nnx
 
 from jaxrl_self.models.checkpoint_io import INDEX_FILE, export_hf_checkpoint, load_hf_checkpoint
-from jaxrl_self.models.transformer import KVCache, positions_from_mask
+from jaxrl_self.models.kv_cache import KVCache
+from jaxrl_self.models.transformer import positions_from_mask
 
 pytestmark = pytest.mark.usefixtures("fast_compile")  # compile-bound (tests/conftest.py)
 TOL = 1e-4

@@ -21,7 +21,8 @@ from jaxrl_self.models.checkpoint_io import export_hf_checkpoint, load_hf_checkp
 from jaxrl_self.models.config import ModelConfig
 from jaxrl_self.models.convert import gguf_to_orbax
 from jaxrl_self.models.pretrained import load_gguf, load_pretrained
-from jaxrl_self.models.transformer import KVCache, Transformer, model_graphdef, positions_from_mask
+from jaxrl_self.models.kv_cache import KVCache
+from jaxrl_self.models.transformer import Transformer, model_graphdef, positions_from_mask
 from jaxrl_self.parallel import MESH_AXES, activation_mesh, kv_cache_shardings, shard_batch, shard_state, state_shardings
 from jaxrl_self.sampling.buckets import pad_prompts
 from jaxrl_self.sampling.sampler import SamplingConfig, make_sampler

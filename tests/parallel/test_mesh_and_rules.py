@@ -12,7 +12,7 @@ from jax.sharding import PartitionSpec as P
 from sharding_helpers import mesh_of, tiny_model_config
 
 from jaxrl_self.config import ConfigError, load_config_file, validate, validate_devices
-from jaxrl_self.models.transformer import KVCache
+from jaxrl_self.models.kv_cache import KVCache
 from jaxrl_self.parallel import (
     LOGICAL_AXIS_RULES,
     batch_sharding,

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from jaxrl_self.models.transformer import KVCache, Transformer, write_rows
+from jaxrl_self.models.kv_cache import KVCache, write_rows
+from jaxrl_self.models.transformer import Transformer
 from jaxrl_self.sampling.buckets import pad_prompts
 from jaxrl_self.sampling.sampler import SamplingConfig, make_sampler
 
