@@ -25,7 +25,7 @@ over the timed iterations' prompt lengths. The reward and the batch building cou
     pip install -e '.[bench]'
     python3 benchmarks/grpo_step.py                     # ~4 min on 2 cores (mostly TRL and XLA compile)
     python3 benchmarks/grpo_step.py --issue-shape       # the 39M model, 8 prompts x 8 x 64 tokens, k3 KL (issue 32)
-    python3 benchmarks/grpo_step.py --issue-shape --logprob-chunk 8   # the learner's output projection 8 positions at a time
+    python3 benchmarks/grpo_step.py --issue-shape --logprob-chunk 0   # the learner's output projection all at once
     python3 benchmarks/grpo_step.py --layers 2 --iters 3   # quicker
     python3 benchmarks/grpo_step.py --layers 1 --hidden 64 --intermediate 128 --prompts 2 --group 2 \
         --new-tokens 8 --warmup 1 --iters 1 --kl-coef 0.04 --read-mib 64   # smoke, < 1 min
@@ -96,9 +96,10 @@ def parse_args():
     parser.add_argument("--profile", default="", help="directory: trace one more jaxrl_self iteration with jax.profiler "
                         "and report its time by XLA program and operation (benchmarks/profile_summary.py)")
     parser.add_argument("--skip-trl", action="store_true", help="time jaxrl_self only (no TRL figures)")
-    parser.add_argument("--logprob-chunk", type=int, default=0,
+    parser.add_argument("--logprob-chunk", type=int, default=-1,
                         help="jaxrl_self's model.logprob_chunk: completion positions per chunk of the learner's output "
-                             "projection, recomputed in the backward pass (0: all at once, the default)")
+                             "projection, recomputed in the backward pass (0: all at once; -1: auto, the default: "
+                             "8 on CPU with a vocabulary of 4096 or more)")
     args = parser.parse_args()
     if args.issue_shape:
         args.__dict__.update(hidden=512, layers=8, heads=8, kv_heads=2, intermediate=1408, vocab=32000, tied=True,

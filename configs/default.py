@@ -57,11 +57,12 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.param_dtype = "float32"
     # How the model runs at scale (docs/scaling.md): per-layer rematerialisation ("none" | "full" |
     # "save_dots"), the attention kernel ("auto" | "xla" | "dot_product" | "splash"), and completion positions
-    # per chunk of the output projection in log-prob passes (0 = all at once); scan_layers runs the
+    # per chunk of the output projection in log-prob passes (0 = all at once, -1 = auto: 8 on CPU with
+    # a vocabulary of 4096 or more, where it is faster, else all at once); scan_layers runs the
     # layers as one `lax.scan` over stacked parameters (compile time independent of depth).
     config.model.remat = "none"
     config.model.attention = "auto"
-    config.model.logprob_chunk = 0  # on CPU with a large vocabulary 8 is also faster (docs/results.md#third-pass-2-d-projections-greedy-argmax-chunked-output-head-2026-12-06)
+    config.model.logprob_chunk = -1
     config.model.scan_layers = False
     # LoRA (docs/lora.md): rank > 0 adds adapters `alpha/rank * B A` to the `targets` projections ("all", or
     # some of q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj, comma-separated) and trains only them

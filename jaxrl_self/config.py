@@ -311,7 +311,8 @@ def validate(config: ml_collections.ConfigDict, source: str | Path | None = None
     _require(model.attention in ATTENTION_IMPLEMENTATIONS, "model.attention",
              f"must be one of {ATTENTION_IMPLEMENTATIONS}, got {model.attention!r}")
     _require(model.rope_theta > 0, "model.rope_theta", f"must be > 0, got {model.rope_theta}")
-    _require(model.logprob_chunk >= 0, "model.logprob_chunk", f"must be >= 0 (0 = no chunking), got {model.logprob_chunk}")
+    _require(model.logprob_chunk >= -1, "model.logprob_chunk",
+             f"must be >= 0 (0 = no chunking) or -1 (auto), got {model.logprob_chunk}")
     sft, rl = config.sft, config.rl
     _require(sft.steps >= 0, "sft.steps", f"must be >= 0, got {sft.steps}")
     _require(rl.steps >= 0, "rl.steps", f"must be >= 0, got {rl.steps}")

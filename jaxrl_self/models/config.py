@@ -38,8 +38,9 @@ class ModelConfig:
       flash-attention kernel in training passes over multiples of 128 tokens, xla elsewhere;
       interpreted, slowly, off TPU), or "auto": splash on TPU, dot_product on GPU, xla elsewhere.
     logprob_chunk: completion positions per chunk of the output projection when computing
-      log-probs (0: all at once); each chunk's `[rows, chunk, vocab]` logits are recomputed in the
-      backward pass instead of kept, so no `[rows, T, vocab]` float32 array exists.
+      log-probs (0: all at once; -1: "auto", 8 on CPU with a vocabulary of 4096 or more, where it is
+      faster, else 0: `train.policy.logprob_chunk_for`); each chunk's `[rows, chunk, vocab]` logits
+      are recomputed in the backward pass instead of kept, so no `[rows, T, vocab]` float32 array exists.
     scan_layers: the layers are one `DecoderLayer` whose parameters are stacked `[L, ...]` (logical
       axis "layers", never sharded), run by `jax.lax.scan`: a program holds one layer's code
       whatever the depth, so compile time and executable size do not grow with L. Also sets the
@@ -68,7 +69,7 @@ class ModelConfig:
     architecture: str = "llama"
     remat: str = "none"
     attention: str = "auto"
-    logprob_chunk: int = 0
+    logprob_chunk: int = -1
     scan_layers: bool = False
     lora: Optional[LoRAConfig] = None
 
@@ -81,8 +82,8 @@ class ModelConfig:
             raise ValueError(f"remat must be one of {REMAT_MODES}, got {self.remat!r}")
         if self.attention not in ATTENTION_IMPLEMENTATIONS:
             raise ValueError(f"attention must be one of {ATTENTION_IMPLEMENTATIONS}, got {self.attention!r}")
-        if self.logprob_chunk < 0:
-            raise ValueError(f"logprob_chunk must be >= 0, got {self.logprob_chunk}")
+        if self.logprob_chunk < -1:
+            raise ValueError(f"logprob_chunk must be >= 0, or -1 (auto), got {self.logprob_chunk}")
 
     @property
     def layer_matmul_params(self) -> int:

@@ -3,7 +3,8 @@
 The output projection runs only at the positions that predict completion tokens, and, with
 `ModelConfig.logprob_chunk = C > 0`, C positions at a time under `jax.checkpoint`: each chunk's
 `[N, C, V]` float32 logits are recomputed in the backward pass rather than kept, so no
-`[N, T, V]` float32 array exists in the forward or backward pass (docs/scaling.md).
+`[N, T, V]` float32 array exists in the forward or backward pass (docs/scaling.md). -1 ("auto")
+chunks on CPU only, where it is also faster (`logprob_chunk_for`).
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import jax.numpy as jnp
 
 from jaxrl_self.algorithms.losses import token_entropy, token_logprobs
 from jaxrl_self.models.transformer import output_logits, positions_from_mask
-from jaxrl_self.parallel.rules import OUTPUT_HEAD_AXIS_RULES, constrain
+from jaxrl_self.parallel.rules import OUTPUT_HEAD_AXIS_RULES, constrain, target_platform
 from jaxrl_self.sampling.processors import scale_by_temperature
 
 
@@ -34,13 +35,30 @@ def completion_hidden(model, prompt_tokens, prompt_mask, completion_tokens, comp
     return hidden[:, prompt_tokens.shape[1] - 1 : -1]
 
 
+CPU_LOGPROB_CHUNK = 8  # positions per chunk of "auto" on CPU (docs/scaling.md#the-learners-output-head)
+CPU_CHUNKED_VOCAB = 4096  # "auto" chunks on CPU from this vocabulary size on
+
+
+def logprob_chunk_for(chunk: int, vocab: int) -> int:
+    """The chunk `token_statistics` runs for `ModelConfig.logprob_chunk = chunk`: itself when >= 0;
+    for -1 ("auto") `CPU_LOGPROB_CHUNK` positions when compiling for CPU with a vocabulary of
+    `CPU_CHUNKED_VOCAB` or more, else 0 (all at once). On CPU, XLA's passes over the whole
+    `[rows, T, vocab]` logits (log-sum-exp, entropy) cost more than recomputing each chunk's
+    logits in the backward pass (docs/scaling.md#the-learners-output-head)."""
+    if chunk >= 0:
+        return chunk
+    return CPU_LOGPROB_CHUNK if target_platform() == "cpu" and vocab >= CPU_CHUNKED_VOCAB else 0
+
+
 def token_statistics(hidden, head, tokens, temperature=1.0, with_entropy=False, chunk=0):
     """Log-prob `[N, T] float32` of `tokens [N, T]` under `log_softmax(hidden @ head / temperature)`,
     and that distribution's entropy `[N, T]` when `with_entropy` (else None).
 
     hidden `[N, T, E]`, head `[E, V]`. chunk > 0: the logits are formed `chunk` positions at a time
-    (T padded up to a multiple of it), each chunk rematerialised in the backward pass.
+    (T padded up to a multiple of it), each chunk rematerialised in the backward pass; -1: "auto"
+    (`logprob_chunk_for`).
     """
+    chunk = logprob_chunk_for(chunk, head.shape[-1])
     head = constrain(head, ("embed", "vocab"), OUTPUT_HEAD_AXIS_RULES)  # vocabulary split over every chip
 
     def statistics(h, tok):

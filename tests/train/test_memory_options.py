@@ -21,7 +21,8 @@ from jaxrl_self.models.checkpoint_io import relayout_params
 from jaxrl_self.models.config import ModelConfig
 from jaxrl_self.models.transformer import cast_matrices, model_graphdef
 from jaxrl_self.train.batch import RolloutBatch
-from jaxrl_self.train.policy import completion_logprobs
+from jaxrl_self.train import policy
+from jaxrl_self.train.policy import CPU_CHUNKED_VOCAB, CPU_LOGPROB_CHUNK, completion_logprobs, logprob_chunk_for
 from jaxrl_self.train.rl_step import policy_loss
 from jaxrl_self.train.state import init_model
 from jaxrl_self.train.value_head import completion_logprobs_and_values, init_value_head
@@ -111,6 +112,18 @@ def test_chunked_log_probs_hold_no_full_logits_array(setup):
 
     assert shapes_of(BASE)  # the plain path does build [rows, T, vocab]: the check can fail
     assert not shapes_of(dataclasses.replace(BASE, logprob_chunk=3))
+
+
+def test_auto_chunk_on_cpu_only_and_from_a_large_vocabulary(monkeypatch):
+    """logprob_chunk -1 ("auto") chunks when compiling for CPU from CPU_CHUNKED_VOCAB on, never on an
+    accelerator or below it; explicit values are kept on every platform."""
+    assert BASE.logprob_chunk == -1  # the default
+    assert logprob_chunk_for(-1, CPU_CHUNKED_VOCAB) == CPU_LOGPROB_CHUNK > 0
+    assert logprob_chunk_for(-1, CPU_CHUNKED_VOCAB - 1) == 0
+    assert logprob_chunk_for(0, 10 * CPU_CHUNKED_VOCAB) == 0 and logprob_chunk_for(3, 10) == 3
+    for platform in ("tpu", "gpu"):
+        monkeypatch.setattr(policy, "target_platform", lambda: platform)
+        assert logprob_chunk_for(-1, 10 * CPU_CHUNKED_VOCAB) == 0 and logprob_chunk_for(5, 10) == 5
 
 
 def test_bf16_reference_gives_the_same_log_probs(setup):
