@@ -48,12 +48,18 @@ from jaxrl_self.train.rl_step import make_batch_builder, make_reward_scorer, mak
 
 
 @functools.lru_cache(maxsize=4)
-def make_self_scorer(graphdef, verdict_id: int, beta: float, c_ref: float):
+def make_self_scorer(graphdef, verdict_id: int, beta: float, c_ref: float, eos_id: int):
     """Jitted `(params, prompt_tokens [N, P], prompt_mask, completion_tokens [N, T], completion_mask)
-    -> r_s [N]`: each completion's LaSeR self-reward under `params`."""
+    -> r_s [N]`: each completion's LaSeR self-reward under `params`, read after its EOS; 0 for a
+    completion whose last token is not `eos_id` (truncated: it has no answer and no EOS to read
+    the verdict after, as in the advantage blend)."""
     @jax.jit
     def self_scores(params, *args):
-        return self_reward_scores(verdict_logprobs(nnx.merge(graphdef, params), *args, verdict_id), beta_v=beta, c_ref=c_ref)
+        scores = self_reward_scores(verdict_logprobs(nnx.merge(graphdef, params), *args, verdict_id), beta_v=beta, c_ref=c_ref)
+        completion_tokens, completion_mask = args[2], args[3]
+        lengths = jnp.sum(completion_mask.astype(jnp.int32), axis=1)
+        last = jnp.take_along_axis(completion_tokens, jnp.maximum(lengths - 1, 0)[:, None], axis=1)[:, 0]
+        return jnp.where((lengths > 0) & (last == eos_id), scores, 0.0)
 
     return self_scores
 
@@ -64,7 +70,7 @@ def self_scorer(ctx):
     (`rl.self_verify`), RISE's P(<yes>) (`rl.rise`), or None for a run with neither."""
     if ctx.verdict_id is not None:
         sv = ctx.config.rl.self_verify
-        return make_self_scorer(ctx.graphdef, ctx.verdict_id, sv.beta, sv.c_ref)
+        return make_self_scorer(ctx.graphdef, ctx.verdict_id, sv.beta, sv.c_ref, ctx.tokenizer.eos_id)
     rise = ctx.config.rl.rise
     if rise.prompts > 0:
         return make_rise_scorer(ctx.graphdef, rise_token_ids(ctx.tokenizer, rise.marker, rise.yes, rise.no))

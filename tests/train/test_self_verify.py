@@ -16,6 +16,7 @@ from jaxrl_self.algorithms.advantages import group_advantages
 from jaxrl_self.algorithms.self_verification import blend_self_advantages, class_balance_weights, self_reward_scores
 from jaxrl_self.config import ConfigError, validate
 from jaxrl_self.methods.base import RewardMethod
+from jaxrl_self.recipes.rlvr import make_self_scorer
 from jaxrl_self.recipes.runs import evaluate_run
 from jaxrl_self.train.policy import logprob_after_completion, sequence_hidden
 from jaxrl_self.train.rl_step import make_batch_builder, make_rl_update
@@ -85,6 +86,25 @@ def test_update_adds_the_self_verification_term_and_learns_the_labels(model):
     trained = np.asarray(self_rewards(graphdef, state.params, batch))
     correct, wrong = FINISHED & (labels == 1), FINISHED & (labels == 0)
     assert trained[correct].mean() - trained[wrong].mean() > 0.5 > scores[correct].mean() - scores[wrong].mean()
+
+
+def test_the_held_out_scorer_gives_truncated_completions_no_self_reward(model):
+    """A completion that hit max_new_tokens has no EOS to read the verdict after: the evaluation's
+    self-reward is 0 for it, and the one after the EOS for a finished completion."""
+    graphdef, params = model
+    batch, _ = rollout()
+    eos = 3
+    lengths = np.asarray(batch["completion_mask"]).sum(axis=1)
+    tokens = np.asarray(batch["completion_tokens"]).copy()
+    tokens[FINISHED, lengths[FINISHED] - 1] = eos  # finished rows end with the EOS
+    tokens[~FINISHED, lengths[~FINISHED] - 1] = eos + 1
+    batch["completion_tokens"] = jnp.asarray(tokens)
+    args = (batch["prompt_tokens"], batch["prompt_mask"], batch["completion_tokens"], batch["completion_mask"])
+    scores = np.asarray(make_self_scorer(graphdef, VERDICT, BETA, C_REF, eos)(params, *args))
+    expected = np.asarray(self_rewards(graphdef, params, batch))
+    np.testing.assert_allclose(scores[FINISHED], expected[FINISHED], atol=1e-6)
+    np.testing.assert_array_equal(scores[~FINISHED], 0.0)
+    assert np.all(expected[~FINISHED] != 0.0)
 
 
 @pytest.mark.parametrize("overrides, message", [
