@@ -92,7 +92,7 @@ def parse_args():
                         help="issue 32's shape: 39M Qwen2 (hidden 512, 8 layers, 8 heads, 2 kv heads, mlp 1408, vocab 32000, "
                              "tied), 8 prompts of 64 tokens x G=8, 64 new tokens, k3 KL 0.04 (overrides those flags)")
     parser.add_argument("--read-mib", type=int, default=256, help="MiB of the array the read bandwidth is measured on")
-    parser.add_argument("--rate-repeats", type=int, default=5, help="timed calls per matmul shape (the median is kept)")
+    parser.add_argument("--rate-repeats", type=int, default=15, help="timed calls per matmul shape and per read (the fastest is kept)")
     parser.add_argument("--profile", default="", help="directory: trace one more jaxrl_self iteration with jax.profiler "
                         "and report its time by XLA program and operation (benchmarks/profile_summary.py)")
     parser.add_argument("--skip-trl", action="store_true", help="time jaxrl_self only (no TRL figures)")

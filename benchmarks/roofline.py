@@ -1,6 +1,8 @@
 """This machine's limits, measured in the same run as a benchmark, and the roofline of the work.
 
-Measured limits (jitted XLA on `jax.devices()[0]`, median of `repeats` calls after one warm-up call):
+Measured limits (jitted XLA on `jax.devices()[0]`, the fastest of `repeats` calls after one warm-up
+call: a limit is what the machine does when nothing disturbs it, and on a shared machine the
+median of a few millisecond-long calls swings by a third from run to run):
 
   matmul_flops_per_s(m, k, n, dtype)   2*m*k*n / seconds of `[m, k] @ [k, n]` in `dtype`, the product
       repeated in a loop inside one jitted call (~2e8 FLOPs per call on CPU, 2e11 on an
@@ -49,7 +51,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import statistics
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -70,15 +71,15 @@ FORMULAS = {
 }
 
 
-def _median_seconds(fn, repeats):
-    """Median wall seconds of `fn()` (which must block) over `repeats` calls, after one warm-up call."""
+def _best_seconds(fn, repeats):
+    """Fewest wall seconds of `fn()` (which must block) over `repeats` calls, after one warm-up call."""
     fn()
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return min(times)
 
 
 def matmul_flops_per_s(m: int, k: int, n: int, dtype="float32", repeats: int = 5, target_flops: float | None = None) -> float:
@@ -101,7 +102,7 @@ def matmul_flops_per_s(m: int, k: int, n: int, dtype="float32", repeats: int = 5
             return (out[0, 0] * 1e-30 + 1).astype(dtype)
         return jax.lax.fori_loop(0, reps, body, jnp.ones((), dtype))
 
-    seconds = _median_seconds(lambda: products(a, b).block_until_ready(), repeats)
+    seconds = _best_seconds(lambda: products(a, b).block_until_ready(), repeats)
     return reps * flops / seconds
 
 
@@ -116,16 +117,16 @@ def memory_read_bytes_per_s(nbytes: int | None = None, repeats: int = 5) -> dict
     count = nbytes // 4
     x = jnp.ones((count,), jnp.float32)  # [count]
     total = jax.jit(jnp.sum)
-    result = {"nbytes": count * 4, "jax_sum": count * 4 / _median_seconds(lambda: total(x).block_until_ready(), repeats)}
+    result = {"nbytes": count * 4, "jax_sum": count * 4 / _best_seconds(lambda: total(x).block_until_ready(), repeats)}
     x = None  # free it before NumPy allocates its copy
     if jax.default_backend() == "cpu":
         y = np.ones((count,), np.float32)
-        result["numpy_1_thread"] = count * 4 / _median_seconds(lambda: y.sum(), repeats)
+        result["numpy_1_thread"] = count * 4 / _best_seconds(lambda: y.sum(), repeats)
         threads = os.cpu_count() or 1
         if threads > 1:
             parts = np.array_split(y, threads)
             with ThreadPoolExecutor(threads) as pool:
-                result["numpy_threads"] = count * 4 / _median_seconds(lambda: list(pool.map(np.sum, parts)), repeats)
+                result["numpy_threads"] = count * 4 / _best_seconds(lambda: list(pool.map(np.sum, parts)), repeats)
         result["threads"] = threads
     result["best"] = max(v for key, v in result.items() if key not in ("nbytes", "threads"))
     return result

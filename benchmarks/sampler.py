@@ -80,7 +80,7 @@ def parse_args():
     parser.add_argument("--tail-fraction", type=float, default=0.1, help="long_tail: probability that a row runs to the end")
     parser.add_argument("--slots", type=int, default=8, help="long_tail: slots of jaxrl_self's continuous batching")
     parser.add_argument("--read-mib", type=int, default=256, help="MiB of the array the read bandwidth is measured on")
-    parser.add_argument("--rate-repeats", type=int, default=5, help="timed calls per matmul shape (the median is kept)")
+    parser.add_argument("--rate-repeats", type=int, default=15, help="timed calls per matmul shape and per read (the fastest is kept)")
     return parser.parse_args()
 
 
