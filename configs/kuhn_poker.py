@@ -16,7 +16,7 @@ box (with 0.1 there, seed 0 learned "Pas \\boxed{Bet}" and bet with every card f
 Measured (docs/games.md#results): NashConv 0.207 / 0.261 / 0.245 / 0.249 / 0.210 with 0.0% / 0.7% /
 0.0% / 0.0% / 0.0% invalid moves in the evaluation's self-play for seeds 0-4 (0.07-0.92% in 640
 further sampled games each), both targets (<= 0.35 and < 1%) met on every seed; 0.3-0.6% of the
-sampled training answers invalid; under 2 minutes on a quiet 2-core machine (CPU time / 2). At
+sampled training answers invalid; 130 s on a quiet 2-core machine. At
 step 200 the evaluation met both targets too, but seed 3's answers were then briefly malformed
 (2.0% invalid in 640 games, canonical mass 0.65 at one information set), hence 250 steps. Reported after SFT and after RL: the exact NashConv of the
 policy's answer probabilities, its exact win rate against a random player, the invalid-move rate
