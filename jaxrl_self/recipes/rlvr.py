@@ -48,32 +48,31 @@ from jaxrl_self.train.rl_step import make_batch_builder, make_reward_scorer, mak
 
 
 @functools.lru_cache(maxsize=4)
-def make_self_scorer(graphdef, verdict_id: int, beta: float, c_ref: float, eos_id: int):
-    """Jitted `(params, prompt_tokens [N, P], prompt_mask, completion_tokens [N, T], completion_mask)
-    -> r_s [N]`: each completion's LaSeR self-reward under `params`, read after its EOS; 0 for a
-    completion whose last token is not `eos_id` (truncated: it has no answer and no EOS to read
-    the verdict after, as in the advantage blend)."""
+def make_self_scorer(graphdef, verdict_id: int, beta: float, c_ref: float):
+    """Jitted `(params, prompt_tokens [N, P], prompt_mask, completion_tokens [N, T], completion_mask,
+    finished [N] bool) -> r_s [N]`: each completion's LaSeR self-reward under `params`, read after
+    its stop token; 0 for an unfinished completion (`Samples.finished`: truncated, it has no
+    position to read the verdict after), as in the advantage blend."""
     @jax.jit
-    def self_scores(params, *args):
-        scores = self_reward_scores(verdict_logprobs(nnx.merge(graphdef, params), *args, verdict_id), beta_v=beta, c_ref=c_ref)
-        completion_tokens, completion_mask = args[2], args[3]
-        lengths = jnp.sum(completion_mask.astype(jnp.int32), axis=1)
-        last = jnp.take_along_axis(completion_tokens, jnp.maximum(lengths - 1, 0)[:, None], axis=1)[:, 0]
-        return jnp.where((lengths > 0) & (last == eos_id), scores, 0.0)
+    def self_scores(params, prompt_tokens, prompt_mask, completion_tokens, completion_mask, finished):
+        lz = verdict_logprobs(nnx.merge(graphdef, params), prompt_tokens, prompt_mask, completion_tokens, completion_mask, verdict_id)
+        return jnp.where(finished, self_reward_scores(lz, beta_v=beta, c_ref=c_ref), 0.0)
 
     return self_scores
 
 
 def self_scorer(ctx):
-    """The run's self-verification score of its completions, a jitted `(params, prompt_tokens [N, P],
-    prompt_mask, completion_tokens [N, T], completion_mask) -> [N]`: LaSeR's self-reward r_s
-    (`rl.self_verify`), RISE's P(<yes>) (`rl.rise`), or None for a run with neither."""
+    """The run's self-verification score of its completions, `(params, prompt_tokens [N, P],
+    prompt_mask, completion_tokens [N, T], completion_mask, finished [N] bool) -> [N]`: LaSeR's
+    self-reward r_s (`rl.self_verify`), RISE's P(<yes>) (`rl.rise`), or None for a run with neither."""
     if ctx.verdict_id is not None:
         sv = ctx.config.rl.self_verify
-        return make_self_scorer(ctx.graphdef, ctx.verdict_id, sv.beta, sv.c_ref, ctx.tokenizer.eos_id)
+        return make_self_scorer(ctx.graphdef, ctx.verdict_id, sv.beta, sv.c_ref)
     rise = ctx.config.rl.rise
-    if rise.prompts > 0:
-        return make_rise_scorer(ctx.graphdef, rise_token_ids(ctx.tokenizer, rise.marker, rise.yes, rise.no))
+    if rise.prompts > 0:  # RISE appends its marker to any solution, so it verifies unfinished ones too
+        rise_scores = make_rise_scorer(ctx.graphdef, rise_token_ids(ctx.tokenizer, rise.marker, rise.yes, rise.no))
+        return lambda params, prompt_tokens, prompt_mask, completion_tokens, completion_mask, finished: rise_scores(
+            params, prompt_tokens, prompt_mask, completion_tokens, completion_mask)
     return None
 
 
@@ -95,7 +94,8 @@ def evaluate_self_verification(ctx, params, num_samples: int, temperature: float
         key = jax.random.fold_in(jax.random.key(cfg.seed), start)
         samples = ctx.sample(sampler, params, tokens, mask, key)
         rows = (jnp.repeat(jnp.asarray(tokens), g, 0), jnp.repeat(jnp.asarray(mask), g, 0), samples.tokens, samples.mask)
-        out_tokens, out_mask, scores = process_allgather((samples.tokens, samples.mask, self_scores(params, *rows)), tiled=True)
+        scores = self_scores(params, *rows, samples.finished)
+        out_tokens, out_mask, scores = process_allgather((samples.tokens, samples.mask, scores), tiled=True)
         for i, example in enumerate(chunk):
             texts = [ctx.tokenizer.decode(t[m].tolist()) for t, m in zip(out_tokens[i * g:(i + 1) * g], out_mask[i * g:(i + 1) * g])]
             records.append({"scores": scores[i * g:(i + 1) * g],
@@ -247,7 +247,7 @@ class RLVR(Recipe):
             if self.hint_tokens:  # which problem each row is, to hint it later
                 batch["example"] = np.repeat(indices, g)
             if ctx.verdict_id is not None or self.rise:  # LaSeR and RISE: which rows ended with the stop token
-                batch["finished"] = np.asarray(~samples.truncated & (samples.lengths > 0))
+                batch["finished"] = np.asarray(samples.finished)
             if ctx.verdict_id is not None:  # LaSeR: this step's weights
                 rows, sv = len(batch["prompt_tokens"]), ctx.config.rl.self_verify
                 blend_from = sv.warmup_steps + sv.advantage_warmup_steps

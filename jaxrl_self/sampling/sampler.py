@@ -78,6 +78,11 @@ class Samples(NamedTuple):
     lengths: jnp.ndarray  # [N] int32
     truncated: jnp.ndarray  # [N] bool, reached max_new_tokens without a stop token
 
+    @property
+    def finished(self) -> jnp.ndarray:
+        """`[N]` bool: the row generated something and a stop token ended it."""
+        return ~self.truncated & (self.lengths > 0)
+
 
 def _chosen_log_prob(logits, tokens, temperature):
     """Behaviour log-prob `[N]` of `tokens [N] int32` under `logits [N, V] float32` scaled by

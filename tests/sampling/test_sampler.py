@@ -224,6 +224,7 @@ def test_per_row_stop_on_eos_and_stop_ids(split, prompts, no_stop_greedy):
         stopped += bool(len(hits))
         assert int(samples.lengths[row]) == length
         assert bool(samples.truncated[row]) == (not len(hits))
+        assert bool(samples.finished[row]) == bool(len(hits))  # a stop token ended it (extra stop ids too)
         np.testing.assert_array_equal(samples.mask[row], np.arange(STEPS) < length)  # includes the stop token
         np.testing.assert_array_equal(samples.tokens[row, :length], expected[:length])
         assert np.all(np.asarray(samples.tokens[row, length:]) == PAD)

@@ -89,18 +89,12 @@ def test_update_adds_the_self_verification_term_and_learns_the_labels(model):
 
 
 def test_the_held_out_scorer_gives_truncated_completions_no_self_reward(model):
-    """A completion that hit max_new_tokens has no EOS to read the verdict after: the evaluation's
-    self-reward is 0 for it, and the one after the EOS for a finished completion."""
+    """A completion that hit max_new_tokens has no stop token to read the verdict after: the
+    evaluation's self-reward is 0 for it, and the one after the stop token for a finished completion."""
     graphdef, params = model
     batch, _ = rollout()
-    eos = 3
-    lengths = np.asarray(batch["completion_mask"]).sum(axis=1)
-    tokens = np.asarray(batch["completion_tokens"]).copy()
-    tokens[FINISHED, lengths[FINISHED] - 1] = eos  # finished rows end with the EOS
-    tokens[~FINISHED, lengths[~FINISHED] - 1] = eos + 1
-    batch["completion_tokens"] = jnp.asarray(tokens)
     args = (batch["prompt_tokens"], batch["prompt_mask"], batch["completion_tokens"], batch["completion_mask"])
-    scores = np.asarray(make_self_scorer(graphdef, VERDICT, BETA, C_REF, eos)(params, *args))
+    scores = np.asarray(make_self_scorer(graphdef, VERDICT, BETA, C_REF)(params, *args, jnp.asarray(FINISHED)))
     expected = np.asarray(self_rewards(graphdef, params, batch))
     np.testing.assert_allclose(scores[FINISHED], expected[FINISHED], atol=1e-6)
     np.testing.assert_array_equal(scores[~FINISHED], 0.0)
