@@ -13,14 +13,11 @@ on each answer's first token, the move's letter (method.decision_kl_coef), it ke
 probabilities off 0 and 1, so that self-play leaves the bet/call-everything point that a card-blind
 warm start runs into; on the format tokens (rl.kl_coef) it keeps the decision from moving into the
 box (with 0.1 there, seed 0 learned "Pas \\boxed{Bet}" and bet with every card from step 150).
-Measured (docs/games.md#results): NashConv 0.207 / 0.261 / 0.245 / 0.249 / 0.210 with 0.0% / 0.7% /
-0.0% / 0.0% / 0.0% invalid moves in the evaluation's self-play for seeds 0-4 (0.07-0.92% in 640
-further sampled games each), both targets (<= 0.35 and < 1%) met on every seed; 0.3-0.6% of the
-sampled training answers invalid; 130 s on a quiet 2-core machine. At
-step 200 the evaluation met both targets too, but seed 3's answers were then briefly malformed
-(2.0% invalid in 640 games, canonical mass 0.65 at one information set), hence 250 steps. Reported after SFT and after RL: the exact NashConv of the
-policy's answer probabilities, its exact win rate against a random player, the invalid-move rate
-and per-seat response lengths of sampled self-play games.
+Measured (docs/games.md#results): NashConv 0.21-0.26 and at most 0.7% invalid moves in the
+evaluation for seeds 0-4, both targets (<= 0.35 and < 1%) on every seed; 130 s on a quiet 2-core
+machine; at 200 steps seed 3's answers were briefly malformed, hence 250. Reported after SFT and
+after RL: the exact NashConv of the policy's answer probabilities, its exact win rate against a
+random player, the invalid-move rate and per-seat response lengths of sampled self-play games.
 
     jaxrl-self train --config configs/kuhn_poker.py --workdir /tmp/kuhn
 """
