@@ -44,7 +44,7 @@ class ModelConfig:
     scan_layers: the layers are one `DecoderLayer` whose parameters are stacked `[L, ...]` (logical
       axis "layers", never sharded), run by `jax.lax.scan`: a program holds one layer's code
       whatever the depth, so compile time and executable size do not grow with L. Also sets the
-      layout of the parameters (and of the KV cache: `[L, B, S, K, D]` arrays), so it is given when
+      layout of the parameters (and of the KV cache: `[L, B, K, S, D]` arrays), so it is given when
       a model is built or loaded (`models.pretrained.load_pretrained(..., scan_layers=True)`).
     lora: None, or the LoRA adapters on the projections (`models.lora.LoRAConfig`; docs/lora.md):
       a run's `config.model.lora` adds them to any model; an export merges them away.

@@ -1,7 +1,10 @@
 """The decoder's static-shape key/value cache (`KVCache`) and how a step writes into it (`write_rows`).
 
-Layout `[B, S, K, D]` per layer (B rows, S slots, K kv heads, D head dim), or one stacked
-`[L, B, S, K, D]` array with `ModelConfig.scan_layers`; `parallel.sharding.kv_cache_shardings` places it.
+Layout `[B, K, S, D]` per layer (B rows, K kv heads, S slots, D head dim), or one stacked
+`[L, B, K, S, D]` array with `ModelConfig.scan_layers`; `parallel.sharding.kv_cache_shardings` places it.
+Heads before slots: a decode step's attention reads each (row, kv head)'s slots as one contiguous
+`[S, D]` block, so on CPU XLA need not copy the cache into that order at every step (on the 64-row
+RL shape those per-step copies were a fifth of the sampler's time: docs/results.md).
 """
 from __future__ import annotations
 
@@ -14,15 +17,15 @@ from jaxrl_self.models.config import ModelConfig
 
 
 class KVCache(NamedTuple):
-    """Static-shape key/value cache, for keys and for values: a tuple of L `[B, S, K, D]` arrays (one
-    per layer), or with `ModelConfig.scan_layers` one stacked `[L, B, S, K, D]` array."""
+    """Static-shape key/value cache, for keys and for values: a tuple of L `[B, K, S, D]` arrays (one
+    per layer), or with `ModelConfig.scan_layers` one stacked `[L, B, K, S, D]` array."""
 
     keys: tuple | jax.Array
     values: tuple | jax.Array
 
     @staticmethod
     def zeros(config: ModelConfig, batch: int, length: int) -> "KVCache":
-        shape = (batch, length, config.num_kv_heads, config.head_dim)
+        shape = (batch, config.num_kv_heads, length, config.head_dim)
         if config.scan_layers:
             zeros = jnp.zeros((config.num_layers,) + shape, config.compute_dtype)
         else:
@@ -40,7 +43,7 @@ class KVCache(NamedTuple):
 
     def grow(self, length: int) -> "KVCache":
         """This cache with zero slots appended up to `length` slots (S -> length; a no-op at S)."""
-        slots = 2 if self.stacked else 1
+        slots = 3 if self.stacked else 2
         extra = length - jax.tree.leaves(self)[0].shape[slots]
         widths = lambda x: [(0, extra if axis == slots else 0) for axis in range(x.ndim)]
         return self if extra == 0 else jax.tree.map(lambda x: jnp.pad(x, widths(x)), self)
@@ -51,19 +54,19 @@ class KVCache(NamedTuple):
 
         rows `[B]` int32 indices into source's rows; take `[B]` bool.
         """
-        axis = 1 if self.stacked else 0
+        axis = 1 if self.stacked else 0  # rows; slots at axis + 2
 
         def load(cache, prefilled):
-            width = prefilled.shape[axis + 1]
-            head = jax.lax.slice_in_dim(cache, 0, width, axis=axis + 1)
+            width = prefilled.shape[axis + 2]
+            head = jax.lax.slice_in_dim(cache, 0, width, axis=axis + 2)
             picked = jnp.take(prefilled, rows, axis=axis)
             keep = take.reshape((1,) * axis + take.shape + (1,) * (cache.ndim - axis - 1))
-            return jax.lax.dynamic_update_slice_in_dim(cache, jnp.where(keep, picked, head), 0, axis=axis + 1)
+            return jax.lax.dynamic_update_slice_in_dim(cache, jnp.where(keep, picked, head), 0, axis=axis + 2)
 
         return jax.tree.map(load, self, source)
 
     def layer(self, i) -> tuple:
-        """Layer i's (keys, values), each `[B, S, K, D]`; i may be traced when stacked."""
+        """Layer i's (keys, values), each `[B, K, S, D]`; i may be traced when stacked."""
         if self.stacked:
             return tuple(jax.lax.dynamic_index_in_dim(x, i, keepdims=False) for x in self)
         return self.keys[i], self.values[i]
@@ -76,8 +79,10 @@ class KVCache(NamedTuple):
 
 
 def write_rows(cache, new, cache_index):
-    """`cache` `[B, S, K, D]` with `new` `[B, Q, K, D]` written at slots `cache_index .. +Q-1`:
-    one scalar slot for every row, or `[B]` int32 slots, one per row (continuous batching)."""
+    """`cache` `[B, K, S, D]` with `new` `[B, Q, K, D]` (a projection's layout) written at slots
+    `cache_index .. +Q-1`: one scalar slot for every row, or `[B]` int32 slots, one per row
+    (continuous batching)."""
+    new = jnp.swapaxes(new, 1, 2)  # [B, K, Q, D]
     if jnp.ndim(cache_index) == 0:
-        return jax.lax.dynamic_update_slice_in_dim(cache, new, cache_index, axis=1)
-    return jax.vmap(lambda row, update, slot: jax.lax.dynamic_update_slice_in_dim(row, update, slot, axis=0))(cache, new, cache_index)
+        return jax.lax.dynamic_update_slice_in_dim(cache, new, cache_index, axis=2)
+    return jax.vmap(lambda row, update, slot: jax.lax.dynamic_update_slice_in_dim(row, update, slot, axis=1))(cache, new, cache_index)

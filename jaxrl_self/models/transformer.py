@@ -19,7 +19,7 @@ Two layouts of the layers, one layer computation (`DecoderLayer`, run by `Transf
                        ("layers",) + the layer's (state paths `layers.<name>`), run by one
                        `jax.lax.scan` whose step gets layer i's slice: compile time and executable
                        size stay those of one layer. The KV cache is then stacked as well
-                       (`KVCache`: `[L, B, S, K, D]` arrays), and the scan carries it and
+                       (`KVCache`: `[L, B, K, S, D]` arrays), and the scan carries it and
                        updates layer i's slice in place.
 Both build the same initial parameters from the same `nnx.Rngs` (`stack_layers`).
 
@@ -134,10 +134,11 @@ class Attention(nnx.Module):
             "o_proj": ((h, d), (e,), ("heads", "head_dim"), ("embed",))})
 
     def __call__(self, x, positions, kv_mask, cache_kv, cache_index, dropout_key=None):
-        """x `[B, Q, E]`; positions `[B, Q]`; kv_mask `[B, S]` bool; cache_kv None or (k, v) `[B, S, K, D]`;
+        """x `[B, Q, E]`; positions `[B, Q]`; kv_mask `[B, S]` bool; cache_kv None or (k, v) `[B, K, S, D]`;
         dropout_key: this layer's adapter-dropout key in a learner's forward, else None (`lora.adapted`).
 
-        Returns (out `[B, Q, E]`, (k, v) of this layer — the updated cache, or this call's keys).
+        Returns (out `[B, Q, E]`, (k, v) of this layer: the updated cache `[B, K, S, D]`, or this
+        call's keys `[B, Q, K, D]`).
         """
         cfg, dtype = self.config, x.dtype
         q = contract(x, weight(self.q_proj, dtype))
@@ -156,20 +157,22 @@ class Attention(nnx.Module):
         num_queries = x.shape[1]
         if cache_kv is None:
             query_slots = jnp.arange(num_queries)
+            k_heads, v_heads = jnp.swapaxes(k, 1, 2), jnp.swapaxes(v, 1, 2)  # [B, K, S, D]
         else:
-            k, v = (write_rows(cache, new.astype(cache.dtype), cache_index) for cache, new in zip(cache_kv, (k, v)))
+            k, v = k_heads, v_heads = tuple(write_rows(cache, new.astype(cache.dtype), cache_index)
+                                            for cache, new in zip(cache_kv, (k, v)))
             query_slots = jnp.asarray(cache_index)[..., None] + jnp.arange(num_queries)  # [Q] or [B, Q]
-        key_slots = jnp.arange(k.shape[1])
+        key_slots = jnp.arange(k_heads.shape[2])
         causal = key_slots <= query_slots[..., None]  # [Q, S] or [B, Q, S]
         if cfg.sliding_window is not None:
             causal &= key_slots > query_slots[..., None] - cfg.sliding_window
         mask = causal & kv_mask[:, None, :]  # [B, Q, S]
         kernel = attention_implementation(cfg, training_tokens=num_queries if cache_kv is None else None)
-        if kernel == "splash":
+        if kernel == "splash":  # training passes only: k, v `[B, S, K, D]`
             out = splash_attention(q, k.astype(dtype), v.astype(dtype), kv_mask, cfg.sliding_window)
         else:
             attend = fused_attention if kernel == "dot_product" else grouped_attention
-            out = attend(q, k.astype(dtype), v.astype(dtype), mask)
+            out = attend(q, k_heads.astype(dtype), v_heads.astype(dtype), mask)
         out = constrain(out, ("batch", "length", "heads", "head_dim"))
         projected = lora.adapted(self, "o_proj", out, contract(out, weight(self.o_proj, dtype), 2), 2,
                                  dropout_key)
@@ -192,26 +195,45 @@ def attention_implementation(config: ModelConfig, training_tokens: Optional[int]
 
 
 def fused_attention(q, k, v, mask):
-    """`grouped_attention` through `jax.nn.dot_product_attention` (cuDNN's fused kernel on GPU where shapes allow).
+    """`grouped_attention` through `jax.nn.dot_product_attention` (cuDNN's fused kernel on GPU where shapes allow);
+    k/v `[B, K, S, D]` as there (transposed to the `[B, S, K, D]` that function takes).
 
     Same shapes and result for every query that can attend to some key; fully masked (padding)
     query rows may differ, and never reach a real token.
     """
-    return jax.nn.dot_product_attention(q, k, v, mask=mask[:, None])
+    return jax.nn.dot_product_attention(q, jnp.swapaxes(k, 1, 2), jnp.swapaxes(v, 1, 2), mask=mask[:, None])
 
 
 def grouped_attention(q, k, v, mask):
     """Softmax attention with K kv heads shared by H/K query heads each.
 
-    q `[B, Q, H, D]`, k/v `[B, S, K, D]`, mask `[B, Q, S]` bool -> `[B, Q, H, D]`. Scores in float32.
+    q `[B, Q, H, D]`, k/v `[B, K, S, D]` (the cache's layout), mask `[B, Q, S]` bool -> `[B, Q, H, D]`.
+    Scores in float32. A decode step (Q = 1) compiled for CPU takes `one_query_attention`.
     """
     b, nq, h, d = q.shape
-    groups = h // k.shape[2]
-    q = q.reshape(b, nq, k.shape[2], groups, d)
-    scores = jnp.einsum("bqkgd,bskd->bkgqs", q, k, preferred_element_type=jnp.float32) / math.sqrt(d)
+    if nq == 1 and target_platform() == "cpu":
+        return one_query_attention(q, k, v, mask)
+    q = q.reshape(b, nq, k.shape[1], h // k.shape[1], d)
+    scores = jnp.einsum("bqkgd,bksd->bkgqs", q, k, preferred_element_type=jnp.float32) / math.sqrt(d)
     scores = jnp.where(mask[:, None, None], scores, _MASKED)
     probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
-    return jnp.einsum("bkgqs,bskd->bqkgd", probs, v).reshape(b, nq, h, d)
+    return jnp.einsum("bkgqs,bksd->bqkgd", probs, v).reshape(b, nq, h, d)
+
+
+def one_query_attention(q, k, v, mask):
+    """`grouped_attention` of one query per row as broadcast products and sums instead of matmuls.
+
+    q `[B, 1, H, D]`, k/v `[B, K, S, D]`, mask `[B, 1, S]` -> `[B, 1, H, D]`. On CPU each (row, kv
+    head) is an [H/K, D] x [D, S] product, too small for the matmul library; XLA fuses these forms
+    into passes over the cache instead (20% less time than the matmuls at 64 rows x 192 slots:
+    docs/results.md, "Fifth pass").
+    """
+    b, _, h, d = q.shape
+    q = q.reshape(b, k.shape[1], h // k.shape[1], 1, d).astype(jnp.float32)  # [B, K, G, 1, D]
+    scores = jnp.sum(q * k[:, :, None].astype(jnp.float32), axis=-1) / math.sqrt(d)  # [B, K, G, S]
+    scores = jnp.where(mask[:, None], scores, _MASKED)
+    probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
+    return jnp.sum(probs[..., None] * v[:, :, None], axis=3).reshape(b, 1, h, d)
 
 
 class MLP(nnx.Module):

@@ -121,12 +121,12 @@ def process_rows(tree, mesh: Mesh, rules=LOGICAL_AXIS_RULES):
 
 
 def kv_cache_shardings(cache, mesh: Mesh, rules=LOGICAL_AXIS_RULES):
-    """Shardings of a `KVCache` (arrays `[B, S, K, D]`, or stacked `[L, B, S, K, D]` with the layer
+    """Shardings of a `KVCache` (arrays `[B, K, S, D]`, or stacked `[L, B, K, S, D]` with the layer
     axis unsharded): rows over the batch axes, kv heads over `tensor`.
 
     For `jax.lax.with_sharding_constraint(cache, ...)` inside a jitted sampler, or `device_put`.
     """
-    axes = ("batch", "cache_length", "kv_heads", "head_dim")
+    axes = ("batch", "kv_heads", "cache_length", "head_dim")
     if cache.stacked:
         axes = ("layers",) + axes
     return jax.tree.map(lambda x: NamedSharding(mesh, logical_to_spec(axes, x.shape, mesh, rules)), cache)

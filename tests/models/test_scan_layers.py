@@ -115,7 +115,7 @@ def test_greedy_sampling_is_token_identical(models):
     np.testing.assert_array_equal(got.tokens, expected.tokens)
     np.testing.assert_allclose(got.logps, expected.logps, atol=TOL, rtol=0)
     cache = KVCache.zeros(STACKED, batch=3, length=7).repeat(2)
-    assert cache.stacked and cache.keys.shape == (3, 6, 7, 2, 8)
+    assert cache.stacked and cache.keys.shape == (3, 6, 2, 7, 8)  # [L, B, K, S, D]
 
 
 def test_hf_import_and_export_in_the_stacked_layout(make_hf_model, tmp_path):
@@ -177,7 +177,7 @@ def test_stacked_parameters_and_cache_are_sharded_but_for_the_layer_axis(models)
     assert shardings["layers"]["self_attn"]["q_proj"].spec == P(None, "fsdp", "tensor")
     assert shardings["layers"]["mlp"]["down_proj"].spec == P(None, "tensor", "fsdp")
     cache = kv_cache_shardings(KVCache.zeros(STACKED, batch=8, length=12), mesh)
-    assert cache.keys.spec == P(None, ("data", "fsdp"), None, "tensor")
+    assert cache.keys.spec == P(None, ("data", "fsdp"), "tensor")
 
     def sharded_loss(params, tokens, mask):
         with activation_mesh(mesh):

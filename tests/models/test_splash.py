@@ -41,7 +41,7 @@ def _reference(q, k, v, kv_mask, window=None):
     allowed = key <= query
     if window is not None:
         allowed &= key > query - window
-    return grouped_attention(q, k, v, allowed[None] & kv_mask[:, None, :])
+    return grouped_attention(q, jnp.swapaxes(k, 1, 2), jnp.swapaxes(v, 1, 2), allowed[None] & kv_mask[:, None, :])
 
 
 def _loss(attend, kv_mask):

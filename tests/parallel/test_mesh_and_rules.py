@@ -72,9 +72,9 @@ def test_batch_and_kv_cache_shardings():
     assert batch_sharding(mesh, (16, 7)).spec == P(("data", "fsdp"))
     cache = KVCache.zeros(tiny_model_config(num_kv_heads=2, num_heads=4, head_dim=16), batch=8, length=12)
     shardings = kv_cache_shardings(cache, mesh)
-    assert shardings.keys[0].spec == P(("data", "fsdp"), None, "tensor")
+    assert shardings.keys[0].spec == P(("data", "fsdp"), "tensor")  # [B, K, S, D]
     placed = jax.device_put(cache, shardings)
-    assert placed.values[0].addressable_shards[0].data.shape == (2, 12, 1, 16)
+    assert placed.values[0].addressable_shards[0].data.shape == (2, 1, 12, 16)
 
 
 def test_process_rows_inverts_shard_batch_from_any_sharding():

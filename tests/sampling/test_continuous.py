@@ -54,14 +54,14 @@ def test_continuous_batching_gives_the_static_samplers_rows(split, prompts, temp
 
 
 def test_write_rows_writes_each_row_at_its_own_slot():
-    cache = jnp.zeros((3, 6, 2, 4))
-    new = jnp.arange(3 * 2 * 4, dtype=jnp.float32).reshape(3, 1, 2, 4) + 1
+    cache = jnp.zeros((3, 2, 6, 4))  # [B, K, S, D]
+    new = jnp.arange(3 * 2 * 4, dtype=jnp.float32).reshape(3, 1, 2, 4) + 1  # [B, Q, K, D]
     written = np.asarray(write_rows(cache, new, jnp.array([0, 5, 2])))
-    expected = np.zeros((3, 6, 2, 4), np.float32)
+    expected = np.zeros((3, 2, 6, 4), np.float32)
     for row, slot in enumerate((0, 5, 2)):
-        expected[row, slot] = np.asarray(new[row, 0])
+        expected[row, :, slot] = np.asarray(new[row, 0])
     np.testing.assert_array_equal(written, expected)
-    np.testing.assert_array_equal(write_rows(cache, new, 4)[:, 4], new[:, 0])  # one slot for all rows
+    np.testing.assert_array_equal(write_rows(cache, new, 4)[:, :, 4], new[:, 0])  # one slot for all rows
 
 
 @pytest.mark.parametrize("stacked", [False, True])
@@ -73,9 +73,9 @@ def test_load_rows_copies_prefilled_prompts_into_chosen_slots(stacked):
     loaded = cache.load_rows(prompts, jnp.array([3, 0, 1]), jnp.array([True, False, True]))
     for layer in range(2):
         (k, _), (pk, _) = loaded.layer(layer), prompts.layer(layer)
-        np.testing.assert_array_equal(k[0, :2], pk[3])
-        np.testing.assert_array_equal(k[2, :2], pk[1])
-        assert np.all(np.asarray(k[1]) == 9.0) and np.all(np.asarray(k[:, 2:]) == 9.0)
+        np.testing.assert_array_equal(k[0, :, :2], pk[3])  # [B, K, S, D]
+        np.testing.assert_array_equal(k[2, :, :2], pk[1])
+        assert np.all(np.asarray(k[1]) == 9.0) and np.all(np.asarray(k[:, :, 2:]) == 9.0)
 
 
 def test_a_never_sample_token_is_never_drawn_even_when_most_likely(split, prompts):
