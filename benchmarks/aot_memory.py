@@ -114,7 +114,8 @@ from jax.sharding import PartitionSpec as P  # noqa: E402
 from jaxrl_self.config import apply_override, load_config_file, validate, validate_devices  # noqa: E402
 from jaxrl_self.models.hf_config import model_config_from_hf  # noqa: E402
 from jaxrl_self.models.lora import split_adapters  # noqa: E402
-from jaxrl_self.models.transformer import Transformer, attention_implementation  # noqa: E402
+from jaxrl_self.models.attention import attention_implementation  # noqa: E402
+from jaxrl_self.models.transformer import Transformer  # noqa: E402
 from jaxrl_self.parallel import SAMPLING_AXIS_RULES, abstract_state, batch_sharding, make_mesh  # noqa: E402
 from jaxrl_self.parallel.rules import activation_mesh  # noqa: E402
 from jaxrl_self.sampling.sampler import SamplingConfig, knobs_from, make_sampler  # noqa: E402

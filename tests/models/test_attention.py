@@ -4,7 +4,7 @@ import jax
 import numpy as np
 import pytest
 
-from jaxrl_self.models.transformer import grouped_attention, one_query_attention
+from jaxrl_self.models.attention import grouped_attention, one_query_attention
 
 B, H, K, S, D = 3, 4, 2, 7, 8
 

@@ -18,7 +18,7 @@ from jax.sharding import PartitionSpec as P
 
 from jaxrl_self.models.config import ModelConfig
 from jaxrl_self.models.splash import splash_attention
-from jaxrl_self.models.transformer import attention_implementation, grouped_attention
+from jaxrl_self.models.attention import attention_implementation, grouped_attention
 from jaxrl_self.parallel.mesh import make_mesh
 from jaxrl_self.parallel.rules import activation_mesh
 
