@@ -484,7 +484,8 @@ def compile_sampler(config, model_config, mesh, hardware, compiler_options=None)
     state, layout = sampler_params(params, mesh, model_config)
     b, p, t, g = rl.prompts_per_step, config.task.max_prompt_len, rl.max_new_tokens, rl.group_size
     sampling = SamplingConfig(max_new_tokens=t, eos_id=1, pad_id=0, group_size=g, temperature=rl.temperature,
-                              top_k=rl.top_k, top_p=rl.top_p, vocab_size=model_config.vocab_size)
+                              top_k=rl.top_k, top_p=rl.top_p, vocab_size=model_config.vocab_size,
+                              decode_windows=rl.sampler_windows)
     # the params are passed already in the sampling layout, as the sampler's layout copy leaves them
     sampler = make_sampler(graphdef, sampling, mesh)
     tokens = jax.ShapeDtypeStruct((b, p), jnp.int32, sharding=batch_sharding(mesh, (b, p)))

@@ -95,6 +95,9 @@ def get_config() -> ml_collections.ConfigDict:
     # rollout rows decoded at once: 0 = all prompts_per_step * group_size rows in one static batch; S > 0 =
     # continuous batching over S slots, a finished row's slot taking the next waiting row (docs/rollouts.md)
     config.rl.sampler_slots = 0
+    # decode segments, each attending only to the cache slots filled by its last step, the cache growing
+    # between them (1 = one loop over the whole cache: less peak memory, more cache read; docs/rollouts.md)
+    config.rl.sampler_windows = 4
     config.rl.learning_rate = 5e-4
     config.rl.moments_dtype = "float32"  # Adam's first moment: "bfloat16" halves it (docs/scaling.md)
     config.rl.warmup_steps = 0

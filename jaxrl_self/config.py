@@ -369,7 +369,8 @@ def validate(config: ml_collections.ConfigDict, source: str | Path | None = None
                  f"reinforce_pp with rl.reinforce_pp.group_baseline needs a group of >= 2, got {rl.group_size}")
     for key in ("rl.epochs", "rl.minibatches", "rl.micro_batches", "model.max_position_embeddings", "task.test_size",
                 "log_every", "eval.num_examples", "eval.batch_size", "eval.every", "checkpoint.every",
-                "checkpoint.max_to_keep", "faults.max_consecutive_nonfinite", "task.max_prompt_len", "task.max_reference_len"):
+                "checkpoint.max_to_keep", "faults.max_consecutive_nonfinite", "task.max_prompt_len", "task.max_reference_len",
+                "rl.sampler_windows"):
         _require(_lookup(config, key) >= 1, key, f"must be >= 1, got {_lookup(config, key)}")
     for key in ("sft.warmup_steps", "rl.warmup_steps", "rl.top_k", "rl.dapo.max_resample_rounds", "rl.overlong_max_len",
                 "rl.overlong_cache_len", "rl.sampler_slots"):

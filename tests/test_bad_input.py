@@ -89,6 +89,7 @@ def test_bad_config_on_the_command_line(capsys, tmp_path, overrides, expected):
     ("rl.entropy_coef=-0.01", "config.rl.entropy_coef: must be >= 0"),
     ("rl.top_k=-1", "config.rl.top_k: must be >= 0, got -1"),
     ("rl.sampler_slots=-2", "config.rl.sampler_slots: must be >= 0, got -2"),
+    ("rl.sampler_windows=0", "config.rl.sampler_windows: must be >= 1, got 0"),
     ("rl.top_p=0.0", "config.rl.top_p: must be in (0, 1], got 0.0"),
     ("rl.overlong_max_len=-4", "config.rl.overlong_max_len: must be >= 0, got -4"),
     ("rl.overlong_max_len=8", "config.rl.overlong_cache_len: must be in (0, rl.overlong_max_len=8]"),

@@ -134,7 +134,8 @@ class RunContext:
         setting = SamplingConfig(max_new_tokens=max_new_tokens or self.new_tokens, eos_id=tok.eos_id, pad_id=tok.pad_id,
                                  group_size=group_size, temperature=temperature, top_k=rl.top_k, top_p=rl.top_p,
                                  vocab_size=tok.vocab_size, stop_ids=tuple(stop_ids), token_statistics=token_statistics,
-                                 slots=rl.sampler_slots, never_sample_ids=self.never_sampled)
+                                 slots=rl.sampler_slots, decode_windows=rl.sampler_windows,
+                                 never_sample_ids=self.never_sampled)
         if setting not in self._samplers:
             self._samplers[setting] = make_sampler(self.graphdef, setting, self.mesh)
         return self._samplers[setting]
