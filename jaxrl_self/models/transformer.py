@@ -40,7 +40,8 @@ from jaxrl_self.models import lora, quantized
 from jaxrl_self.models.config import ModelConfig
 from jaxrl_self.models.kv_cache import KVCache, write_rows
 from jaxrl_self.models.rope import apply_rope, inverse_frequencies
-from jaxrl_self.models.attention import attention_implementation, fused_attention, grouped_attention
+from jaxrl_self.models.attention import (attention_implementation, causal_block_attention, fused_attention,
+                                         grouped_attention)
 from jaxrl_self.models.splash import splash_attention
 from jaxrl_self.parallel.rules import LOGICAL_AXIS_RULES, constrain, constrain_parameter, target_platform
 
@@ -172,6 +173,8 @@ class Attention(nnx.Module):
             out = splash_attention(q, k.astype(dtype), v.astype(dtype), kv_mask, cfg.sliding_window)
         else:
             attend = fused_attention if kernel == "dot_product" else grouped_attention
+            if kernel == "xla" and cache_kv is None and target_platform() == "cpu":
+                attend = causal_block_attention
             out = attend(q, k_heads.astype(dtype), v_heads.astype(dtype), mask)
         out = constrain(out, ("batch", "length", "heads", "head_dim"))
         projected = lora.adapted(self, "o_proj", out, contract(out, weight(self.o_proj, dtype), 2), 2,

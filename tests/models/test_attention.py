@@ -4,7 +4,7 @@ import jax
 import numpy as np
 import pytest
 
-from jaxrl_self.models.attention import grouped_attention, one_query_attention
+from jaxrl_self.models.attention import causal_block_attention, grouped_attention, one_query_attention
 
 B, H, K, S, D = 3, 4, 2, 7, 8
 
@@ -41,3 +41,18 @@ def test_grouped_attention_matches_numpy(num_queries):
 def test_one_query_attention_matches_numpy():
     q, k, v, mask = inputs(1)
     np.testing.assert_allclose(jax.jit(one_query_attention)(q, k, v, mask), numpy_attention(q, k, v, mask), atol=1e-5)
+
+
+@pytest.mark.parametrize("length, block", [(7, 3), (8, 4), (5, 8)])
+def test_causal_block_attention_matches_numpy(length, block):
+    """Blocks of queries over their key prefixes (the last block shorter, or one block) equal the full
+    causal attention for every query with a key to attend to, padding included."""
+    rng = np.random.default_rng(length)
+    q = rng.normal(size=(B, length, H, D)).astype(np.float32)
+    k, v = (rng.normal(size=(B, K, length, D)).astype(np.float32) for _ in range(2))
+    kv_mask = np.ones((B, length), bool)
+    kv_mask[1, :2] = False  # a left-padded row
+    mask = np.tril(np.ones((length, length), bool))[None] & kv_mask[:, None, :]
+    real = mask.any(-1)  # queries with some key
+    got = jax.jit(causal_block_attention, static_argnums=4)(q, k, v, mask, block)
+    np.testing.assert_allclose(np.asarray(got)[real], numpy_attention(q, k, v, mask)[real], atol=1e-5)
