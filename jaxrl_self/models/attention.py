@@ -75,8 +75,9 @@ def one_query_attention(q, k, v, mask):
     q = q.reshape(b, k.shape[1], h // k.shape[1], 1, d).astype(jnp.float32)  # [B, K, G, 1, D]
     scores = jnp.sum(q * k[:, :, None].astype(jnp.float32), axis=-1) / math.sqrt(d)  # [B, K, G, S]
     scores = jnp.where(mask[:, None], scores, _MASKED)
-    probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
-    return jnp.sum(probs[..., None] * v[:, :, None], axis=3).reshape(b, 1, h, d)
+    probs = jax.nn.softmax(scores, axis=-1)  # float32: the sum over slots accumulates in float32
+    out = jnp.sum(probs[..., None] * v[:, :, None].astype(jnp.float32), axis=3)
+    return out.astype(v.dtype).reshape(b, 1, h, d)
 
 
 def causal_block_attention(q, k, v, mask, block: int = CAUSAL_BLOCK):

@@ -1,6 +1,7 @@
 """Grouped-query attention over the `[B, K, S, D]` cache layout, against a NumPy softmax attention:
 the matmul form (prefill, training, accelerators) and the one-query form a CPU decode step takes."""
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -56,3 +57,13 @@ def test_causal_block_attention_matches_numpy(length, block):
     real = mask.any(-1)  # queries with some key
     got = jax.jit(causal_block_attention, static_argnums=4)(q, k, v, mask, block)
     np.testing.assert_allclose(np.asarray(got)[real], numpy_attention(q, k, v, mask)[real], atol=1e-5)
+
+
+def test_one_query_attention_in_bfloat16():
+    """A bf16 cache and query (a bf16-compute decode step) give a bf16 result within bf16 rounding
+    of the float32 attention of the same values."""
+    q, k, v, mask = inputs(1)
+    q, k, v = (np.asarray(jnp.asarray(x, jnp.bfloat16).astype(jnp.float32)) for x in (q, k, v))
+    got = jax.jit(one_query_attention)(*(jnp.asarray(x, jnp.bfloat16) for x in (q, k, v)), mask)
+    assert got.dtype == jnp.bfloat16
+    np.testing.assert_allclose(np.asarray(got.astype(jnp.float32)), numpy_attention(q, k, v, mask), atol=1e-2, rtol=1e-2)
