@@ -37,11 +37,11 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxrl_self.models import lora, quantized
+from jaxrl_self.models.attention import (attention_implementation, causal_block_attention, fused_attention,
+                                         grouped_attention)
 from jaxrl_self.models.config import ModelConfig
 from jaxrl_self.models.kv_cache import KVCache, write_rows
 from jaxrl_self.models.rope import apply_rope, inverse_frequencies
-from jaxrl_self.models.attention import (attention_implementation, causal_block_attention, fused_attention,
-                                         grouped_attention)
 from jaxrl_self.models.splash import splash_attention
 from jaxrl_self.parallel.rules import LOGICAL_AXIS_RULES, constrain, constrain_parameter, target_platform
 
