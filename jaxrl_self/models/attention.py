@@ -2,8 +2,8 @@
 
 q `[B, Q, H, D]`; k/v `[B, K, S, D]` (`models.kv_cache`); mask `[B, Q, S]` bool; H query heads share
 K kv heads, H/K each. `attention_implementation` picks the kernel for the platform compiled for:
-`grouped_attention` (XLA: matmuls; on CPU, decode steps take `one_query_attention` and training
-passes `causal_block_attention`), `fused_attention`
+`xla_attention` (XLA: `grouped_attention`'s matmuls; on CPU, training passes take
+`causal_block_attention` and decode steps `one_query_attention`), `fused_attention`
 (`jax.nn.dot_product_attention`, cuDNN on GPU) or splash attention (`models.splash`, TPU training passes).
 """
 from __future__ import annotations
@@ -47,15 +47,28 @@ def fused_attention(q, k, v, mask):
     return jax.nn.dot_product_attention(q, jnp.swapaxes(k, 1, 2), jnp.swapaxes(v, 1, 2), mask=mask[:, None])
 
 
+def xla_attention(q, k, v, mask, training: bool):
+    """The `xla` kernel: `grouped_attention`, in the form that is fastest where it is compiled.
+
+    On CPU a training pass (`training`: no KV cache, query i is key slot i) runs in causal blocks
+    (`causal_block_attention`) and a decode step's single query as fused products
+    (`one_query_attention`); elsewhere, and for other calls, the matmul form.
+    """
+    if target_platform() == "cpu":
+        if training:
+            return causal_block_attention(q, k, v, mask)
+        if q.shape[1] == 1:
+            return one_query_attention(q, k, v, mask)
+    return grouped_attention(q, k, v, mask)
+
+
 def grouped_attention(q, k, v, mask):
-    """Softmax attention with K kv heads shared by H/K query heads each.
+    """Softmax attention with K kv heads shared by H/K query heads each, as two batched matmuls.
 
     q `[B, Q, H, D]`, k/v `[B, K, S, D]` (the cache's layout), mask `[B, Q, S]` bool -> `[B, Q, H, D]`.
-    Scores in float32. A decode step (Q = 1) compiled for CPU takes `one_query_attention`.
+    Scores in float32.
     """
     b, nq, h, d = q.shape
-    if nq == 1 and target_platform() == "cpu":
-        return one_query_attention(q, k, v, mask)
     q = q.reshape(b, nq, k.shape[1], h // k.shape[1], d)
     scores = jnp.einsum("bqkgd,bksd->bkgqs", q, k, preferred_element_type=jnp.float32) / math.sqrt(d)
     scores = jnp.where(mask[:, None, None], scores, _MASKED)

@@ -37,8 +37,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxrl_self.models import lora, quantized
-from jaxrl_self.models.attention import (attention_implementation, causal_block_attention, fused_attention,
-                                         grouped_attention)
+from jaxrl_self.models.attention import attention_implementation, fused_attention, xla_attention
 from jaxrl_self.models.config import ModelConfig
 from jaxrl_self.models.kv_cache import KVCache, write_rows
 from jaxrl_self.models.rope import apply_rope, inverse_frequencies
@@ -172,10 +171,11 @@ class Attention(nnx.Module):
         if kernel == "splash":  # training passes only: k, v `[B, S, K, D]`
             out = splash_attention(q, k.astype(dtype), v.astype(dtype), kv_mask, cfg.sliding_window)
         else:
-            attend = fused_attention if kernel == "dot_product" else grouped_attention
-            if kernel == "xla" and cache_kv is None and target_platform() == "cpu":
-                attend = causal_block_attention
-            out = attend(q, k_heads.astype(dtype), v_heads.astype(dtype), mask)
+            k_heads, v_heads = k_heads.astype(dtype), v_heads.astype(dtype)
+            if kernel == "dot_product":
+                out = fused_attention(q, k_heads, v_heads, mask)
+            else:
+                out = xla_attention(q, k_heads, v_heads, mask, training=cache_kv is None)
         out = constrain(out, ("batch", "length", "heads", "head_dim"))
         projected = lora.adapted(self, "o_proj", out, contract(out, weight(self.o_proj, dtype), 2), 2,
                                  dropout_key)
